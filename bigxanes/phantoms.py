@@ -1,0 +1,278 @@
+"""Phantoms with known chemical-state fractions and scale, in 2-D and 3-D.
+
+Every phantom returns ``X`` of shape ``(L, *shape)`` with each pixel a point of the probability
+simplex (``X >= 0``, ``sum_j X_j = 1``) and a scale ``s`` of shape ``shape`` with ``s >= 0``
+(``max s <= 1``), so that a stack is ``Y = A X diag(s)`` (docs/CONTRACTS.md). All phantoms are
+deterministic for a given ``seed``.
+
+State mixtures are parametrised by a continuous *state position* ``p`` (0 = state 1,
+``L-1`` = state L):
+
+* ``particles`` / ``electrode`` use softmax weights
+  ``X_j = exp(-(p - j)^2 / (2 w^2)) / sum_k exp(-(p - k)^2 / (2 w^2))`` (``w = 0.5``), so a
+  pixel mixes mostly the states next to ``p`` and the fractions vary smoothly with ``p``;
+* ``wedge`` uses hat functions ``X_j = max(0, 1 - |p - j|)``: linear interpolation between
+  neighbouring states, i.e. exactly linear fraction gradients (for L = 2: ``X_2 = p``).
+
+Background / pore pixels get ``s`` in about ``[1e-3, 0.02]`` and random (Dirichlet(1)) fractions:
+they are valid simplex points but **meaningless**, since with ``s ~ 0`` the data carry no
+information about them. Evaluate fractions on a foreground mask (``bigxanes.metrics``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+__all__ = ["particles", "electrode", "wedge", "make_phantom", "PHANTOMS"]
+
+_SOFTMAX_WIDTH = 0.5
+
+
+def _check(shape: tuple[int, ...], n_components: int) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3) or min(shape) < 8:
+        raise ValueError(
+            f"phantom shape must be 2-D (y, x) or 3-D (z, y, x) with sides >= 8, got {shape}."
+        )
+    if int(n_components) < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}.")
+    return shape
+
+
+def _softmax_states(pos: np.ndarray, L: int, width: float = _SOFTMAX_WIDTH) -> np.ndarray:
+    j = np.arange(L, dtype=np.float64).reshape((L,) + (1,) * pos.ndim)
+    logits = -((pos[None] - j) ** 2) / (2.0 * width**2)
+    logits -= logits.max(axis=0, keepdims=True)
+    w = np.exp(logits)
+    return w / w.sum(axis=0, keepdims=True)
+
+
+def _hat_states(pos: np.ndarray, L: int) -> np.ndarray:
+    j = np.arange(L, dtype=np.float64).reshape((L,) + (1,) * pos.ndim)
+    X = np.maximum(0.0, 1.0 - np.abs(np.clip(pos, 0, L - 1)[None] - j))
+    return X / X.sum(axis=0, keepdims=True)
+
+
+def _dirichlet_field(rng: np.random.Generator, L: int, shape: tuple[int, ...]) -> np.ndarray:
+    g = rng.standard_exponential((L,) + shape)
+    return g / g.sum(axis=0, keepdims=True)
+
+
+def _place(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    n: int,
+    rmin: float,
+    rmax: float,
+    min_sep: float,
+    tries: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random sequential addition: centres (k, ndim) and radii (k,).
+
+    A candidate is accepted if ``|c_a - c_b| >= min_sep * (r_a + r_b)`` for all accepted
+    spheres (``min_sep >= 1``: no overlap) and the sphere lies inside the image.
+    """
+    hi = np.asarray(shape, dtype=np.float64)
+    r_all = rng.uniform(rmin, rmax, tries)
+    c_all = r_all[:, None] + rng.random((tries, len(shape))) * (hi - 1.0 - 2.0 * r_all[:, None])
+    C = np.empty((n, len(shape)))
+    R = np.empty(n)
+    k = 0
+    for r, c in zip(r_all, c_all, strict=True):
+        if k >= n:
+            break
+        if k:
+            d2 = ((C[:k] - c) ** 2).sum(axis=1)
+            if np.any(d2 < (min_sep * (R[:k] + r)) ** 2):
+                continue
+        C[k] = c
+        R[k] = r
+        k += 1
+    return C[:k], R[:k]
+
+
+def _render(
+    shape: tuple[int, ...],
+    centres: np.ndarray,
+    radii: np.ndarray,
+    core: np.ndarray,
+    shell: np.ndarray,
+    power: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dome profile ``s = sqrt(r^2 - rho^2) / r_max`` per sphere (max over overlaps) and state
+    position ``p = core + (shell - core) (rho / r)^power``; returns (s, p, inside)."""
+    s = np.zeros(shape)
+    pos = np.zeros(shape)
+    rnorm = float(radii.max()) if radii.size else 1.0
+    for c, r, pc, ps in zip(centres, radii, core, shell, strict=True):
+        lo = np.maximum(np.floor(c - r).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        grids = np.ogrid[box]
+        rho2 = sum((g - ci) ** 2 for g, ci in zip(grids, c, strict=True))
+        u2 = rho2 / r**2
+        dome = np.sqrt(np.maximum(r**2 - rho2, 0.0)) / rnorm
+        sb, pb = s[box], pos[box]
+        upd = (u2 < 1.0) & (dome > sb)
+        sb[upd] = dome[upd]
+        pb[upd] = (pc + (ps - pc) * np.sqrt(u2) ** power)[upd]
+    return s, pos, s > 0
+
+
+def particles(
+    shape: tuple[int, ...] = (128, 128),
+    n_components: int = 2,
+    seed: int = 0,
+    *,
+    n_particles: int | None = None,
+    radius_range: tuple[float, float] = (0.08, 0.17),
+    background: tuple[float, float] = (1e-3, 0.02),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Separate spherical particles with core-shell state gradients on a near-empty background.
+
+    Geometry: up to ``n_particles`` (default 8 in 2-D, 24 in 3-D) non-overlapping spheres
+    (discs in 2-D) with radii ``radius_range * min(shape)``, placed by random sequential
+    addition. Scale inside a sphere is the chord length through it,
+    ``s = 2 sqrt(r^2 - rho^2)``, divided by the largest diameter, so ``s`` is 1 at the centre
+    of the biggest particle and falls to 0 at every rim (a projection of a sphere). In 3-D the
+    same dome profile is used as a density.
+
+    Chemistry: each particle has a random core state position and shell state position
+    (at least ``(L-1)/2`` apart, so cores and shells differ), ``p = core + (shell - core)
+    (rho/r)^2``, fractions from the softmax of ``p`` (module docstring). So fractions vary
+    radially and between particles. Background: ``s ~ U(background)``, random fractions.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n_components, *shape)
+    s : numpy.ndarray, shape shape
+    """
+    shape = _check(shape, n_components)
+    L = int(n_components)
+    rng = np.random.default_rng(seed)
+    m = min(shape)
+    if n_particles is None:
+        n_particles = 8 if len(shape) == 2 else 24
+    cen, rad = _place(
+        rng, shape, n_particles, radius_range[0] * m, radius_range[1] * m, 1.05, 400
+    )
+    k = rad.size
+    span = max(L - 1, 1)
+    core = rng.uniform(-0.5, L - 0.5, k)
+    # shell at least span/2 away from the core, on the side with more room
+    direction = np.where(core < (L - 1) / 2, 1.0, -1.0)
+    shell = np.clip(core + direction * rng.uniform(0.5 * span, span + 0.5, k), -0.5, L - 0.5)
+    s, pos, inside = _render(shape, cen, rad, core, shell)
+    X = _dirichlet_field(rng, L, shape)
+    X[:, inside] = _softmax_states(pos[inside], L)
+    s[~inside] = rng.uniform(background[0], background[1], np.count_nonzero(~inside))
+    return X, s
+
+
+def electrode(
+    shape: tuple[int, ...] = (128, 128),
+    n_components: int = 2,
+    seed: int = 0,
+    *,
+    radius_range: tuple[float, float] = (0.05, 0.10),
+    binder_scale: tuple[float, float] = (0.03, 0.08),
+    background: tuple[float, float] = (1e-3, 0.01),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Densely packed active particles in binder and pores, like a battery electrode.
+
+    Spheres (radii ``radius_range * min(shape)``) are added at random with a tolerated overlap
+    (centre distance >= 0.8 of the radius sum), filling most of the image/volume; ``s`` is the
+    dome profile of the topmost sphere (max over overlaps). The rest is split by a smooth random
+    field into carbon/binder (``s ~ U(binder_scale)``: little of the element) and pores
+    (``s ~ U(background)``). Chemistry: per-particle core-shell state positions as in
+    :func:`particles`, plus a depth gradient of the state position along the last axis (the
+    state of charge changes from the separator side to the current collector).
+    """
+    shape = _check(shape, n_components)
+    L = int(n_components)
+    rng = np.random.default_rng(seed)
+    m = min(shape)
+    vol = float(np.prod(shape))
+    rmean = 0.5 * (radius_range[0] + radius_range[1]) * m
+    unit = np.pi * rmean**2 if len(shape) == 2 else 4.0 / 3.0 * np.pi * rmean**3
+    n_target = int(2.0 * vol / unit) + 4
+    cen, rad = _place(
+        rng, shape, n_target, radius_range[0] * m, radius_range[1] * m, 0.8, 8 * n_target
+    )
+    k = rad.size
+    core = rng.uniform(-0.3, L - 0.7, k)
+    shell = core + rng.uniform(0.3, 1.0, k) * max(L - 1, 1) * rng.choice([-1.0, 1.0], k)
+    s, pos, inside = _render(shape, cen, rad, core, shell)
+    depth = np.linspace(-0.5, 0.5, shape[-1]) * 0.5 * max(L - 1, 1)
+    pos = np.clip(pos + depth, -0.5, L - 0.5)
+    X = _dirichlet_field(rng, L, shape)
+    X[:, inside] = _softmax_states(pos[inside], L)
+    field = gaussian_filter(rng.standard_normal(shape), sigma=max(1.0, 0.03 * m))
+    binder = ~inside & (field > 0)
+    pore = ~inside & ~binder
+    s[binder] = rng.uniform(*binder_scale, np.count_nonzero(binder))
+    s[pore] = rng.uniform(*background, np.count_nonzero(pore))
+    return X, s
+
+
+def wedge(
+    shape: tuple[int, ...] = (128, 128),
+    n_components: int = 2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear fraction gradient across the image with a smooth scale.
+
+    The state position ``p`` increases linearly from 0 to ``L-1`` along a direction that is
+    the last axis tilted by a random angle (within +-20 degrees, from ``seed``), fractions are
+    the hat functions of ``p`` (exactly linear between neighbouring states; for L = 2,
+    ``X_2 = p``). Scale: ``s = 0.3 + 0.6 prod_a cos^2(pi (c_a - 0.5))`` over the other axes
+    (coordinates ``c_a`` in [0, 1]): smooth, in ``[0.3, 0.9]``, never near 0 (no background).
+    """
+    shape = _check(shape, n_components)
+    L = int(n_components)
+    rng = np.random.default_rng(seed)
+    coords = np.meshgrid(*[np.linspace(0.0, 1.0, n) for n in shape], indexing="ij")
+    ang = np.deg2rad(rng.uniform(-20, 20))
+    t = np.cos(ang) * coords[-1] + np.sin(ang) * coords[-2]
+    t = (t - t.min()) / (t.max() - t.min())
+    X = _hat_states(t * (L - 1), L) if L > 1 else np.ones((1,) + shape)
+    bump = np.ones(shape)
+    for c in coords[:-1]:
+        bump = bump * np.cos(np.pi * (c - 0.5)) ** 2
+    s = 0.3 + 0.6 * bump
+    return X, s
+
+
+PHANTOMS = {"particles": particles, "electrode": electrode, "wedge": wedge}
+
+
+def make_phantom(
+    name: str, shape: tuple[int, ...] = (128, 128), n_components: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build a phantom by name.
+
+    Parameters
+    ----------
+    name : {"particles", "electrode", "wedge"}
+    shape : tuple of int
+        ``(y, x)`` or ``(z, y, x)``.
+    n_components : int
+        Number of chemical states L.
+    seed : int
+        Random seed (deterministic output).
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (L, *shape)
+        Fractions, each pixel on the simplex.
+    s : numpy.ndarray, shape shape
+        Scale, >= 0.
+    """
+    try:
+        fn = PHANTOMS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown phantom {name!r}; choose one of {sorted(PHANTOMS)}."
+        ) from None
+    return fn(tuple(shape), n_components, seed)
