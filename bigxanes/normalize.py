@@ -9,6 +9,10 @@ Follows the procedure of xraylarch's ``pre_edge`` (Newville, J. Synchrotron Rad.
 3. Post-edge polynomial ``post(E) = sum_k c_k (E - e0)^k``, ``k = 0..nnorm``, fitted on
    ``[e0 + norm1, e0 + norm2]`` (default +50 eV .. last energy).
 4. ``edge_step = post(e0) - pre(e0)`` and ``norm = (mu - pre) / edge_step``.
+5. ``flat`` (larch's "flattened" spectrum): ``norm`` below ``e0`` and
+   ``norm - ((post - pre) / edge_step - 1)`` from ``e0`` on, i.e. the curvature of the post-edge
+   background removed so the post-edge oscillates around 1 (what already-normalized reference
+   files usually hold).
 
 Windows are clipped to the data. When a window holds too few points (short scans, soft X-ray
 L-edges ~30 eV wide) it is replaced by a fallback: the lower half of the points below ``e0`` for
@@ -57,6 +61,8 @@ class NormResult:
         Pre-edge line evaluated at all energies.
     post : numpy.ndarray, shape (T, *spatial)
         Post-edge polynomial evaluated at all energies.
+    flat : numpy.ndarray, shape (T, *spatial)
+        Flattened normalized spectrum (``fill`` where ``norm`` is).
     """
 
     norm: np.ndarray
@@ -64,6 +70,7 @@ class NormResult:
     edge_step: np.ndarray
     pre: np.ndarray
     post: np.ndarray
+    flat: np.ndarray
 
 
 def auto_nnorm(width: float) -> int:
@@ -188,7 +195,7 @@ def normalize_spectra(
     Returns
     -------
     NormResult
-        ``norm``, ``e0``, ``edge_step``, ``pre``, ``post``.
+        ``norm``, ``e0``, ``edge_step``, ``pre``, ``post``, ``flat``.
     """
     E = as_ev(energy)
     y = np.asarray(spectra, dtype=np.float64)
@@ -239,10 +246,15 @@ def normalize_spectra(
     ok = np.isfinite(step) & (step > 0)
     norm = np.full_like(Y, fill)
     np.divide(Y - pre, step[None, :], out=norm, where=ok[None, :])
+    resid = np.zeros_like(Y)
+    np.divide(post - pre, step[None, :], out=resid, where=ok[None, :])
+    above = E[:, None] >= e0_pix[None, :]
+    flat = np.where(above & ok[None, :], norm - (resid - 1.0), norm)
     return NormResult(
         norm=norm.reshape(y.shape),
         e0=e0_pix.reshape(spatial),
         edge_step=step.reshape(spatial),
         pre=pre.reshape(y.shape),
         post=post.reshape(y.shape),
+        flat=flat.reshape(y.shape),
     )

@@ -75,3 +75,14 @@ def test_find_e0_shape_and_errors():
     np.testing.assert_allclose(find_e0(E / 1000.0, Y), [8340.0, 8350.0])
     with pytest.raises(ValueError, match="axis 0"):
         normalize_spectra(E, Y.T)
+
+
+def test_flat_removes_post_edge_curvature():
+    # post-edge background decreasing like mu(E) of a real absorber (quadratic in E)
+    d = E - 8345.0
+    y = synth(E, 8345.0, 1.0, 0.2, 0.0) - 4e-7 * np.where(d > 0, d, 0) ** 2
+    r = normalize_spectra(E, y, nnorm=2)
+    far = E > 8450
+    assert np.abs(r.norm[far] - 1).max() > 0.02  # norm keeps the curvature
+    np.testing.assert_allclose(r.flat[far], 1.0, atol=2e-3)  # flat is ~1
+    np.testing.assert_array_equal(r.flat[E < 8345], r.norm[E < 8345])

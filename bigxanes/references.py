@@ -1,0 +1,371 @@
+"""Reading reference spectra from files.
+
+Every reader returns ``(energy_eV, values, names)`` with ``energy_eV`` (T,) strictly increasing
+in eV (keV detected by :func:`bigxanes.energy.as_ev`), ``values`` (T, k) and ``k`` names.
+
+Supported formats
+-----------------
+* **Text / CSV table** (``.txt``, ``.csv``, ``.dat``, anything else): whitespace, comma or
+  semicolon separated numbers, first column energy. Lines starting with ``#``, ``!`` or ``%``
+  are comments. Two columns = one reference named after the file stem. More columns = one
+  reference per column, named from a header line (an uncommented non-numeric first line, or the
+  last comment line with one word per column, e.g. ``# energy NiO LiNiO2``).
+* **XDI** (first line ``# XDI/...`` or ``.xdi``): column names from ``# Column.N: name [units]``.
+  The spectrum is the first present of ``norm``, ``flat``, ``mu``, ``mutrans``, ``mu_trans``,
+  ``mufluor``, ``mu_fluor``; else ``ln(i0 / itrans)`` from ``i0`` and ``itrans``/``it``/``i1``
+  (transmission), else ``ifluor / i0`` (fluorescence). Energy column ``energy`` (eV, or keV by
+  its units / magnitude). One reference named after the file stem.
+* **Athena** ``.nor`` export: the last ``#`` header line lists column names
+  (``# energy norm nbkg flat fbkg nder nsec``); ``norm`` is used by default (edge-step
+  normalized, like larch's ``norm``), ``flat`` on request via ``column=``. Athena may write
+  several spectra (``norm`` columns of several groups) – then every column that is not
+  energy-like is offered with its header name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .energy import as_ev, check_references, interpolate_reference, sort_energies
+from .normalize import normalize_spectra
+
+__all__ = [
+    "read_table",
+    "read_xdi",
+    "read_athena_nor",
+    "read_reference_file",
+    "read_references",
+    "load_ni_references",
+]
+
+_COMMENT = ("#", "!", "%")
+_SPLIT = re.compile(r"[\s,;]+")
+_XDI_MU = ("norm", "flat", "mu", "mutrans", "mu_trans", "mufluor", "mu_fluor")
+_XDI_IT = ("itrans", "it", "i1")
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
+    """Return (comment lines without the marker, header tokens or None, data (n, ncols))."""
+    if not path.is_file():
+        raise FileNotFoundError(f"reference file not found: {path}")
+    comments: list[str] = []
+    header: list[str] | None = None
+    rows: list[list[float]] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            s = raw.strip()
+            if not s:
+                continue
+            if s.startswith(_COMMENT):
+                comments.append(s.lstrip("#!% \t").rstrip())
+                continue
+            toks = [t for t in _SPLIT.split(s) if t]
+            if all(_is_number(t) for t in toks):
+                rows.append([float(t) for t in toks])
+            elif not rows and header is None:
+                header = [t.strip("\"'") for t in toks]
+            else:
+                raise ValueError(
+                    f"{path}: line {lineno} is not numeric ({s[:60]!r}); reference files must "
+                    "hold numbers only after an optional header line (comments start with #)."
+                )
+    if not rows:
+        raise ValueError(f"{path}: no numeric data found; expected columns energy, value(s).")
+    ncols = {len(r) for r in rows}
+    if len(ncols) != 1:
+        raise ValueError(
+            f"{path}: rows have different numbers of columns {sorted(ncols)}; fix the file."
+        )
+    data = np.asarray(rows, dtype=np.float64)
+    if data.shape[1] < 2:
+        raise ValueError(f"{path}: need at least 2 columns (energy, value), found 1.")
+    if header is None:
+        for c in reversed(comments):
+            toks = [t for t in _SPLIT.split(c) if t]
+            if len(toks) == data.shape[1] and not all(_is_number(t) for t in toks):
+                header = toks
+                break
+    if header is not None and len(header) != data.shape[1]:
+        raise ValueError(
+            f"{path}: header has {len(header)} names but the data have {data.shape[1]} columns."
+        )
+    return comments, header, data
+
+
+def _finish(path: Path, energy: np.ndarray, values: np.ndarray, names: list[str]):
+    e, (v,), _ = sort_energies(energy, values)
+    v = np.asarray(v, dtype=np.float64).reshape(e.size, -1)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{path}: reference values contain NaN/Inf; fix or remove those rows.")
+    return e, v, names
+
+
+def read_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a text/CSV table: energy + one (2 columns) or several reference columns.
+
+    Returns
+    -------
+    energy : numpy.ndarray (T,) in eV
+    values : numpy.ndarray (T, k)
+    names : list of str
+        File stem for a two-column file; header names (or ``stem_1..``) otherwise.
+    """
+    p = Path(path)
+    _, header, data = _parse_text(p)
+    k = data.shape[1] - 1
+    if k == 1:
+        names = [p.stem]
+    elif header is not None:
+        names = header[1:]
+    else:
+        names = [f"{p.stem}_{i + 1}" for i in range(k)]
+    return _finish(p, data[:, 0], data[:, 1:], names)
+
+
+def read_xdi(
+    path: str | os.PathLike, column: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read an XDI file (see module docstring for the column choice).
+
+    Parameters
+    ----------
+    path : path-like
+    column : str, optional
+        Column name to use instead of the automatic choice.
+    """
+    p = Path(path)
+    comments, header, data = _parse_text(p)
+    cols: dict[int, tuple[str, str]] = {}
+    for c in comments:
+        m = re.match(r"column\.(\d+)\s*:\s*(\S+)\s*(\S*)", c, re.IGNORECASE)
+        if m:
+            cols[int(m.group(1)) - 1] = (m.group(2).lower(), m.group(3).lower())
+    if cols:
+        names = [cols.get(i, (f"col{i + 1}", ""))[0] for i in range(data.shape[1])]
+    elif header is not None:
+        names = [h.lower() for h in header]
+    else:
+        raise ValueError(f"{p}: XDI file without '# Column.N: name' lines; cannot pick columns.")
+    idx = {n: i for i, n in enumerate(names)}
+    if "energy" not in idx:
+        raise ValueError(f"{p}: no 'energy' column among {names}.")
+    energy = data[:, idx["energy"]]
+    units = cols.get(idx["energy"], ("", ""))[1]
+    if units == "kev":
+        energy = energy * 1000.0
+    if column is not None:
+        if column.lower() not in idx:
+            raise ValueError(f"{p}: column {column!r} not found; available: {names}.")
+        y = data[:, idx[column.lower()]]
+    else:
+        y = None
+        for n in _XDI_MU:
+            if n in idx:
+                y = data[:, idx[n]]
+                break
+        if y is None and "i0" in idx:
+            it = next((n for n in _XDI_IT if n in idx), None)
+            if it is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    y = np.log(data[:, idx["i0"]] / data[:, idx[it]])
+            elif "ifluor" in idx:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    y = data[:, idx["ifluor"]] / data[:, idx["i0"]]
+        if y is None:
+            raise ValueError(
+                f"{p}: no absorbance column (one of {list(_XDI_MU)}, or i0 with "
+                f"itrans/ifluor); available: {names}. Pass column=NAME."
+            )
+    return _finish(p, energy, y, [p.stem])
+
+
+def read_athena_nor(
+    path: str | os.PathLike, column: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read an Athena ``.nor`` export; use ``norm`` (default) or ``column`` (e.g. ``"flat"``).
+
+    If the chosen name occurs once, one reference named after the file stem is returned. If no
+    ``norm``/``flat`` column exists (Athena's multi-group export, one column per group), every
+    non-energy column is returned under its header name.
+    """
+    p = Path(path)
+    _, header, data = _parse_text(p)
+    if header is None:
+        raise ValueError(
+            f"{p}: no header line naming the columns (e.g. '# energy norm flat ...'); "
+            "re-export from Athena with column labels."
+        )
+    low = [h.lower() for h in header]
+    want = [column.lower()] if column else ["norm", "flat"]
+    for w in want:
+        hits = [i for i, n in enumerate(low) if n == w]
+        if hits:
+            return _finish(p, data[:, 0], data[:, hits[0]], [p.stem])
+    if column:
+        raise ValueError(f"{p}: column {column!r} not found; available: {header}.")
+    keep = [i for i, n in enumerate(low) if i > 0 and not n.startswith("e")]
+    if not keep:
+        raise ValueError(f"{p}: no spectrum columns in {header}; pass column=NAME.")
+    return _finish(p, data[:, 0], data[:, keep], [header[i] for i in keep])
+
+
+def read_reference_file(
+    path: str | os.PathLike, column: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read one reference file, choosing the reader from the suffix / first line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reference file not found: {p}")
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    suffix = p.suffix.lower()
+    if suffix == ".xdi" or first.lstrip("# ").upper().startswith("XDI/"):
+        return read_xdi(p, column)
+    if suffix == ".nor":
+        return read_athena_nor(p, column)
+    if column is not None:
+        e, v, names = read_table(p)
+        if column not in names:
+            raise ValueError(f"{p}: column {column!r} not found; available: {names}.")
+        return e, v[:, [names.index(column)]], [column]
+    return read_table(p)
+
+
+def read_references(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    energy: np.ndarray | None = None,
+    components: Iterable[str] | None = None,
+    normalize: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read 1..n reference files into one ``(T, L)`` matrix.
+
+    Parameters
+    ----------
+    paths : path-like or sequence of path-like
+        Files in any supported format; each gives one or more references.
+    energy : array_like, optional
+        Target energies (eV or keV). If given, every reference is linearly interpolated onto it
+        (:func:`bigxanes.energy.interpolate_reference`, ValueError when not covered). If not,
+        references on identical grids are stacked as they are; otherwise they are interpolated
+        onto the first file's energies inside the overlap of all files.
+    components : iterable of str, optional
+        Names to keep, in this order (error lists the available names).
+    normalize : bool
+        Edge-step normalize each reference on its own grid first, for raw mu(E) data: the
+        flattened spectrum ``flat`` of :func:`bigxanes.normalize.normalize_spectra` (default
+        windows), comparable with already-normalized reference files (post-edge around 1).
+
+    Returns
+    -------
+    energy : numpy.ndarray (T,) in eV
+    A : numpy.ndarray (T, L)
+    names : list of str
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no reference files given; pass at least one path.")
+    parts = []
+    for p in paths:
+        e, v, n = read_reference_file(p)
+        if normalize:
+            v = normalize_spectra(e, v).flat
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{p}: normalization failed (no edge step); check the data.")
+        parts.append((e, v, n))
+    names = [n for _, _, ns in parts for n in ns]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(
+            f"duplicate reference names {dup}; rename the files or header columns so each "
+            "reference has a unique name."
+        )
+    if energy is not None:
+        E = as_ev(energy)
+    elif all(e.shape == parts[0][0].shape and np.array_equal(e, parts[0][0]) for e, _, _ in parts):
+        E = parts[0][0]
+    else:
+        lo = max(e[0] for e, _, _ in parts)
+        hi = min(e[-1] for e, _, _ in parts)
+        if not lo < hi:
+            raise ValueError(
+                "the reference files do not overlap in energy: "
+                + ", ".join(f"{Path(p).name}: {e[0]:.1f}-{e[-1]:.1f} eV" for p, (e, _, _) in
+                            zip(paths, parts, strict=True))
+                + "; check units or use references of the same edge."
+            )
+        e0 = parts[0][0]
+        E = e0[(e0 >= lo) & (e0 <= hi)]
+    A = np.concatenate([interpolate_reference(e, v, E) for e, v, _ in parts], axis=1)
+    if components is not None:
+        comps = list(components)
+        missing = [c for c in comps if c not in names]
+        if missing:
+            raise ValueError(
+                f"components {missing} not found in the reference files; available: {names}."
+            )
+        A = A[:, [names.index(c) for c in comps]]
+        names = comps
+    return E, A, names
+
+
+NI_FILES = {"Ni0": "ni_metal_rt.xdi", "Ni2+": "ref_NiO.txt", "Ni3+": "ref_LiNiO2.txt"}
+
+
+def load_ni_references(
+    folder: str | os.PathLike, energy: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Real Ni K-edge references: Ni0 (Ni foil), Ni2+ (NiO), Ni3+ (LiNiO2).
+
+    ``ref_NiO.txt`` and ``ref_LiNiO2.txt`` are already edge-step normalized (energies in keV,
+    converted); ``ni_metal_rt.xdi`` holds raw ``mutrans`` and is normalized here with
+    :func:`bigxanes.normalize.normalize_spectra` (larch-like defaults: e0 = max derivative,
+    pre-edge line on -50..-10 eV, quadratic post-edge from +50 eV to the end) and flattened
+    (``flat``), so that like the other two its post-edge oscillates around 1. All three are
+    interpolated onto ``energy`` if given, else onto the NiO energies inside the overlap of
+    the three files (8200-9000 eV).
+
+    Returns
+    -------
+    energy : numpy.ndarray (T,) eV
+    A : numpy.ndarray (T, 3), columns Ni0, Ni2+, Ni3+
+    names : ``["Ni0", "Ni2+", "Ni3+"]``
+    """
+    d = Path(folder)
+    missing = [f for f in NI_FILES.values() if not (d / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{d}: missing Ni reference files {missing}.")
+    e0_, v0, _ = read_xdi(d / NI_FILES["Ni0"])
+    v0 = normalize_spectra(e0_, v0[:, 0]).flat
+    e2, v2, _ = read_table(d / NI_FILES["Ni2+"])
+    e3, v3, _ = read_table(d / NI_FILES["Ni3+"])
+    if energy is None:
+        lo = max(e0_[0], e2[0], e3[0])
+        hi = min(e0_[-1], e2[-1], e3[-1])
+        E = e2[(e2 >= lo) & (e2 <= hi)]
+    else:
+        E = as_ev(energy)
+    A = np.stack(
+        [
+            interpolate_reference(e0_, v0, E),
+            interpolate_reference(e2, v2[:, 0], E),
+            interpolate_reference(e3, v3[:, 0], E),
+        ],
+        axis=1,
+    )
+    check_references(A)
+    return E, A, list(NI_FILES)
