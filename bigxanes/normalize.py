@@ -236,12 +236,15 @@ def normalize_spectra(
         hi = (E[-1] - e0g) if norm2 is None else norm2
         ipost = _window(E, e0g, norm1, hi, "post")
         deg = auto_nnorm(E[ipost[-1]] - E[ipost[0]]) if nnorm is None else int(nnorm)
-        Yg = Y[:, cols]
+        Yg = Y if groups.size == 1 else Y[:, cols]
         pre_c, pre0 = _poly_fit_eval(x, ipre, Yg, 1)
         post_c, post0 = _poly_fit_eval(x, ipost, Yg, deg)
-        pre[:, cols] = pre_c
-        post[:, cols] = post_c
-        step[cols] = post0 - pre0
+        if groups.size == 1:
+            pre[:], post[:], step[:] = pre_c, post_c, post0 - pre0
+        else:
+            pre[:, cols] = pre_c
+            post[:, cols] = post_c
+            step[cols] = post0 - pre0
 
     ok = np.isfinite(step) & (step > 0)
     norm = np.full_like(Y, fill)
