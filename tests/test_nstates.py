@@ -23,14 +23,16 @@ def xanes_references(T: int = 100, L: int = 3, shift: float = 2.5) -> np.ndarray
     return np.stack(refs, axis=1)
 
 
-def make_stack(L: int, sigma: float, seed: int, shape=(64, 64), shift: float = 2.5):
+def make_stack(
+    L: int, sigma: float, seed: int, shape=(64, 64), shift: float = 2.5, scale: bool = True
+):
     rng = np.random.default_rng(seed)
     R = xanes_references(L=L, shift=shift)
     f = np.stack([gaussian_filter(rng.standard_normal(shape), 6.0) for _ in range(L)])
     f = np.exp(6.0 * f / f.std(axis=(1, 2), keepdims=True))
     F = f / f.sum(axis=0)
     g = gaussian_filter(rng.standard_normal(shape), 8.0)
-    s = 0.5 + (g - g.min()) / (g.max() - g.min())
+    s = 0.5 + (g - g.min()) / (g.max() - g.min()) if scale else 1.0
     Y = np.einsum("tl,lyx->tyx", R, F) * s
     std = sigma / 255.0 * Y.max()
     return Y + rng.standard_normal(Y.shape) * std, std
@@ -51,11 +53,14 @@ def test_number_of_states_sigma1(L, method, shift):
         assert np.all(res.criterion[:L] > 0) and res.criterion[L] < 0
 
 
-def test_scale_makes_signal_span_L_dims():
-    # With a per-pixel scale, L=2 states span 2 dims of the non-centred correlation matrix;
-    # the estimate must not be L-1 (which centring would suggest).
-    Y, _ = make_stack(2, 1.0, seed=11)
-    assert estimate_n_states(Y).n == 2
+@pytest.mark.parametrize("method", ["hysime", "eigengap"])
+def test_non_centred_counts_L_not_L_minus_1(method):
+    # Constant scale: the data lie on an (L-1)-dim affine simplex; centring (a PCA-style
+    # covariance) would report L-1 states, but there are L references. The estimate works
+    # on the non-centred correlation matrix, which spans L dims.
+    for L in (2, 3):
+        Y, _ = make_stack(L, 1.0, seed=11 + L, scale=False)
+        assert estimate_n_states(Y, method=method).n == L
 
 
 def test_noise_variance_estimate():
