@@ -100,6 +100,17 @@ def _is_dask(a: Any) -> bool:
 def _unwrap(stack: Any) -> tuple[Any, np.ndarray | None]:
     """Return the bare (NumPy or Dask) array of a stack and its energies if it had any."""
     energies = None
+    if hasattr(stack, "data_vars"):  # xarray.Dataset: use its "stack" variable
+        if "stack" not in stack.data_vars:
+            raise ValueError(
+                "the Dataset has no 'stack' variable; pass the stack DataArray itself."
+            )
+        stack = stack["stack"]
+    if callable(stack) and not hasattr(stack, "shape"):
+        raise ValueError(
+            f"expected an array, got {stack!r}; with an xarray Dataset use ds['stack'] "
+            "(ds.stack is the Dataset.stack method, not the variable)."
+        )
     if hasattr(stack, "dims") and hasattr(stack, "data"):  # xarray.DataArray
         if "energy" in stack.dims:
             stack = stack.transpose("energy", ...)
@@ -672,7 +683,7 @@ def denoise_stack(
         if len(stack.chunks[0]) != 1:
             stack = stack.rechunk({0: -1})
         depth = max(8, int(math.ceil(4 * gaussian_sigma))) if method == "gaussian" else 8
-        depth_d = {0: 0, **{i: depth for i in range(1, stack.ndim)}}
+        depth_d = {0: 0, **{i: min(depth, stack.shape[i] - 1) for i in range(1, stack.ndim)}}
         return da.map_overlap(
             _denoise_block,
             stack,
@@ -702,9 +713,9 @@ def vca_stack(
 
     Parameters
     ----------
-    stack : ndarray, dask.array.Array or xarray.DataArray, shape (T, *spatial)
-        Absorbance stack. A Dask array is processed chunk by chunk (the energy axis is
-        rechunked to one chunk if needed).
+    stack : ndarray, dask.array.Array, xarray.DataArray or xarray.Dataset, shape (T, *spatial)
+        Absorbance stack (for a Dataset, its ``stack`` variable). A Dask array is processed
+        chunk by chunk (the energy axis is rechunked to one chunk if needed).
     n_components : int
         Number of chemical states ``L``.
     mask : array of bool, shape (*spatial), optional
