@@ -1,3 +1,3 @@
-"""bigxanes: chemical phase maps from TXM-XANES stacks, in memory or out-of-core on Dask and Zarr."""
+"""bigxanes: chemical phase maps from TXM-XANES stacks, in memory or out-of-core (Dask, Zarr)."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,229 @@
+"""One ADMM iteration of robust unmixing (RUM-TV / RUM-PnP) on a block of pixel state.
+
+Implements Algorithm 1 of Wang et al., "Robust retrieval of material chemical states in X-ray
+microspectroscopy", Opt. Express 2023, in scaled form, as written out in DESIGN.md §3:
+
+1. X-step. TV: ``(s² + 1 - Δ) X = (M - C) s + ∇ᵀ(U - D) + W - E`` (warm-started Jacobi sweeps);
+   PnP: ``X = ((M - C) s + (U - D) + W - E) / (s² + 2)``.
+2. Normalize columns of X to sum to one (uniform where the sum is ~0).
+3. ``s = (Σ_j X_j (M - C)_j + t - g) / (Σ_j X_j² + 1)``.
+4. ``M = (AᵀA + ρI)⁻¹ (AᵀY + ρ (X s + C))``.
+5. TV: ``U = shrink(∇X + D, λ/ρ)``; PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
+6. PnP: ``ρ ← γρ`` and the scaled duals C, D, E, g are multiplied by ``ρ_old/ρ_new``.
+7. ``W = max(X + E, 0)``, ``t = max(s + g, 0)``.
+8. ``C += X s - M``; ``D += ∇X - U`` (TV) or ``X - U`` (PnP); ``E += X - W``; ``g += s - t``.
+
+The whole state of a block is one array ``(channels, *spatial)`` whose channel layout is given
+by :class:`StateLayout`; the iteration returns the new state with extra per-pixel *residual*
+channels appended (squared residual contributions, summed over the image by the caller).
+The kernel is exact on any block whose halo is at least :func:`halo_depth` deep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .denoisers import denoise_maps
+from .stencils import gradient, gradient_adjoint, isotropic_shrink, jacobi_screened_poisson, tv_norm
+
+RESIDUALS = ("r_scale", "r_simplex", "r_positive", "r_reg", "dual", "data", "reg")
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Channel layout of the per-pixel ADMM state.
+
+    Channels, in order: ``aty`` (L, constant AᵀY), ``yty`` (1, constant YᵀY), ``X`` (L), ``s`` (1),
+    ``M`` (L), ``W`` (L), ``t`` (1), ``C`` (L), ``E`` (L), ``g`` (1), ``U`` (K), ``D`` (K), where
+    K = L·ndim for TV (one gradient component per spatial axis, axis-major) and K = L for PnP.
+    """
+
+    n_components: int
+    ndim: int
+    method: str  # "tv" or "pnp"
+
+    @property
+    def k_reg(self) -> int:
+        return self.n_components * (self.ndim if self.method == "tv" else 1)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        L = self.n_components
+        return {
+            "aty": L, "yty": 1, "X": L, "s": 1, "M": L, "W": L, "t": 1,
+            "C": L, "E": L, "g": 1, "U": self.k_reg, "D": self.k_reg,
+        }
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        out, i = {}, 0
+        for name, n in self.sizes.items():
+            out[name] = slice(i, i + n)
+            i += n
+        return out
+
+    @property
+    def n_channels(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def n_out(self) -> int:
+        """Channels returned by :func:`admm_iteration`: state + residual channels."""
+        return self.n_channels + len(RESIDUALS)
+
+
+def halo_depth(method: str, tv_sweeps: int, denoiser_halo: int) -> int:
+    """Halo a block needs for :func:`admm_iteration` to be exact in its interior.
+
+    TV: ∇ᵀ in the right-hand side and each Jacobi sweep reach one pixel, ∇X one more:
+    ``tv_sweeps + 2``. PnP: the denoiser's footprint.
+    """
+    return tv_sweeps + 2 if method == "tv" else denoiser_halo
+
+
+def _reg_view(v: np.ndarray, layout: StateLayout) -> np.ndarray:
+    if layout.method == "tv":
+        return v.reshape((layout.ndim, layout.n_components) + v.shape[1:])
+    return v
+
+
+def initial_state(
+    aty: np.ndarray, yty: np.ndarray, M0: np.ndarray, layout: StateLayout, dtype=np.float64
+) -> np.ndarray:
+    """Initial ADMM state from the LCF (NNLS) solution ``M0`` (DESIGN.md §3, Init).
+
+    ``s0 = Σ_j M0_j``, ``X0 = M0 / s0`` (uniform where s0 ~ 0), ``W = X0``, ``t = s0``, duals 0,
+    ``U = ∇X0`` (TV) or ``X0`` (PnP). Arrays are (channels, *spatial).
+    """
+    L = layout.n_components
+    sl = layout.slices
+    S = np.zeros((layout.n_channels,) + M0.shape[1:], dtype=dtype)
+    s0 = M0.sum(axis=0)
+    ok = s0 > 1e-12
+    X0 = np.where(ok, M0 / np.where(ok, s0, 1.0), 1.0 / L)
+    S[sl["aty"]] = aty
+    S[sl["yty"]] = yty
+    S[sl["X"]] = X0
+    S[sl["s"]] = s0
+    S[sl["M"]] = M0
+    S[sl["W"]] = X0
+    S[sl["t"]] = s0
+    if layout.method == "tv":
+        S[sl["U"]] = gradient(X0, layout.ndim).reshape((layout.k_reg,) + X0.shape[1:])
+    else:
+        S[sl["U"]] = X0
+    return S
+
+
+def admm_iteration(
+    S: np.ndarray,
+    *,
+    layout: StateLayout,
+    AtA: np.ndarray,
+    lam: float,
+    rho: float,
+    rho_next: float,
+    tv_sweeps: int = 10,
+    denoiser: str = "tv",
+) -> np.ndarray:
+    """One ADMM iteration on a block of state (see module docstring for the steps).
+
+    Parameters
+    ----------
+    S : (n_channels, *spatial) ndarray
+        State block (possibly with a halo), layout from ``layout``.
+    layout : StateLayout
+    AtA : (L, L) ndarray
+        ``AᵀA`` of the (scaled) references.
+    lam, rho : float
+        Regularization weight λ and penalty ρ of this iteration.
+    rho_next : float
+        ρ of the next iteration (``γρ`` for PnP, ``ρ`` for TV); the scaled duals are rescaled
+        by ``rho / rho_next`` (DESIGN.md §3 step 6).
+    tv_sweeps : int
+        Jacobi sweeps of the TV X-step.
+    denoiser : str
+        PnP denoiser name (see :mod:`bigxanes.kernels.denoisers`).
+
+    Returns
+    -------
+    (n_out, *spatial) ndarray
+        New state, followed by per-pixel channels :data:`RESIDUALS`: squared primal residuals
+        ``|Xs - M|²``, ``|X - W|²``, ``|s - t|²``, ``|∇X - U|²`` (or ``|X - U|²``), squared dual
+        change ``|M - M_prev|²``, the data term ``|y - A M|²`` and the regularizer ``TV(X)``.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    sl = layout.slices
+    nd = layout.ndim
+    L = layout.n_components
+    aty, yty = S[sl["aty"]], S[sl["yty"]][0]
+    X, s, M_prev = S[sl["X"]], S[sl["s"]][0], S[sl["M"]]
+    W, t = S[sl["W"]], S[sl["t"]][0]
+    C, E, g = S[sl["C"]], S[sl["E"]], S[sl["g"]][0]
+    U, D = _reg_view(S[sl["U"]], layout), _reg_view(S[sl["D"]], layout)
+
+    # 1. X-step
+    base = (M_prev - C) * s + W - E
+    if layout.method == "tv":
+        X = jacobi_screened_poisson(base + gradient_adjoint(U - D, nd), s * s + 1.0, X, nd,
+                                    tv_sweeps)
+    else:
+        X = (base + U - D) / (s * s + 2.0)
+    # 2. simplex normalization
+    colsum = X.sum(axis=0)
+    ok = np.abs(colsum) > 1e-8
+    X = np.where(ok, X / np.where(ok, colsum, 1.0), 1.0 / L)
+    # 3. scale
+    s = (np.sum(X * (M_prev - C), axis=0) + t - g) / (np.sum(X * X, axis=0) + 1.0)
+    # 4. M-step: pixel-local L x L solve
+    Xs = X * s
+    P = np.linalg.inv(AtA + rho * np.eye(L))
+    M = np.tensordot(P, aty + rho * (Xs + C), axes=1)
+    # 5. U-step
+    if layout.method == "tv":
+        gX = gradient(X, nd)
+        U = isotropic_shrink(gX + D, lam / rho)
+        reg_res = gX - U
+    else:
+        U = denoise_maps(X + D, np.sqrt(lam / rho), denoiser, nd)
+        reg_res = X - U
+    # 7. projections
+    W = np.maximum(X + E, 0.0)
+    t = np.maximum(s + g, 0.0)
+    # 8. dual ascent, then (6.) rescale the scaled duals for the next ρ
+    r_scale = Xs - M
+    r_simplex = X - W
+    r_pos = s - t
+    f = rho / rho_next
+    C = (C + r_scale) * f
+    D = (D + reg_res) * f
+    E = (E + r_simplex) * f
+    g = (g + r_pos) * f
+
+    out = np.empty((layout.n_out,) + S.shape[1:], dtype=np.float64)
+    out[sl["aty"]] = aty
+    out[sl["yty"]] = yty
+    out[sl["X"]] = X
+    out[sl["s"]] = s
+    out[sl["M"]] = M
+    out[sl["W"]] = W
+    out[sl["t"]] = t
+    out[sl["C"]] = C
+    out[sl["E"]] = E
+    out[sl["g"]] = g
+    out[sl["U"]] = U.reshape((layout.k_reg,) + X.shape[1:])
+    out[sl["D"]] = D.reshape((layout.k_reg,) + X.shape[1:])
+    r = layout.n_channels
+    out[r + 0] = np.sum(r_scale * r_scale, axis=0)
+    out[r + 1] = np.sum(r_simplex * r_simplex, axis=0)
+    out[r + 2] = r_pos * r_pos
+    reg_axes = (0, 1) if layout.method == "tv" else (0,)
+    out[r + 3] = np.sum(reg_res * reg_res, axis=reg_axes)
+    dM = M - M_prev
+    out[r + 4] = rho * rho * np.sum(dM * dM, axis=0)
+    AtAM = np.tensordot(AtA, M, axes=1)
+    out[r + 5] = yty - 2.0 * np.sum(M * aty, axis=0) + np.sum(M * AtAM, axis=0)
+    out[r + 6] = tv_norm(X, nd) if layout.method == "tv" else 0.0
+    return out

@@ -1,0 +1,86 @@
+"""Denoisers for the plug-and-play (RUM-PnP) U-step: ``U_j = D(X_j + D_j; σ)``.
+
+Each denoiser takes one block of maps ``(L, *spatial)`` and the strength ``σ = sqrt(λ/ρ)`` in the
+units of the maps (fractions in [0, 1]; not multiplied by 255), and returns denoised maps of the
+same shape. They are applied per phase map (channel).
+
+- ``"bm3d"``: BM3D (Dabov et al., IEEE TIP 16(8) 2007) per 2-D map, as in the paper; 3-D
+  volumes slice by slice along z. Package ``bm3d`` (non-commercial licence).
+- ``"bm4d"``: BM4D (Maggioni et al., IEEE TIP 22(1) 2013) per 3-D map (package ``bm4d``).
+- ``"tv"``: the exact proximal map of isotropic total variation,
+  ``argmin_u 1/(2σ²)||u - v||² + TV(u)``, by Chambolle's projection algorithm
+  (scikit-image ``denoise_tv_chambolle`` with ``weight = σ²``). Free, fast (~0.1-0.4 s per
+  megapixel), and the recommended choice for large volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+DENOISERS = ("tv", "bm3d", "bm4d")
+
+# Footprint (in pixels) each denoiser's output depends on, used as the default Dask halo.
+DEFAULT_HALO = {"tv": 16, "bm3d": 24, "bm4d": 16}
+
+
+def _tv(v: np.ndarray, sigma: float, ndim: int, max_num_iter: int = 100) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle
+
+    out = np.empty_like(v)
+    for j in range(v.shape[0]):
+        out[j] = denoise_tv_chambolle(
+            v[j], weight=sigma * sigma, eps=1e-5, max_num_iter=max_num_iter
+        )
+    return out
+
+
+def _bm3d(v: np.ndarray, sigma: float, ndim: int) -> np.ndarray:
+    import bm3d
+
+    out = np.empty_like(v)
+    for j in range(v.shape[0]):
+        if ndim == 2:
+            out[j] = bm3d.bm3d(v[j], sigma_psd=sigma)
+        else:
+            for z in range(v.shape[1]):
+                out[j, z] = bm3d.bm3d(v[j, z], sigma_psd=sigma)
+    return out
+
+
+def _bm4d(v: np.ndarray, sigma: float, ndim: int) -> np.ndarray:
+    if ndim != 3:
+        raise ValueError("denoiser 'bm4d' needs 3-D volumes; use 'bm3d' or 'tv' for 2-D images")
+    import bm4d
+
+    out = np.empty_like(v)
+    for j in range(v.shape[0]):
+        out[j] = bm4d.bm4d(v[j], sigma_psd=sigma)
+    return out
+
+
+_IMPL: dict[str, Callable[[np.ndarray, float, int], np.ndarray]] = {
+    "tv": _tv,
+    "bm3d": _bm3d,
+    "bm4d": _bm4d,
+}
+
+
+def denoise_maps(v: np.ndarray, sigma: float, name: str, ndim: int) -> np.ndarray:
+    """Denoise each map ``v[j]`` with strength ``sigma`` using denoiser ``name``.
+
+    Parameters
+    ----------
+    v : (L, *spatial) ndarray
+    sigma : float
+        Noise standard deviation assumed by the denoiser, ``sqrt(λ/ρ)`` (paper eq. 10).
+    name : {"tv", "bm3d", "bm4d"}
+    ndim : int
+        Number of spatial dimensions (2 or 3).
+    """
+    if name not in _IMPL:
+        raise ValueError(f"unknown denoiser {name!r}; choose one of {', '.join(DENOISERS)}")
+    if sigma <= 0:
+        return v.copy()
+    return _IMPL[name](np.ascontiguousarray(v, dtype=np.float64), float(sigma), ndim)
