@@ -1,0 +1,210 @@
+"""Chunk-wise execution helpers: the block functions run by ``map_blocks``/``map_overlap`` and
+the wrappers that build those graphs.
+
+Block functions call the pure NumPy kernels of :mod:`bigxanes.kernels` on one block; they must
+be deterministic (a killed worker's tasks are re-run). ``map_blocks`` cannot return several
+arrays, so every block function returns ONE stacked float64 array ``(channels, *spatial)`` and
+the caller slices channels (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from ..kernels.admm import StateLayout, admm_iteration, initial_state
+from ..kernels.edge50 import edge50_energy
+from ..kernels.lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
+from ..normalize import normalize_spectra
+
+__all__ = [
+    "LCF_VARIANTS",
+    "Pass1Layout",
+    "pass1_block",
+    "map_spatial_blocks",
+    "map_spatial_overlap",
+    "min_chunks",
+    "clean_block",
+]
+
+#: LCF variants (``lcf_variant`` of :func:`bigxanes.engine.unmix_store`).
+LCF_VARIANTS = {
+    "nnls": nnls_coefficients,
+    "lstsq": lstsq_coefficients,
+    "sum-to-one": sum_to_one_coefficients,
+}
+
+
+@dataclass(frozen=True)
+class Pass1Layout:
+    """Channels of the single pass over the stack (everything that needs ``Y``).
+
+    ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
+    ``bad`` (1, 1 where the spectrum had NaN/Inf), optional ``lcf`` (L) + ``lcf_resid`` (1)
+    for a non-NNLS LCF variant, optional ``edge50`` (1, eV) + ``edge_step`` (1).
+    """
+
+    n_components: int
+    variant: str = "nnls"
+    edge50: bool = False
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        L = self.n_components
+        out = {"aty": L, "yty": 1, "M0": L, "resid0": 1, "bad": 1}
+        if self.variant != "nnls":
+            out.update(lcf=L, lcf_resid=1)
+        if self.edge50:
+            out.update(edge50=1, edge_step=1)
+        return out
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        out, i = {}, 0
+        for name, n in self.sizes.items():
+            out[name] = slice(i, i + n)
+            i += n
+        return out
+
+    @property
+    def n_channels(self) -> int:
+        return sum(self.sizes.values())
+
+    def lcf_slices(self) -> tuple[slice, slice]:
+        """(coefficients, residual) channels of the requested LCF variant."""
+        sl = self.slices
+        if self.variant == "nnls":
+            return sl["M0"], sl["resid0"]
+        return sl["lcf"], sl["lcf_resid"]
+
+
+def clean_block(Y: np.ndarray, nan_policy: str = "mask") -> tuple[np.ndarray, np.ndarray]:
+    """Float64 copy of a stack block with non-finite spectra zeroed; and the bad-pixel map.
+
+    With ``nan_policy="mask"`` a spectrum holding any NaN/Inf is set to 0 (so s = 0 and it does
+    not spread through the spatial steps); with ``"raise"`` a ValueError is raised.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    bad = ~np.isfinite(Y).all(axis=0)
+    if bad.any():
+        if nan_policy != "mask":
+            raise ValueError(
+                f"the stack holds {int(bad.sum())} spectra with NaN/Inf in this block; "
+                "pass nan_policy='mask' to exclude them"
+            )
+        Y = Y.copy()
+        Y[:, bad] = 0.0
+    return Y, bad
+
+
+def _resid(yty, aty, M, AtA):
+    return yty - 2.0 * np.sum(M * aty, axis=0) + np.sum(M * (AtA @ M), axis=0)
+
+
+def pass1_block(
+    Y: np.ndarray,
+    *,
+    layout: Pass1Layout,
+    A: np.ndarray | None,
+    energy: np.ndarray,
+    e0: float | None = None,
+    nan_policy: str = "mask",
+) -> np.ndarray:
+    """The one pass over a stack block ``(T, *spatial)``: see :class:`Pass1Layout`.
+
+    Same arithmetic as the in-memory path (:func:`bigxanes.rum.unmix_rum_array`): ``AᵀY`` and
+    ``yᵀy`` in float64, exact batched NNLS.
+    """
+    T = Y.shape[0]
+    spatial = Y.shape[1:]
+    Yc, bad = clean_block(Y, nan_policy)
+    Yf = Yc.reshape(T, -1)
+    out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)
+    sl = layout.slices
+    flat = out.reshape(layout.n_channels, -1)
+    flat[sl["bad"]] = bad.reshape(1, -1)
+    if A is not None:
+        AtA = A.T @ A
+        aty = A.T @ Yf
+        yty = np.einsum("tn,tn->n", Yf, Yf)
+        M0 = nnls_coefficients(AtA, aty)
+        flat[sl["aty"]] = aty
+        flat[sl["yty"]] = yty
+        flat[sl["M0"]] = M0
+        flat[sl["resid0"]] = _resid(yty, aty, M0, AtA)
+        if layout.variant != "nnls":
+            M = LCF_VARIANTS[layout.variant](AtA, aty)
+            flat[sl["lcf"]] = M
+            flat[sl["lcf_resid"]] = _resid(yty, aty, M, AtA)
+    if layout.edge50:
+        nr = normalize_spectra(energy, Yc, e0=e0)
+        flat[sl["edge50"]] = edge50_energy(energy, nr.norm).reshape(1, -1)
+        flat[sl["edge_step"]] = np.asarray(nr.edge_step).reshape(1, -1)
+    return out
+
+
+def min_chunks(chunks: Sequence[int], shape: Sequence[int], depth: int) -> tuple[int, ...]:
+    """Enlarge spatial tiles so every chunk (the last one included) is at least ``depth`` deep.
+
+    ``map_overlap`` needs each neighbour to hold a full halo; a tile smaller than the halo
+    would make dask rechunk inside the graph. Each returned tile ``t`` satisfies
+    ``t >= depth`` and ``n % t == 0 or n % t >= depth`` (or ``t == n``).
+    """
+    out = []
+    for t, n in zip(chunks, shape, strict=True):
+        t = max(1, min(int(t), int(n)))
+        if n <= depth or t >= n:
+            out.append(int(n))
+            continue
+        t = max(t, depth)
+        while t < n and 0 < n % t < depth:
+            t += 1
+        out.append(int(min(t, n)))
+    return tuple(out)
+
+
+def map_spatial_blocks(
+    func: Callable[..., np.ndarray], arr: da.Array, n_out: int, **kwargs
+) -> da.Array:
+    """``map_blocks`` of a block function ``(C, *spatial) -> (n_out, *spatial)`` float64.
+
+    ``arr`` must hold its channel axis (axis 0) in one chunk.
+    """
+    chunks = ((n_out,),) + arr.chunks[1:]
+    return da.map_blocks(func, arr, chunks=chunks, dtype=np.float64, meta=np.empty(
+        (0,) * arr.ndim, dtype=np.float64), **kwargs)
+
+
+def map_spatial_overlap(
+    func: Callable[..., np.ndarray], arr: da.Array, n_out: int, depth: int, **kwargs
+) -> da.Array:
+    """``map_overlap`` with a halo of ``depth`` on the spatial axes only, ``boundary="none"``.
+
+    The outer faces of the volume get no padding: the kernels treat a block's edges as
+    Neumann boundaries, which is exactly the volume's boundary condition there. The channel
+    axis (axis 0) must be one chunk; the result has ``n_out`` channels, float64.
+    """
+    nd = arr.ndim - 1
+    dep = {0: 0, **{i + 1: int(depth) for i in range(nd)}}
+    bnd = {i: "none" for i in range(arr.ndim)}
+    g = da.overlap.overlap(arr, depth=dep, boundary=bnd, allow_rechunk=False)
+    y = da.map_blocks(func, g, chunks=((n_out,),) + g.chunks[1:], dtype=np.float64,
+                      meta=np.empty((0,) * arr.ndim, dtype=np.float64), **kwargs)
+    return da.overlap.trim_internal(y, dep, boundary=bnd)
+
+
+def init_state_block(P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float,
+                     dtype=np.float32) -> np.ndarray:
+    """Initial ADMM state of a block from its pass-1 channels (needs a 1-pixel halo for TV)."""
+    sl = p1.slices
+    c = float(scale)
+    return initial_state(P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout,
+                         dtype=dtype).astype(np.float64)
+
+
+def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
+    """One ADMM iteration on a state block with its halo (:func:`admm_iteration`)."""
+    return admm_iteration(S, **kwargs)

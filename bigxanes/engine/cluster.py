@@ -1,0 +1,119 @@
+"""Dask schedulers for the engine: a LocalCluster sized to the machine, an existing cluster, or
+the threaded scheduler for small inputs (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES"]
+
+#: Inputs below this many bytes run on the threaded scheduler without a cluster.
+SMALL_INPUT_BYTES = 256 * 2**20
+
+
+def _total_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # pragma: no cover - psutil is a distributed dependency
+        return 8 * 2**30
+
+
+def get_client(
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | int | None = "auto",
+    processes: bool = True,
+):
+    """Return a :class:`distributed.Client`.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (e.g. ``"tcp://host:8786"``, a dask-jobqueue cluster);
+        None starts a :class:`distributed.LocalCluster` on this machine.
+    n_workers : int, optional
+        Workers of the local cluster; default one per core (Zarr v3 decodes poorly on threads,
+        so processes with one thread each are the default).
+    threads_per_worker : int
+    memory_limit : str or int, optional
+        Per-worker memory limit (e.g. ``"2GB"``); ``"auto"``/None = 80 % of the machine's
+        memory divided among the workers.
+    processes : bool
+
+    Returns
+    -------
+    distributed.Client
+        Close it (and its cluster, ``client.cluster``) when done; the engine does this for
+        clients it creates itself.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler)
+    n = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
+    if memory_limit in (None, "auto"):
+        memory_limit = int(0.8 * _total_memory() / n)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        processes=processes, dashboard_address=None,
+    )
+    return Client(cluster)
+
+
+@dataclass
+class Runner:
+    """Where graphs run: a distributed client or a local scheduler name."""
+
+    scheduler: Any  # a distributed.Client or "threads" / "synchronous"
+    owned: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def distributed(self) -> bool:
+        return not isinstance(self.scheduler, str)
+
+    def compute(self, *objs):
+        """One ``dask.compute`` of all ``objs`` (shared tasks run once)."""
+        import dask
+
+        return dask.compute(*objs, scheduler=self.scheduler)
+
+    def close(self) -> None:
+        if self.owned and self.distributed:
+            client = self.scheduler
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def make_runner(
+    nbytes: int,
+    *,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    memory_limit: str | int | None = None,
+) -> Runner:
+    """Choose the scheduler for an input of ``nbytes``.
+
+    A given ``client`` is used as is; ``scheduler`` (an address, or ``"threads"`` /
+    ``"synchronous"``) joins that scheduler; otherwise small inputs (< :data:`SMALL_INPUT_BYTES`,
+    no ``n_workers``/``memory_limit`` asked) run on the threaded scheduler and larger ones on a
+    new LocalCluster, closed by :meth:`Runner.close`.
+    """
+    if client is not None:
+        return Runner(client, owned=False)
+    if scheduler in ("threads", "synchronous", "sync", "processes"):
+        return Runner("synchronous" if scheduler == "sync" else scheduler, owned=False)
+    if scheduler is not None:
+        return Runner(get_client(scheduler), owned=True)
+    if nbytes < SMALL_INPUT_BYTES and n_workers is None and memory_limit is None:
+        return Runner("threads", owned=False)
+    return Runner(get_client(n_workers=n_workers, memory_limit=memory_limit or "auto"),
+                  owned=True)

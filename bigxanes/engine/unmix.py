@@ -1,0 +1,498 @@
+"""Orchestration of out-of-core unmixing: Zarr stack in, Zarr result Dataset out.
+
+One read of the stack (pass 1: ``AᵀY``, ``yᵀy``, NNLS, residuals, Edge-50, LCF variant) into a
+Zarr working array; then, for RUM, one graph per ADMM iteration over the double-buffered state
+(DESIGN.md §4); then the result maps (DESIGN.md §5). The arithmetic is that of the in-memory
+path :func:`bigxanes.rum.unmix_rum_array`, run block-wise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .. import __version__
+from ..kernels.admm import RESIDUALS, StateLayout
+from ..kernels.edge50 import edge50_energy, fraction_from_edge50
+from ..normalize import find_e0, normalize_spectra
+from ..rum import (
+    History,
+    RumParams,
+    noise_variance,
+    resolve_lambda,
+    run_admm,
+    scale_from_histogram,
+)
+from ..store import is_complete, open_stack
+from .chunked import (
+    LCF_VARIANTS,
+    Pass1Layout,
+    admm_block,
+    init_state_block,
+    map_spatial_blocks,
+    map_spatial_overlap,
+    min_chunks,
+    pass1_block,
+)
+from .cluster import make_runner
+from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write_results
+from .state import BUFFERS, WorkDir
+
+__all__ = ["unmix_store", "estimate_resources", "DEFAULT_TILE", "METHODS", "HIST_BINS"]
+
+METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
+#: Default spatial tile edge of the engine per number of spatial dims (benchmarks/results/
+#: engine.md: 256² beat 128² and 512² on LCF and RUM-TV throughput on this 2-core machine).
+DEFAULT_TILE = {2: 256, 3: 64}
+#: Bins of the histogram that gives the data scale (as :func:`bigxanes.rum.robust_scale`).
+HIST_BINS = 4096
+#: Environment variable: fail after this many completed iterations (tests of resume).
+FAIL_ENV = "BIGXANES_FAIL_AFTER"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the failure-injection hook (``_fail_after`` / ``BIGXANES_FAIL_AFTER``)."""
+
+
+def _work_path(output: Path) -> Path:
+    return output.with_name(output.name + ".work")
+
+
+def _tiles(chunks, spatial: Sequence[int]) -> tuple[int, ...]:
+    nd = len(spatial)
+    if chunks is None:
+        t = (DEFAULT_TILE[min(nd, 3)],) * nd
+    elif isinstance(chunks, int | np.integer):
+        t = (int(chunks),) * nd
+    else:
+        t = tuple(int(c) for c in chunks)
+        if len(t) != nd:
+            raise ValueError(f"chunks has {len(t)} entries for {nd} spatial dimensions; give one "
+                             "tile edge per spatial dimension (or one integer)")
+    if any(c < 1 for c in t):
+        raise ValueError(f"chunks must be positive, got {t}")
+    return tuple(min(c, n) for c, n in zip(t, spatial, strict=True))
+
+
+def _load_inputs(input, references, energy_range):
+    """Open the stack and resolve references and the energy window."""
+    ds = open_stack(input)
+    stack = ds["stack"]
+    energy = np.asarray(ds["energy"].values, dtype=np.float64)
+    names = None
+    if references is None:
+        if "references" in ds.data_vars:
+            ref = ds["references"].transpose("energy", "component")
+            A = np.asarray(ref.values, dtype=np.float64)
+            names = [str(c) for c in ref["component"].values] if "component" in ref.coords \
+                else None
+        else:
+            A = None
+    elif isinstance(references, xr.DataArray):
+        ref = references.transpose("energy", ...)
+        A = np.asarray(ref.values, dtype=np.float64)
+        if "component" in ref.coords:
+            names = [str(c) for c in ref["component"].values]
+    else:
+        A = np.asarray(references, dtype=np.float64)
+    if A is not None:
+        if A.ndim != 2 or A.shape[0] != energy.size:
+            raise ValueError(
+                f"references have shape {A.shape}; expected ({energy.size}, L) on the stack's "
+                "energies: interpolate them with bigxanes.energy first")
+        if not np.all(np.isfinite(A)):
+            raise ValueError("references contain NaN/Inf; fix the reference spectra")
+        if names is None or len(names) != A.shape[1]:
+            names = [f"component{i}" for i in range(A.shape[1])]
+    if energy_range is not None:
+        lo, hi = (float(v) for v in energy_range)
+        sel = (energy >= lo) & (energy <= hi)
+        if sel.sum() < 3:
+            raise ValueError(f"energy_range {energy_range} keeps {int(sel.sum())} energies of "
+                             f"{energy.min():.1f}..{energy.max():.1f} eV; widen it")
+        stack = stack.isel(energy=np.flatnonzero(sel))
+        energy = energy[sel]
+        if A is not None:
+            A = A[sel]
+    return ds, stack, energy, A, names
+
+
+def _fail_hook(_fail_after: int | None) -> int | None:
+    if _fail_after is not None:
+        return int(_fail_after)
+    env = os.environ.get(FAIL_ENV)
+    return int(env) if env else None
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"bigxanes: {msg}", file=sys.stderr, flush=True)
+
+
+def unmix_store(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    method: str = "lcf",
+    references=None,
+    params: RumParams | None = None,
+    lcf_variant: str = "nnls",
+    energy_range: tuple[float, float] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    memory_limit: str | int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    nan_policy: str = "mask",
+    _fail_after: int | None = None,
+) -> Path:
+    """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
+
+    Parameters
+    ----------
+    input : path
+        Stack store (:func:`bigxanes.store.open_stack`).
+    output : path
+        Result store (Zarr v3), written atomically with the completion marker last. The ADMM
+        state and the pass-1 arrays live in ``OUTPUT.work`` until the run has finished.
+    method : {"lcf", "edge50", "rum-tv", "rum-pnp"}
+    references : None, (T, L) ndarray or xarray.DataArray (energy, component)
+        On the stack's energies; None uses the store's ``references`` variable.
+    params : RumParams, optional
+        RUM parameters (default ``RumParams(method)``); ``params.method`` must equal ``method``.
+    lcf_variant : {"nnls", "lstsq", "sum-to-one"}
+        LCF solver for ``method="lcf"``.
+    energy_range : (float, float), optional
+        Energy window in eV applied to the stack and the references.
+    chunks : int or tuple of int, optional
+        Spatial tile; default :data:`DEFAULT_TILE`. RUM enlarges tiles smaller than the halo.
+    client : distributed.Client, optional
+        Use this client (not closed).
+    scheduler : str, optional
+        Scheduler address to join, or "threads"/"synchronous".
+    n_workers, memory_limit : optional
+        LocalCluster size (a cluster is started for inputs >= 256 MB or when these are given).
+    resume : bool
+        Continue an interrupted run of the same input and parameters from its last completed
+        iteration (the commit record in ``OUTPUT.work``); starts afresh if there is none.
+    overwrite : bool
+        Replace an existing ``output``.
+    progress : bool
+        tqdm bar over iterations and short messages on stderr.
+    nan_policy : {"mask", "raise"}
+        ``"mask"``: spectra holding NaN/Inf are zeroed (scale 0, ``mask`` False) and counted in
+        the attrs (``n_nonfinite``); ``"raise"``: a ValueError.
+
+    Returns
+    -------
+    pathlib.Path
+        ``output``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if lcf_variant not in LCF_VARIANTS:
+        raise ValueError(f"unknown lcf_variant {lcf_variant!r}; choose one of "
+                         f"{', '.join(LCF_VARIANTS)}")
+    if nan_policy not in ("mask", "raise"):
+        raise ValueError(f"nan_policy must be 'mask' or 'raise', got {nan_policy!r}")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"output {output} already exists; pass overwrite=True "
+                              "(--overwrite) to replace it")
+    rum = method.startswith("rum")
+    if rum:
+        params = params if params is not None else RumParams(method=method)
+        if params.method != method:
+            raise ValueError(f"params.method is {params.method!r} but method is {method!r}")
+    elif params is not None:
+        raise ValueError(f"params (RumParams) apply to rum-tv/rum-pnp, not to {method!r}")
+
+    ds, stack, energy, A, names = _load_inputs(input, references, energy_range)
+    if A is None and method != "edge50":
+        raise ValueError(f"method {method!r} needs references: the store has no 'references' "
+                         "variable; pass references=")
+    T = energy.size
+    spatial = tuple(int(n) for n in stack.shape[1:])
+    nd = len(spatial)
+    sdims = tuple(str(d) for d in stack.dims[1:])
+    N = int(np.prod(spatial))
+    L = 0 if A is None else A.shape[1]
+    tiles = _tiles(chunks, spatial)
+    halo = params.halo if rum else 0
+    tiles = min_chunks(tiles, spatial, max(halo, 1))
+    Y = stack.data.rechunk((T,) + tiles)
+
+    e0 = None
+    want_e50 = method == "edge50"
+    p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", want_e50)
+    runner = make_runner(int(Y.nbytes), client=client, scheduler=scheduler,
+                         n_workers=n_workers, memory_limit=memory_limit)
+    work = WorkDir(_work_path(output))
+    try:
+        if want_e50:
+            if A is not None:
+                e0 = float(find_e0(energy, A.mean(axis=1)))
+            else:  # one extra read of the stack: the mean spectrum
+                good = da.isfinite(Y).all(axis=0)
+                mean = da.where(good, Y, 0).sum(axis=tuple(range(1, nd + 1))) / da.maximum(
+                    good.sum(), 1)
+                e0 = float(find_e0(energy, np.asarray(runner.compute(mean)[0])))
+        run = {
+            "input": str(Path(input).resolve()) if "://" not in str(input) else str(input),
+            "method": method, "lcf_variant": lcf_variant, "energy_range": energy_range,
+            "tiles": tiles, "shape": (T,) + spatial, "nan_policy": nan_policy,
+            "params": params.as_dict() if rum else None,
+            "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
+            "version": __version__,
+        }
+        if not (resume and work.matches(run)):
+            work.reset(run)
+
+        # ---- pass 1: the only read of the stack ------------------------------------------
+        rec = work.get("pass1")
+        if rec is None:
+            _say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
+            P = map_spatial_blocks(pass1_block, Y, p1.n_channels, layout=p1, A=A,
+                                   energy=energy, e0=e0, nan_policy=nan_policy)
+            target = work.create("pass1", p1.n_channels, spatial, tiles, dtype=np.float64)
+            sl = p1.slices
+            st = da.store(P, target, lock=False, compute=False)
+            resid = da.maximum(P[sl["resid0"]], 0).sum()
+            smax = P[sl["M0"]].sum(axis=0).max()
+            nbad = P[sl["bad"]].sum()
+            _, r_sum, s_max, n_bad = runner.compute(st, resid, smax, nbad)
+            c = 1.0
+            if A is not None and float(s_max) > 0:
+                Pz = work.dask("pass1")
+                hist = Pz.map_blocks(_hist_block, p1=p1, smax=float(s_max),
+                                     chunks=((HIST_BINS,),)
+                                     + tuple((1,) * len(b) for b in Pz.chunks[1:]),
+                                     dtype=np.int64,
+                                     drop_axis=(), meta=np.empty((0,) * (nd + 1), np.int64))
+                h = runner.compute(hist.sum(axis=tuple(range(1, nd + 1))))[0]
+                edges = np.linspace(0.0, float(s_max), HIST_BINS + 1)
+                c = scale_from_histogram(np.asarray(h), edges)
+            rec = {"resid_sum": float(r_sum), "s_max": float(s_max), "n_bad": int(n_bad),
+                   "scale": float(c), "e0": e0}
+            work.put("pass1", rec)
+        c = float(rec["scale"])
+        Pz = work.dask("pass1")
+        variables: dict[str, tuple[Sequence[str], Any]] = {}
+        attrs: dict[str, Any] = {
+            "method": method, "input": run["input"], "energy_range": energy_range,
+            "lcf_variant": lcf_variant if method == "lcf" else None, "nan_policy": nan_policy,
+            "n_nonfinite": int(rec["n_bad"]), "data_scale": c, "mask_threshold": MASK_THRESHOLD,
+            "tiles": list(tiles), "engine": "dask",
+        }
+        fdims = ("component",) + sdims
+        if A is not None:
+            lo = map_spatial_blocks(lcf_outputs_block, Pz, L + 3, p1=p1, n_energies=T, scale=c,
+                                    nnls_only=method != "lcf")
+            mask = lo[L + 2] > 0.5
+            if method == "lcf":
+                variables.update(fraction=(fdims, lo[:L].astype(np.float32)),
+                                 scale=(sdims, lo[L].astype(np.float32)),
+                                 residual_rms=(sdims, lo[L + 1].astype(np.float32)),
+                                 mask=(sdims, mask))
+            else:
+                variables["lcf_fraction"] = (fdims, lo[:L].astype(np.float32))
+        if method == "edge50":
+            sl = p1.slices
+            e50 = Pz[sl["edge50"]][0]
+            variables["edge50"] = (sdims, e50.astype(np.float32))
+            attrs["e0"] = e0
+            emask = da.isfinite(e50) & (Pz[sl["bad"]][0] == 0)
+            if A is not None:
+                variables.update(scale=(sdims, lo[L].astype(np.float32)),
+                                 residual_rms=(sdims, lo[L + 1].astype(np.float32)))
+                emask = emask & mask
+                if L == 2:
+                    refs = edge50_energy(energy, normalize_spectra(energy, A, e0=e0).norm)
+                    attrs["edge50_references"] = [float(v) for v in refs]
+                    fr = e50.map_blocks(lambda e, r=refs: fraction_from_edge50(e, r),
+                                        new_axis=0, chunks=((2,),) + e50.chunks,
+                                        dtype=np.float64)
+                    variables["fraction"] = (fdims, fr.astype(np.float32))
+            else:
+                variables["scale"] = (sdims, Pz[sl["edge_step"]][0].astype(np.float32))
+            variables["mask"] = (sdims, emask)
+        if rum:
+            X, s, rms, hist = _run_rum(work, Pz, p1, A, params, c, rec, T, N, tiles, runner,
+                                       progress, _fail_hook(_fail_after))
+            variables.update(fraction=(fdims, X.astype(np.float32)),
+                             scale=(sdims, s.astype(np.float32)),
+                             residual_rms=(sdims, rms.astype(np.float32)),
+                             mask=(sdims, (s > MASK_THRESHOLD * c) & (Pz[p1.slices["bad"]][0]
+                                                                       == 0)))
+            attrs.update(params=params.as_dict(), history=hist.as_dict(),
+                         n_iterations=len(hist.iteration), halo=halo,
+                         lam=work.get("commit")["lam"],
+                         noise_var=work.get("commit")["noise_var"])
+        coords: dict[str, Any] = {}
+        for d in sdims:
+            if d in stack.coords:
+                coords[d] = stack[d].values
+        if A is not None:
+            coords["component"] = np.asarray(names, dtype=object)
+            coords["energy"] = ("energy", energy, {"units": "eV"})
+            variables["references"] = (("energy", "component"), A)
+        _say(progress, f"writing {output}")
+        write_results(variables, coords, attrs, output, tiles=tiles, spatial_dims=sdims,
+                      scheduler=runner.scheduler, overwrite=overwrite)
+        work.remove()
+        return output
+    finally:
+        runner.close()
+
+
+def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
+    s0 = P[p1.slices["M0"]].sum(axis=0)
+    h, _ = np.histogram(s0.ravel(), bins=HIST_BINS, range=(0.0, smax))
+    return h.reshape((HIST_BINS,) + (1,) * (P.ndim - 1))
+
+
+def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params: RumParams,
+             c: float, rec: dict, T: int, N: int, tiles, runner, progress: bool,
+             fail_after: int | None):
+    """The ADMM iterations on the Zarr double buffer; returns lazy (X, s, rms) and history."""
+    from tqdm.auto import tqdm
+
+    L = A.shape[1]
+    spatial = tuple(Pz.shape[1:])
+    layout = StateLayout(L, len(spatial), params.reg)
+    n = layout.n_channels
+    AtA = A.T @ A
+    nv = noise_variance(rec["resid_sum"], N, T, L, c)
+    lam = resolve_lambda(params, nv)
+    commit = work.get("commit")
+    if commit is None:
+        for b in BUFFERS:
+            work.create(b, n, spatial, tiles)
+        S0 = map_spatial_overlap(init_state_block, Pz, n, 1, p1=p1, layout=layout, scale=c)
+        runner.compute(da.store(S0.astype(np.float32), work.array(BUFFERS[0]), lock=False,
+                                compute=False))
+        work.commit(0, BUFFERS[0], History().as_dict(), lam=lam, noise_var=nv, scale=c,
+                    converged=False)
+        commit = work.get("commit")
+    history = History.from_dict(commit["history"])
+    start = int(commit["completed"])
+    cur = {"buf": commit["buffer"]}
+    norm = math.sqrt(N * L)
+    bar = tqdm(total=int(params.max_iter), initial=start, disable=not progress,
+               desc=params.method, unit="it")
+
+    def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
+        dst = BUFFERS[1 - BUFFERS.index(cur["buf"])]
+        S = work.dask(cur["buf"])
+        out = map_spatial_overlap(
+            admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
+            rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
+        st = da.store(out[:n].astype(np.float32), work.array(dst), lock=False, compute=False)
+        sums = [out[n + i].sum() for i in range(len(RESIDUALS))]
+        res = runner.compute(st, *sums)[1:]
+        cur["next"] = dst
+        return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
+
+    def on_iteration(k: int, hist: History) -> None:
+        cur["buf"] = cur.pop("next")
+        conv = (hist.primal[-1] / norm < params.tol) and (hist.dual[-1] / norm < params.tol)
+        work.commit(k + 1, cur["buf"], hist.as_dict(), lam=lam, noise_var=nv, scale=c,
+                    converged=bool(conv))
+        bar.update(1)
+        if fail_after is not None and k + 1 == fail_after:
+            raise InjectedFailure(f"injected failure after iteration {k + 1}")
+
+    try:
+        if not commit.get("converged", False):
+            history = run_admm(step, params, lam, N, L, start=start, history=history,
+                               on_iteration=on_iteration)
+    finally:
+        bar.close()
+    S = work.dask(cur["buf"])
+    out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
+                             n_energies=T)
+    return out[:L], out[L], out[L + 1], history
+
+
+def estimate_resources(
+    input: str | os.PathLike,
+    method: str = "lcf",
+    *,
+    references=None,
+    params: RumParams | None = None,
+    chunks: int | Sequence[int] | None = None,
+    energy_range: tuple[float, float] | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+) -> dict[str, Any]:
+    """Memory and disk an :func:`unmix_store` run needs (for ``bigxanes info``).
+
+    Returns
+    -------
+    dict
+        ``shape``, ``tiles``, ``n_components``, ``halo``, ``stack_bytes``,
+        ``task_bytes`` (peak working memory of one task), ``memory_per_worker`` (bytes: three
+        tasks in flight per thread plus 256 MiB of process overhead),
+        ``output_disk_bytes`` (uncompressed upper bound), ``work_disk_bytes`` (pass-1 array
+        and, for RUM, the two state buffers; deleted at the end), ``state_bytes``
+        (one state buffer), ``n_workers``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    ds, stack, energy, A, _ = _load_inputs(input, references, energy_range)
+    T = energy.size
+    spatial = tuple(int(n) for n in stack.shape[1:])
+    nd = len(spatial)
+    N = int(np.prod(spatial))
+    L = 2 if A is None else A.shape[1]
+    rum = method.startswith("rum")
+    if rum:
+        params = params if params is not None else RumParams(method=method)
+    halo = params.halo if rum else 0
+    tiles = min_chunks(_tiles(chunks, spatial), spatial, max(halo, 1))
+    tile_px = int(np.prod(tiles))
+    p1 = Pass1Layout(L, "lstsq", method == "edge50")
+    # pass 1: the stack block (stored dtype) + a float64 copy + normalization temporaries
+    item = np.dtype(stack.dtype).itemsize
+    pass1_task = tile_px * (T * (item + 8 * (4 if method == "edge50" else 1))
+                            + 8 * p1.n_channels)
+    task = pass1_task
+    state_bytes = 0
+    if rum:
+        layout = StateLayout(L, nd, params.reg)
+        state_bytes = layout.n_channels * N * 4
+        halo_px = int(np.prod([t + 2 * halo for t in tiles]))
+        # halo'd float64 input + output + ~2x temporaries of the kernel
+        task = max(task, halo_px * 8 * (layout.n_channels + 3 * layout.n_out))
+    nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
+    out_ch = L + 3 + (L if rum else 0) + (1 if method == "edge50" else 0)
+    return {
+        "shape": (T,) + spatial,
+        "tiles": tiles,
+        "n_components": L,
+        "halo": halo,
+        "stack_bytes": int(T * N * item),
+        "task_bytes": int(task),
+        "memory_per_worker": int(3 * task * threads_per_worker + 256 * 2**20),
+        "output_disk_bytes": int(out_ch * N * 4),
+        "work_disk_bytes": int(p1.n_channels * N * 8 + 2 * state_bytes),
+        "state_bytes": int(state_bytes),
+        "n_workers": nw,
+    }
+
+
+def is_result_complete(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a complete result store."""
+    return is_complete(path)
