@@ -1,0 +1,430 @@
+"""Figures of unmixing results: phase maps, RGB composite, scale, pixel fits, convergence.
+
+Everything is drawn with Matplotlib's non-interactive ``Agg`` backend (no display needed) and
+written atomically: the figure goes to a temporary file in the target folder which is then
+renamed, so a reader never sees a half-written PNG.
+
+Main entry point: :func:`plot_result`. Smaller helpers (:func:`rgb_composite`,
+:func:`fit_spectra`, :func:`plot_references`) are public for notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "plot_result",
+    "plot_references",
+    "rgb_composite",
+    "fit_spectra",
+    "default_pixels",
+    "save_figure",
+]
+
+SPATIAL = ("z", "y", "x")
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a Matplotlib figure atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or os.PathLike
+        Target file; the format follows the suffix (``.png`` recommended).
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix or ".png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format=suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _slice_index(ds: xr.Dataset | xr.DataArray, slice_index: int | None) -> int | None:
+    if "z" not in ds.dims:
+        return None
+    nz = int(ds.sizes["z"])
+    z = nz // 2 if slice_index is None else int(slice_index)
+    if not 0 <= z < nz:
+        raise ValueError(f"--slice {z} is outside the volume (z = 0..{nz - 1}).")
+    return z
+
+
+def _2d(a: xr.DataArray, z: int | None) -> np.ndarray:
+    if z is not None and "z" in a.dims:
+        a = a.isel(z=z)
+    return np.asarray(a.values)
+
+
+def rgb_composite(fraction: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """RGB image of up to three fraction maps (red, green, blue), black outside ``mask``.
+
+    Parameters
+    ----------
+    fraction : ndarray (L, y, x)
+        Fractions in [0, 1]; components beyond the third are ignored.
+    mask : ndarray of bool (y, x), optional
+
+    Returns
+    -------
+    ndarray (y, x, 3)
+        Float RGB in [0, 1].
+    """
+    f = np.nan_to_num(np.asarray(fraction, dtype=np.float64), nan=0.0)
+    rgb = np.zeros(f.shape[1:] + (3,))
+    for j in range(min(3, f.shape[0])):
+        rgb[..., j] = np.clip(f[j], 0.0, 1.0)
+    if mask is not None:
+        rgb[~np.asarray(mask, dtype=bool)] = 0.0
+    return rgb
+
+
+def default_pixels(scale: np.ndarray, mask: np.ndarray | None, n: int = 3) -> list[tuple[int, int]]:
+    """Pick ``n`` representative foreground pixels (highest, median and lower scale in mask).
+
+    Parameters
+    ----------
+    scale : ndarray (y, x)
+    mask : ndarray of bool (y, x), optional
+    n : int
+
+    Returns
+    -------
+    list of (y, x)
+    """
+    s = np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=0.0)
+    m = np.ones(s.shape, bool) if mask is None else np.asarray(mask, bool)
+    idx = np.flatnonzero(m.ravel())
+    if idx.size == 0:
+        idx = np.arange(s.size)
+    order = idx[np.argsort(s.ravel()[idx])]
+    picks = [order[int(q * (order.size - 1))] for q in np.linspace(1.0, 0.25, n)]
+    out: list[tuple[int, int]] = []
+    for p in picks:
+        yx = tuple(int(v) for v in np.unravel_index(p, s.shape))
+        if yx not in out:
+            out.append(yx)  # type: ignore[arg-type]
+    return out
+
+
+def fit_spectra(
+    stack: np.ndarray, references: np.ndarray, fraction: np.ndarray, scale: np.ndarray,
+    pixels: Sequence[tuple[int, int]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Measured and modelled spectra ``(y, s A x)`` at chosen pixels of a 2-D slice.
+
+    Parameters
+    ----------
+    stack : ndarray (T, y, x)
+    references : ndarray (T, L)
+    fraction : ndarray (L, y, x)
+    scale : ndarray (y, x)
+    pixels : sequence of (y, x)
+
+    Returns
+    -------
+    list of (measured (T,), fit (T,))
+    """
+    out = []
+    for y, x in pixels:
+        meas = np.asarray(stack[:, y, x], dtype=np.float64)
+        fit = float(scale[y, x]) * (np.asarray(references) @ np.asarray(fraction[:, y, x]))
+        out.append((meas, fit))
+    return out
+
+
+def _pixel_fits(stack, references, frac, scale, mask, pixels, z):
+    """Measured spectra at a few pixels (read pixel by pixel: never the whole stack) and fits."""
+    if isinstance(stack, xr.Dataset):
+        stack = stack["stack"]
+    if isinstance(references, xr.DataArray):
+        ref = references.transpose("energy", ...)
+        A = np.asarray(ref.values, dtype=np.float64)
+    else:
+        ref = None
+        A = np.asarray(references, dtype=np.float64)
+    A = A.reshape(A.shape[0], -1)
+    if isinstance(stack, xr.DataArray):
+        sdat = stack.transpose("energy", ...)
+        if z is not None and "z" in sdat.dims:
+            sdat = sdat.isel(z=z)
+        if ref is not None and "energy" in ref.coords and sdat.sizes["energy"] != A.shape[0]:
+            # the run used an energy range: select the same energies
+            sdat = sdat.sel(energy=ref["energy"].values, method="nearest")
+        energy = (np.asarray(sdat["energy"].values, dtype=np.float64) if "energy" in sdat.coords
+                  else np.arange(sdat.sizes["energy"], dtype=float))
+        ny, nx = sdat.sizes["y"], sdat.sizes["x"]
+
+        def get(y, x):
+            return np.asarray(sdat.isel(y=y, x=x).values, dtype=np.float64)
+    else:
+        arr = np.asarray(stack)
+        if z is not None and arr.ndim == 4:
+            arr = arr[:, z]
+        energy = np.arange(arr.shape[0], dtype=float)
+        ny, nx = arr.shape[1], arr.shape[2]
+
+        def get(y, x):
+            return np.asarray(arr[:, y, x], dtype=np.float64)
+    if A.shape[0] != energy.size:
+        raise ValueError(
+            f"references have {A.shape[0]} energies but the stack has {energy.size}; "
+            "pass the stack that was unmixed (--stack)."
+        )
+    pix = [tuple(int(v) for v in p) for p in pixels] if pixels else default_pixels(scale, mask)
+    for y, x in pix:
+        if not (0 <= y < ny and 0 <= x < nx):
+            raise ValueError(f"pixel ({y},{x}) is outside the image of {ny}x{nx} pixels.")
+    fits = [(get(y, x), float(scale[y, x]) * (A @ frac[:, y, x])) for y, x in pix]
+    return energy, pix, fits
+
+
+def _history(ds: xr.Dataset) -> dict:
+    h = ds.attrs.get("history")
+    if isinstance(h, str):
+        try:
+            return json.loads(h)
+        except json.JSONDecodeError:
+            return {}
+    return dict(h or {})
+
+
+def _eigenvalues(ds: xr.Dataset | None, eigenvalues: Any) -> np.ndarray | None:
+    if eigenvalues is not None:
+        return np.asarray(eigenvalues, dtype=np.float64)
+    if ds is not None and "eigenvalues" in ds.attrs:
+        ev = ds.attrs["eigenvalues"]
+        if isinstance(ev, str):
+            ev = json.loads(ev)
+        return np.asarray(ev, dtype=np.float64)
+    return None
+
+
+def _plot_eigen(ax: Any, ev: np.ndarray, n: int | None = None) -> None:
+    k = np.arange(1, ev.size + 1)
+    pos = np.where(ev > 0, ev, np.nan)
+    ax.semilogy(k, pos, "o-", ms=3)
+    if n:
+        ax.axvline(n + 0.5, color="r", ls="--", lw=1, label=f"n = {n}")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("index")
+    ax.set_title("signal eigenvalues")
+
+
+def plot_result(
+    result: xr.Dataset,
+    path: str | os.PathLike,
+    *,
+    stack: xr.DataArray | np.ndarray | None = None,
+    references: xr.DataArray | np.ndarray | None = None,
+    pixels: Sequence[tuple[int, int]] | None = None,
+    slice_index: int | None = None,
+    eigenvalues: Sequence[float] | None = None,
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path:
+    """Write a PNG summarizing an unmixing result.
+
+    Panels: one map per component (fraction, masked pixels dimmed), an RGB composite of the
+    first three components, the scale map, the spectra of chosen pixels with their fit
+    ``s A x`` (when ``stack`` and references are available), the convergence curve (from the
+    ``history`` attribute, iterative methods only) and the eigenvalue curve (when
+    ``eigenvalues`` are given or stored in attrs). For a 3-D result, one ``z`` slice.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        As written by ``bigxanes unmix`` / :func:`bigxanes.api.unmix` (``fraction``,
+        ``scale``, ``mask``, attrs ``history``).
+    path : str or os.PathLike
+        Output image (written atomically).
+    stack : xarray.DataArray or ndarray (T, [z], y, x), optional
+        The unmixed stack, for the pixel spectra panel.
+    references : xarray.DataArray (energy, component) or ndarray (T, L), optional
+        On the stack's energies; default the result's ``references`` variable if present.
+    pixels : sequence of (y, x), optional
+        Pixels whose spectra are shown; default three foreground pixels.
+    slice_index : int, optional
+        ``z`` slice of a 3-D result (default the middle one).
+    eigenvalues : sequence of float, optional
+        Signal eigenvalues (e.g. from :func:`bigxanes.nstates.estimate_n_states`).
+    title : str, optional
+        Figure title (default: the method and iteration count).
+    dpi : int
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``result`` has no ``fraction`` variable, a pixel is outside the image or the slice
+        is outside the volume.
+    """
+    plt = _mpl()
+    if "fraction" not in result:
+        raise ValueError(
+            f"the result has no 'fraction' variable (variables: {sorted(map(str, result.data_vars))})"
+            "; plot the output of `bigxanes unmix`."
+        )
+    z = _slice_index(result, slice_index)
+    frac = _2d(result["fraction"].transpose("component", ...), z).astype(np.float64)
+    L = frac.shape[0]
+    names = (
+        [str(c) for c in result["component"].values] if "component" in result.coords
+        else [f"state {j + 1}" for j in range(L)]
+    )
+    scale = _2d(result["scale"], z).astype(np.float64) if "scale" in result else None
+    mask = _2d(result["mask"], z).astype(bool) if "mask" in result else None
+    hist = _history(result)
+    ev = _eigenvalues(result, eigenvalues)
+
+    if references is None and "references" in result:
+        references = result["references"]
+    spectra = None
+    if stack is not None and references is not None and scale is not None:
+        spectra = _pixel_fits(stack, references, frac, scale, mask, pixels, z)
+
+    panels = L + 1 + (scale is not None) + (spectra is not None) + bool(hist.get("primal")) + (
+        ev is not None)
+    ncol = min(4, panels)
+    nrow = int(np.ceil(panels / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
+    axs = list(axes.ravel())
+    k = 0
+    for j in range(L):
+        ax = axs[k]
+        k += 1
+        img = np.ma.masked_array(frac[j], mask=~mask) if mask is not None else frac[j]
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("0.85")
+        im = ax.imshow(img, vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
+        ax.set_title(f"fraction: {names[j]}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax = axs[k]
+    k += 1
+    ax.imshow(rgb_composite(frac, mask), interpolation="nearest")
+    ax.set_title("RGB: " + " / ".join(names[:3]), fontsize=9)
+    if scale is not None:
+        ax = axs[k]
+        k += 1
+        im = ax.imshow(scale, cmap="gray", interpolation="nearest")
+        ax.set_title("scale s", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if spectra is not None:
+        ax = axs[k]
+        k += 1
+        energy, pix, fits = spectra
+        for i, ((y, x), (meas, fit)) in enumerate(zip(pix, fits, strict=True)):
+            c = f"C{i}"
+            ax.plot(energy, meas, ".", ms=2.5, color=c, label=f"({y},{x})")
+            ax.plot(energy, fit, "-", lw=1.2, color=c)
+        ax.set_xlabel("energy (eV)")
+        ax.set_title("pixel spectra (dots) and fits", fontsize=9)
+        ax.legend(fontsize=7)
+    if hist.get("primal"):
+        ax = axs[k]
+        k += 1
+        it = hist.get("iteration") or list(range(1, len(hist["primal"]) + 1))
+        ax.semilogy(it, np.maximum(np.asarray(hist["primal"], float), 1e-16), label="primal")
+        if hist.get("dual"):
+            ax.semilogy(it, np.maximum(np.asarray(hist["dual"], float), 1e-16), label="dual")
+        ax.set_xlabel("iteration")
+        ax.set_title("convergence (relative residuals)", fontsize=9)
+        ax.legend(fontsize=7)
+    if ev is not None:
+        n = result.attrs.get("n_states_estimate") if result is not None else None
+        _plot_eigen(axs[k], ev, n)
+        k += 1
+    for ax in axs[:k]:
+        if ax.images:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax in axs[k:]:
+        ax.set_visible(False)
+    if title is None:
+        meth = result.attrs.get("method", "result")
+        its = result.attrs.get("iterations")
+        title = f"{meth}" + (f", {its} iterations" if its else "") + (
+            f", slice z={z}" if z is not None else "")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def plot_references(
+    energy: np.ndarray, references: np.ndarray, names: Sequence[str], path: str | os.PathLike,
+    *, eigenvalues: Sequence[float] | None = None, n_states: int | None = None, dpi: int = 110,
+) -> Path:
+    """Plot reference spectra (e.g. from ``bigxanes refs``) and optionally the eigenvalues.
+
+    Parameters
+    ----------
+    energy : ndarray (T,)
+    references : ndarray (T, L)
+    names : sequence of str
+    path : str or os.PathLike
+        Output image (written atomically).
+    eigenvalues : sequence of float, optional
+        Signal eigenvalues, drawn on a log scale.
+    n_states : int, optional
+        Estimated number of states, marked on the eigenvalue curve.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    plt = _mpl()
+    n = 1 + (eigenvalues is not None)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    A = np.asarray(references, dtype=np.float64).reshape(len(energy), -1)
+    for j in range(A.shape[1]):
+        ax.plot(energy, A[:, j], label=str(names[j]))
+    ax.set_xlabel("energy (eV)")
+    ax.set_title("reference spectra", fontsize=9)
+    ax.legend(fontsize=7)
+    if eigenvalues is not None:
+        _plot_eigen(axes[0, 1], np.asarray(eigenvalues, dtype=np.float64), n_states)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
