@@ -1,0 +1,184 @@
+"""Dask path == in-memory path on small phantoms cut into small uneven tiles (no seams)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bigxanes.engine import estimate_resources, unmix_store
+from bigxanes.kernels.edge50 import edge50_energy
+from bigxanes.kernels.lcf import (
+    fractions_from_coefficients,
+    lstsq_coefficients,
+    nnls_coefficients,
+    sum_to_one_coefficients,
+)
+from bigxanes.metrics import foreground_mask, psnr_foreground
+from bigxanes.normalize import find_e0, normalize_spectra
+from bigxanes.rum import RumParams, unmix_rum_array
+from bigxanes.simulate import simulate
+from bigxanes.store import is_complete, write_dataset
+
+TOL = 1e-4
+
+
+def _open(path):
+    return xr.open_zarr(path, consolidated=False)
+
+
+@pytest.fixture(scope="module")
+def data2d(tmp_path_factory):
+    ds = simulate("particles", (64, 72), 2, sigma=3.0, seed=1)
+    path = tmp_path_factory.mktemp("e2d") / "in.zarr"
+    write_dataset(ds[["stack", "references"]], path)
+    return ds, path
+
+
+@pytest.fixture(scope="module")
+def data3d(tmp_path_factory):
+    ds = simulate("particles", (20, 24, 28), 2, sigma=3.0, seed=2)
+    path = tmp_path_factory.mktemp("e3d") / "in.zarr"
+    write_dataset(ds[["stack", "references"]], path, chunks=16)
+    return ds, path
+
+
+def _lcf_memory(Y, A, variant):
+    T = Y.shape[0]
+    Yf = Y.reshape(T, -1).astype(np.float64)
+    AtA, aty = A.T @ A, A.T @ Yf
+    fn = {"nnls": nnls_coefficients, "lstsq": lstsq_coefficients,
+          "sum-to-one": sum_to_one_coefficients}[variant]
+    X, s = fractions_from_coefficients(fn(AtA, aty))
+    return X.reshape((-1,) + Y.shape[1:]), s.reshape(Y.shape[1:])
+
+
+@pytest.mark.parametrize("variant", ["nnls", "lstsq", "sum-to-one"])
+def test_lcf_matches_memory_2d(data2d, tmp_path, variant):
+    ds, path = data2d
+    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", lcf_variant=variant,
+                      chunks=(7, 9), progress=False)
+    assert is_complete(out)
+    o = _open(out)
+    X, s = _lcf_memory(ds["stack"].values, ds["references"].values, variant)
+    assert o["fraction"].dims == ("component", "y", "x")
+    assert np.abs(o["fraction"].values - X).max() <= TOL
+    assert np.abs(o["scale"].values - s).max() <= TOL * max(1.0, s.max())
+    assert o.attrs["method"] == "lcf" and o.attrs["lcf_variant"] == variant
+    assert "version" in o.attrs and o["mask"].dtype == bool
+
+
+def test_lcf_matches_memory_3d(data3d, tmp_path):
+    ds, path = data3d
+    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", chunks=(7, 9, 11),
+                      progress=False)
+    o = _open(out)
+    X, _ = _lcf_memory(ds["stack"].values, ds["references"].values, "nnls")
+    assert o["fraction"].dims == ("component", "z", "y", "x")
+    assert np.abs(o["fraction"].values - X).max() <= TOL
+
+
+def test_edge50_matches_memory(data2d, tmp_path):
+    ds, path = data2d
+    out = unmix_store(path, tmp_path / "o.zarr", method="edge50", chunks=(7, 9),
+                      progress=False)
+    o = _open(out)
+    E = ds["energy"].values
+    A = ds["references"].values
+    Y = ds["stack"].values.astype(np.float64)
+    e0 = float(find_e0(E, A.mean(axis=1)))
+    e50 = edge50_energy(E, normalize_spectra(E, Y, e0=e0).norm)
+    got = o["edge50"].values
+    assert np.array_equal(np.isnan(got), np.isnan(e50))
+    ok = ~np.isnan(e50)
+    assert np.abs(got[ok] - e50[ok]).max() <= 1e-3  # eV, float32 output
+    assert o["fraction"].shape == (2, 64, 72) and o.attrs["e0"] == e0
+
+
+def _rum_compare(ds, path, tmp_path, params, chunks):
+    out = unmix_store(path, tmp_path / "o.zarr", method=params.method, params=params,
+                      chunks=chunks, progress=False)
+    o = _open(out)
+    X, s, _, hist, _ = unmix_rum_array(ds["stack"].values, ds["references"].values, params,
+                                       state_dtype=np.float32)
+    h = json.loads(o.attrs["history"])
+    assert len(h["iteration"]) == len(hist.iteration)
+    return o, X, s, hist
+
+
+def test_rum_tv_matches_memory_2d(data2d, tmp_path):
+    ds, path = data2d
+    params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
+    o, X, s, hist = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    assert json.loads(o.attrs["tiles"]) == [13, 11]  # uneven tiles, last ones 12 x 6
+    assert np.abs(o["fraction"].values - X).max() <= TOL
+    assert np.abs(o["scale"].values - s).max() <= TOL * max(1.0, s.max())
+    h = json.loads(o.attrs["history"])
+    np.testing.assert_allclose(h["primal"], hist.primal, rtol=1e-3)
+    assert "lcf_fraction" in o and o.attrs["n_iterations"] == 20
+
+
+def test_rum_tv_matches_memory_3d(data3d, tmp_path):
+    ds, path = data3d
+    params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (7, 9, 11))
+    assert o["fraction"].dims == ("component", "z", "y", "x")
+    assert np.abs(o["fraction"].values - X).max() <= TOL
+
+
+def test_rum_tv_too_small_halo_has_seams(data2d, tmp_path, monkeypatch):
+    """The check above can fail: with a 1-pixel halo the tiled TV iteration is not exact."""
+    ds, path = data2d
+    params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
+    monkeypatch.setattr(RumParams, "halo", property(lambda self: 1))
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    assert np.abs(o["fraction"].values - X).max() > TOL
+
+
+def test_rum_pnp_default_halo_psnr(data2d, tmp_path):
+    ds, path = data2d
+    params = RumParams(method="rum-pnp", max_iter=15, denoiser="tv")
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (32, 36))
+    truth = ds["true_fraction"].values
+    mask = foreground_mask(ds["true_scale"].values)
+    loss = psnr_foreground(X, truth, mask) - psnr_foreground(o["fraction"].values, truth, mask)
+    assert loss < 0.5
+    assert o.attrs["halo"] == params.halo
+
+
+def test_nan_pixels_masked(tmp_path):
+    ds = simulate("particles", (32, 40), 2, sigma=3.0, seed=3)
+    st = ds["stack"].values.copy()
+    st[5, 3, 4] = np.nan
+    st[:, 10, 11] = np.inf
+    ds["stack"] = (ds["stack"].dims, st)
+    write_dataset(ds[["stack", "references"]], tmp_path / "in.zarr")
+    out = unmix_store(tmp_path / "in.zarr", tmp_path / "o.zarr", method="rum-tv",
+                      params=RumParams(method="rum-tv", max_iter=5, tv_sweeps=3),
+                      chunks=(16, 16), progress=False)
+    o = _open(out)
+    assert o.attrs["n_nonfinite"] == 2
+    assert not o["mask"].values[3, 4] and not o["mask"].values[10, 11]
+    assert np.isfinite(o["fraction"].values).all()
+    assert o["scale"].values[3, 4] == 0
+    with pytest.raises(ValueError, match="NaN"):
+        unmix_store(tmp_path / "in.zarr", tmp_path / "o2.zarr", method="lcf",
+                    nan_policy="raise", progress=False)
+
+
+def test_errors_and_resources(data2d, tmp_path):
+    _, path = data2d
+    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", progress=False,
+                      energy_range=(8300, 8500))
+    assert _open(out).attrs["energy_range"] == "[8300, 8500]"
+    with pytest.raises(FileExistsError):
+        unmix_store(path, out, method="lcf", progress=False)
+    with pytest.raises(ValueError, match="method"):
+        unmix_store(path, tmp_path / "x.zarr", method="pca", progress=False)
+    with pytest.raises(ValueError, match="references"):
+        unmix_store(path, tmp_path / "x.zarr", method="lcf", references=np.ones((3, 2)),
+                    progress=False)
+    r = estimate_resources(path, "rum-tv")
+    assert r["memory_per_worker"] > r["task_bytes"] > 0 and r["work_disk_bytes"] > 0
