@@ -301,12 +301,30 @@ def _rum_params(args: argparse.Namespace):
 def _select_energies(energy: np.ndarray, erange: tuple[float, float] | None) -> np.ndarray:
     if erange is None:
         return energy
-    sel = energy[(energy >= erange[0] - 1e-6) & (energy <= erange[1] + 1e-6)]
+    sel = energy[(energy >= erange[0]) & (energy <= erange[1])]  # as the engine selects
     if sel.size < 3:
         raise UserError(
             f"--energy-range {erange[0]:.2f},{erange[1]:.2f} keeps {sel.size} of the stack's "
             f"energies ({energy[0]:.2f}-{energy[-1]:.2f} eV); widen it")
     return sel
+
+
+def _on_full_grid(ref, energy: np.ndarray):
+    """References read on the energy window, extended to all stack energies.
+
+    The engine takes references on the stack's full energy axis and applies ``energy_range``
+    to both; energies outside the window are never used, so they hold the edge values.
+    """
+    import xarray as xr
+
+    e_sel = np.asarray(ref["energy"].values, dtype=np.float64)
+    if e_sel.size == energy.size:
+        return ref
+    A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
+    full = np.stack([np.interp(energy, e_sel, A[:, j]) for j in range(A.shape[1])], axis=1)
+    return xr.DataArray(full, dims=("energy", "component"),
+                        coords={"energy": ("energy", energy, {"units": "eV"}),
+                                "component": ref["component"].values}, name="references")
 
 
 def _references_for(args, src, energy_sel: np.ndarray):
@@ -394,7 +412,8 @@ def cmd_unmix(args: argparse.Namespace) -> int:
         from . import engine
 
         out = engine.unmix_store(
-            args.input, args.output, method=args.method, references=ref, params=params,
+            args.input, args.output, method=args.method,
+            references=_on_full_grid(ref, energy), params=params,
             lcf_variant=args.lcf_variant, energy_range=erange, chunks=chunks,
             scheduler=args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -418,17 +437,17 @@ def cmd_unmix(args: argparse.Namespace) -> int:
             kw = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "method"}
         res = api.unmix(stack, ref, method=args.method, nan_policy="mask", **kw)
         res.attrs.update(provenance)
-        res["references"] = ref.reset_coords(drop=True).rename(energy="ref_energy")
+        res["references"] = ref.reset_coords(drop=True)
         out = write_dataset(res, args.output, overwrite=args.overwrite or args.resume)
         mode = "in memory"
     _annotate_result(out, ref, provenance)
     res = _open_result(out)
     a = res.attrs
-    nbad = int(a.get("n_nonfinite_pixels", 0) or 0)
+    nbad = int(a.get("n_nonfinite", a.get("n_nonfinite_pixels", 0)) or 0)
     if nbad:
         _warn(f"{nbad} pixel(s) of {args.input} hold NaN/Inf values: they were masked (mask = "
               "False, fraction not fitted) and not used for their neighbours")
-    its = a.get("iterations")
+    its = a.get("n_iterations", a.get("iterations"))
     _info(f"wrote {out}: {a.get('method', args.method)} ({mode})"
           + (f", {its} iterations" if its else "")
           + f", {int(res['mask'].sum())} of {int(res['mask'].size)} pixels in mask, "
@@ -588,7 +607,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("kind: result")
         print(f"method: {a.get('method')}  version: {a.get('version')}")
         print(f"fraction: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
-        its = a.get("iterations")
+        its = a.get("n_iterations", a.get("iterations"))
         print(f"iterations: {its if its is not None else '-'}")
         hist = a.get("history")
         if isinstance(hist, str):
@@ -597,7 +616,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 if h.get("primal"):
                     print(f"final residuals: primal {h['primal'][-1]:.3g}, "
                           f"dual {h.get('dual', [float('nan')])[-1]:.3g}")
-        for k in ("input", "references_source", "lam", "n_nonfinite_pixels"):
+        for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite",
+                  "n_nonfinite_pixels"):
             if k in a:
                 print(f"{k}: {a[k]}")
         if "params" in a:
@@ -692,8 +712,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from . import engine
 
         _info(f"3/4 RUM-TV on a Dask LocalCluster via the engine -> {result_path}", args.quiet)
+        # memory_limit="auto" asks the engine for a LocalCluster even for a small stack
         engine.unmix_store(stack_path, result_path, method="rum-tv", n_workers=args.workers,
-                           overwrite=True, progress=not args.quiet)
+                           memory_limit="auto", overwrite=True, progress=not args.quiet)
     else:
         _info(f"3/4 RUM-TV in memory (bigxanes.engine not installed) -> {result_path}",
               args.quiet)
@@ -712,7 +733,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     p_rum = psnr_foreground(res["fraction"].values, truth, fg)
     print("foreground PSNR vs truth (dB, higher is better):")
     print(f"  LCF     {p_lcf:6.2f}")
-    print(f"  RUM-TV  {p_rum:6.2f}   ({res.attrs.get('iterations', '?')} iterations)")
+    its = res.attrs.get("n_iterations", res.attrs.get("iterations", "?"))
+    print(f"  RUM-TV  {p_rum:6.2f}   ({its} iterations)")
     print(f"outputs in {out}/ ({time.perf_counter() - t0:.0f} s): stack.zarr, rum-tv.zarr, "
           "rum-tv.png")
     return 0
