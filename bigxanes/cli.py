@@ -713,12 +713,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         _info(f"3/4 RUM-TV on a Dask LocalCluster via the engine -> {result_path}", args.quiet)
         # memory_limit="auto" asks the engine for a LocalCluster even for a small stack
-        engine.unmix_store(stack_path, result_path, method="rum-tv", n_workers=args.workers,
-                           memory_limit="auto", overwrite=True, progress=not args.quiet)
+        from .rum import RumParams
+
+        params = RumParams(method="rum-tv", max_iter=args.iters) if args.iters else None
+        engine.unmix_store(stack_path, result_path, method="rum-tv", params=params,
+                           n_workers=args.workers, memory_limit="auto", overwrite=True,
+                           progress=not args.quiet)
     else:
         _info(f"3/4 RUM-TV in memory (bigxanes.engine not installed) -> {result_path}",
               args.quiet)
-        r = api.unmix(ds["stack"], ds["references"], method="rum-tv", nan_policy="mask")
+        kw = {"max_iter": args.iters} if args.iters else {}
+        r = api.unmix(ds["stack"], ds["references"], method="rum-tv", nan_policy="mask", **kw)
         r.attrs["input"] = str(stack_path.resolve())
         write_dataset(r, result_path, overwrite=True)
     _annotate_result(result_path, None, {"input": str(stack_path.resolve()),
@@ -915,6 +920,7 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--out", default="bigxanes-demo", metavar="DIR")
     s.add_argument("--size", default="128", help="image edge or y,x (default 128)")
     s.add_argument("--workers", type=int, help="LocalCluster workers (default: machine-sized)")
+    s.add_argument("--iters", type=int, help="RUM-TV iterations (default: until converged)")
     s.set_defaults(func=cmd_demo)
     return p
 
