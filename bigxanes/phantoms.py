@@ -14,8 +14,8 @@ State mixtures are parametrised by a continuous *state position* ``p`` (0 = stat
 * ``wedge`` uses hat functions ``X_j = max(0, 1 - |p - j|)``: linear interpolation between
   neighbouring states, i.e. exactly linear fraction gradients (for L = 2: ``X_2 = p``).
 
-Background / pore pixels get ``s`` in about ``[1e-3, 0.02]`` and random (Dirichlet(1)) fractions:
-they are valid simplex points but **meaningless**, since with ``s ~ 0`` the data carry no
+Background / pore pixels get ``s`` in about ``[1e-3, 0.02]`` and smoothly varying random
+fractions: they are valid simplex points but **meaningless**, since with ``s ~ 0`` the data carry no
 information about them. Evaluate fractions on a foreground mask (``bigxanes.metrics``).
 """
 
@@ -55,7 +55,14 @@ def _hat_states(pos: np.ndarray, L: int) -> np.ndarray:
 
 
 def _dirichlet_field(rng: np.random.Generator, L: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Smoothly varying random simplex field: Gaussian-smoothed exponential draws, normalized.
+
+    Smooth (correlation length ~ min(shape)/10) rather than white, so that whole-image metrics
+    (the paper's PSNR) are not dominated by per-pixel noise in pixels that carry no signal.
+    """
     g = rng.standard_exponential((L,) + shape)
+    width = max(2.0, min(shape) / 10.0)
+    g = np.stack([gaussian_filter(gj, width, mode="reflect") for gj in g])
     return g / g.sum(axis=0, keepdims=True)
 
 

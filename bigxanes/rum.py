@@ -42,13 +42,17 @@ class RumParams:
     method : {"rum-tv", "rum-pnp"}
     lam : float or "auto"
         Regularization weight λ on the scaled stack; "auto" = ``lam_factor · σ̂²``.
-    lam_factor : float
-        Prior strength used by ``lam="auto"``.
+    lam_factor : float, optional
+        Prior strength used by ``lam="auto"``. Default 2, except 4 for RUM-PnP with the TV
+        denoiser (chosen by benchmarks/param_sensitivity.py on the simulated phantoms).
     rho : float
         Initial ADMM penalty ρ (scaled stack). Mostly sets the speed, not the result.
     gamma : float, optional
         ρ growth per iteration (PnP; ``ρ_{k+1} = γ ρ_k``, capped at ``rho_max``); default 1.1
-        for PnP, 1 for TV.
+        for PnP with BM3D/BM4D, 1.05 with the TV denoiser, 1 for RUM-TV.
+    noise_sigma : float, optional
+        Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
+        instead of the estimate from the LCF residual. Must be positive.
     rho_adapt : bool
         RUM-TV: residual balancing (Boyd et al. 2011, §3.4.1): every 10 iterations, ρ is
         multiplied (divided) by 2 when the primal residual exceeds the dual one tenfold (or the
@@ -68,7 +72,7 @@ class RumParams:
 
     method: str = "rum-tv"
     lam: float | str = "auto"
-    lam_factor: float = 2.0
+    lam_factor: float | None = None
     rho: float = 0.3
     gamma: float | None = None
     rho_max: float = 1e4
@@ -78,12 +82,16 @@ class RumParams:
     denoiser: str = "tv"
     denoiser_halo: int | None = None
     rho_adapt: bool = True
+    noise_sigma: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        fast_pnp = self.method == "rum-pnp" and self.denoiser == "tv"
+        if self.lam_factor is None:
+            self.lam_factor = 4.0 if fast_pnp else 2.0
         if self.gamma is None:
-            self.gamma = 1.0 if self.method == "rum-tv" else 1.1
+            self.gamma = 1.0 if self.method == "rum-tv" else (1.05 if fast_pnp else 1.1)
         if self.max_iter is None:
             self.max_iter = 500 if self.method == "rum-tv" else 60
         if self.denoiser not in DENOISERS:
@@ -96,6 +104,14 @@ class RumParams:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.noise_sigma is not None and not (
+            isinstance(self.noise_sigma, int | float) and math.isfinite(self.noise_sigma)
+            and self.noise_sigma > 0
+        ):
+            raise ValueError(
+                f"noise_sigma must be a positive number (the noise standard deviation), got "
+                f"{self.noise_sigma!r}; omit it to estimate the noise from the data"
+            )
         if self.gamma < 1:
             raise ValueError(f"gamma must be >= 1 (ρ may only grow), got {self.gamma}")
         if int(self.max_iter) < 0 or int(self.tv_sweeps) < 1:
@@ -297,7 +313,10 @@ def unmix_rum_array(
     M0 = nnls_coefficients(AtA, aty)
     resid0 = yty - 2 * np.sum(M0 * aty, 0) + np.sum(M0 * (AtA @ M0), 0)
     c = robust_scale(M0.sum(axis=0))
-    nv = noise_variance(float(np.maximum(resid0, 0).sum()), Yf.shape[1], T, L, c)
+    if params.noise_sigma is not None:
+        nv = (params.noise_sigma / c) ** 2
+    else:
+        nv = noise_variance(float(np.maximum(resid0, 0).sum()), Yf.shape[1], T, L, c)
     lam = resolve_lambda(params, nv)
     init = Initialization(scale=c, noise_var=nv, lam=lam, AtA=AtA)
     S = initial_state(
