@@ -330,8 +330,7 @@ def plot_result(
         ax = axs[k]
         k += 1
         img = np.ma.masked_array(frac[j], mask=~mask) if mask is not None else frac[j]
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("0.85")
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
         im = ax.imshow(img, vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
         ax.set_title(f"fraction: {names[j]}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
