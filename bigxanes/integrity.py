@@ -89,7 +89,7 @@ def check_energy_order(energy: Iterable[float], where: str = "the stack") -> Non
             "(`bigxanes import` does this)")
 
 
-def _read_block(arr, path: str, name: str, block_id=None, block_info=None):
+def _read_block(arr, path: str, var: str, block_id=None, block_info=None):
     loc = block_info[None]["array-location"]
     sel = tuple(slice(a, b) for a, b in loc)
     try:
@@ -98,7 +98,7 @@ def _read_block(arr, path: str, name: str, block_id=None, block_info=None):
         idx = tuple(int(i) for i in block_id)
         key = "c/" + "/".join(map(str, idx))
         raise ChunkError(
-            f"input {path}: chunk {name}/{key} (chunk index {idx}) cannot be read "
+            f"input {path}: chunk {var}/{key} (chunk index {idx}) cannot be read "
             f"({type(exc).__name__}: {exc}); the file is corrupted: restore the store from its "
             "source (re-run `bigxanes import`)") from None
 
@@ -112,7 +112,7 @@ def checked_dask(path: str | os.PathLike, name: str = "stack") -> Any:
     if arr.shards is not None:
         raise ValueError(f"{path}/{name} is sharded; bigxanes stack stores are not")
     chunks = da.core.normalize_chunks(arr.chunks, arr.shape)
-    return da.map_blocks(_read_block, arr=arr, path=str(path), name=name, chunks=chunks,
+    return da.map_blocks(_read_block, arr=arr, path=str(path), var=name, chunks=chunks,
                          dtype=arr.dtype, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
 
 
@@ -130,3 +130,29 @@ def tree_checksum(path: str | os.PathLike) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+#: Environment variable of the fault-injection pause points (tests only), e.g.
+#: ``BIGXANES_TEST_PAUSE="after_commit=0.5,before_complete=60"``: sleep that many seconds at
+#: that point so a test can SIGKILL the process inside a known window. Points:
+#: ``after_commit`` (after each ADMM iteration's commit record), ``before_complete`` (the
+#: output data are written, the completion marker is not yet).
+PAUSE_ENV = "BIGXANES_TEST_PAUSE"
+
+
+def test_pause(point: str) -> None:
+    """Sleep at ``point`` if :data:`PAUSE_ENV` asks for it (no-op otherwise)."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    import sys
+    import time
+
+    for item in spec.split(","):
+        name, _, secs = item.partition("=")
+        if name.strip() == point:
+            print(f"bigxanes-test-pause: {point} pid {os.getpid()}", file=sys.stderr, flush=True)
+            time.sleep(float(secs or 1.0))
+
+
+test_pause.__test__ = False  # not a pytest test

@@ -246,6 +246,9 @@ def write_dataset(
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
             out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+        from .integrity import test_pause
+
+        test_pause("before_complete")  # fault-injection window (tests): data in, marker not
         mark_complete(tmp)
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")

@@ -32,6 +32,7 @@ from ..rum import (
     run_admm,
     scale_from_histogram,
 )
+from ..integrity import check_chunks, check_energy_order, checked_dask, test_pause
 from ..store import is_complete, open_stack
 from .chunked import (
     LCF_VARIANTS,
@@ -44,6 +45,8 @@ from .chunked import (
     pass1_block,
 )
 from .cluster import make_runner
+from .locking import OutputLock, remove_stale_partials
+from .preflight import check_output_location, dir_bytes
 from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write_results
 from .state import BUFFERS, WorkDir
 
@@ -220,6 +223,8 @@ def unmix_store(
         raise ValueError(f"params (RumParams) apply to rum-tv/rum-pnp, not to {method!r}")
 
     ds, stack, energy, A, names = _load_inputs(input, references, energy_range)
+    check_energy_order(ds["energy"].values, f"{input}")
+    check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
     if A is None and method != "edge50":
         raise ValueError(f"method {method!r} needs references: the store has no 'references' "
                          "variable; pass references=")
@@ -232,13 +237,28 @@ def unmix_store(
     tiles = _tiles(chunks, spatial)
     halo = params.halo if rum else 0
     tiles = min_chunks(tiles, spatial, max(halo, 1))
-    Y = stack.data.rechunk((T,) + tiles)
+    Y = checked_dask(input, "stack")  # a chunk that fails to decode is named in the error
+    if Y.dtype != stack.dtype or Y.shape[0] != T:
+        full = np.asarray(ds["energy"].values, dtype=np.float64)
+        Y = Y[np.flatnonzero(np.isin(full, energy))] if Y.dtype == stack.dtype else stack.data
+    Y = Y.rechunk((T,) + tiles)
 
     e0 = None
     want_e50 = method == "edge50"
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", want_e50)
-    runner = make_runner(int(Y.nbytes), client=client, scheduler=scheduler,
-                         n_workers=n_workers, memory_limit=memory_limit)
+    lock = OutputLock(output).acquire()  # a second run on this output refuses here
+    try:
+        remove_stale_partials(output)
+        est = estimate_resources(input, method, references=references, params=params,
+                                 chunks=chunks, energy_range=energy_range)
+        have = dir_bytes(_work_path(output)) if resume else 0
+        check_output_location(output, est["output_disk_bytes"]
+                              + max(0, est["work_disk_bytes"] - have))
+        runner = make_runner(int(Y.nbytes), client=client, scheduler=scheduler,
+                             n_workers=n_workers, memory_limit=memory_limit)
+    except BaseException:
+        lock.release()
+        raise
     work = WorkDir(_work_path(output))
     try:
         if want_e50:
@@ -355,6 +375,7 @@ def unmix_store(
         return output
     finally:
         runner.close()
+        lock.release()
 
 
 def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
@@ -411,6 +432,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         work.commit(k + 1, cur["buf"], hist.as_dict(), lam=lam, noise_var=nv, scale=c,
                     converged=bool(conv))
         bar.update(1)
+        test_pause("after_commit")
         if fail_after is not None and k + 1 == fail_after:
             raise InjectedFailure(f"injected failure after iteration {k + 1}")
 
