@@ -571,6 +571,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     arrays = {k: v for k, v in g.arrays()}
     print(f"path: {p}")
     print(f"complete: {'yes' if complete else 'NO (interrupted write or run in progress)'}")
+    if not complete:
+        raise UserError(f"{p} is incomplete (an interrupted write, or a run still in progress): "
+                        "its data are not valid; re-run the command that made it (bigxanes "
+                        "unmix ... --resume continues an interrupted run)")
     if "stack" in arrays and complete:
         info = stack_info(p)
         print(f"kind: stack store ({info['quantity']})")

@@ -246,14 +246,15 @@ def unmix_store(
     e0 = None
     want_e50 = method == "edge50"
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", want_e50)
+    # before any computation: the output location is writable and has room (preflight.py)
+    est = estimate_resources(input, method, references=references, params=params,
+                             chunks=chunks, energy_range=energy_range)
+    have = dir_bytes(_work_path(output)) if resume else 0
+    check_output_location(output, est["output_disk_bytes"]
+                          + max(0, est["work_disk_bytes"] - have))
     lock = OutputLock(output).acquire()  # a second run on this output refuses here
     try:
         remove_stale_partials(output)
-        est = estimate_resources(input, method, references=references, params=params,
-                                 chunks=chunks, energy_range=energy_range)
-        have = dir_bytes(_work_path(output)) if resume else 0
-        check_output_location(output, est["output_disk_bytes"]
-                              + max(0, est["work_disk_bytes"] - have))
         runner = make_runner(int(Y.nbytes), client=client, scheduler=scheduler,
                              n_workers=n_workers, memory_limit=memory_limit)
     except BaseException:
