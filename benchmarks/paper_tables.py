@@ -148,10 +148,25 @@ def gain_table(rows: list[dict], key2: str) -> str:
     return head + "\n".join(out) + "\n"
 
 
-def header(title: str, args, extra: str) -> str:
+def rum_dirty() -> bool:
+    import subprocess
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "status", "--porcelain", "bigxanes/rum.py"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+        return bool(out.strip())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def this_command() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
+
+
+def header(title: str, args, extra: str, commands: list[str]) -> str:
     ob = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                          "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
+    cmd = "`, `".join(commands)
     tv = dataclasses.asdict(RumParams(method="rum-tv"))
     pnp_b = dataclasses.asdict(RumParams(method="rum-pnp", denoiser="bm3d"))
     pnp_t = dataclasses.asdict(RumParams(method="rum-pnp", denoiser="tv"))
@@ -162,8 +177,11 @@ def header(title: str, args, extra: str) -> str:
         bm3d_ver = "not installed"
     return (
         f"# {title}\n\n"
-        f"- Command: `{cmd}` (run from the repository root)\n"
-        f"- Date: {_dt.datetime.now().isoformat(timespec='seconds')}, git HEAD {git_rev()} "
+        f"- Command(s): `{cmd}` (run from the repository root"
+        + (", in this order; later rows replace earlier ones" if len(commands) > 1 else "")
+        + ")\n"
+        f"- Date: {_dt.datetime.now().isoformat(timespec='seconds')}, git HEAD {git_rev()}"
+        f"{' + uncommitted changes to bigxanes/rum.py' if rum_dirty() else ''} "
         "(results reflect the working tree at run time)\n"
         f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical CPUs (shared; timings are indicative), Python "
@@ -186,10 +204,30 @@ def header(title: str, args, extra: str) -> str:
     )
 
 
-def write(path: Path, text: str, rows: list[dict]) -> None:
+def write(path: Path, text: str, rows: list[dict], commands: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"commands": commands, "rows": rows},
+                                                    indent=1))
+
+
+def load_previous(path: Path, merge: bool) -> tuple[list[dict], list[str]]:
+    j = path.with_suffix(".json")
+    if not merge or not j.exists():
+        return [], []
+    d = json.loads(j.read_text())
+    return d.get("rows", []), d.get("commands", [])
+
+
+def merged(old: list[dict], new: list[dict], key2: str) -> list[dict]:
+    def k(r):
+        return (r["phantom"], r[key2], r["method"])
+    keys = {k(r) for r in new}
+    rows = [r for r in old if k(r) not in keys] + new
+    ph_order = {p: i for i, p in enumerate(["particles", "electrode", "wedge"])}
+    m_order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(rows, key=lambda r: (ph_order.get(r["phantom"], 9), r[key2],
+                                       m_order.get(r["method"], 9)))
 
 
 def main(argv=None) -> int:
@@ -201,6 +239,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sigmas", nargs="+", type=float, default=None)
     ap.add_argument("--Ls", nargs="+", type=int, default=None, help="Table 2 state counts")
     ap.add_argument("--no-bm3d", action="store_true", help="skip RUM-PnP(BM3D) (slow)")
+    ap.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                    help="run only these methods (default: all)")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the new rows to the existing results (JSON next to the .md), "
+                         "replacing rows of the same case and method; the header lists every "
+                         "command that contributed")
     ap.add_argument("--tables", nargs="+", type=int, default=[1, 2], choices=[1, 2])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -212,38 +256,44 @@ def main(argv=None) -> int:
     phantoms2 = args.phantoms or (["particles"] if args.quick else ["particles", "wedge"])
     sigmas = args.sigmas or ([3.0, 7.0] if args.quick else [1.0, 3.0, 5.0, 7.0])
     Ls = args.Ls or ([3] if args.quick else [3, 4, 5])
-    labels1 = [m for m in METHODS if not (args.no_bm3d and "BM3D" in m)]
+    labels1 = [m for m in (args.methods or METHODS) if not (args.no_bm3d and "BM3D" in m)]
     labels2 = [m for m in labels1 if m != "Edge-50"]
     t_start = time.perf_counter()
 
     if 1 in args.tables:
         rows: list[dict] = []
         out = args.out_dir / "paper_table1.md"
+        old, cmds = load_previous(out, args.merge)
+        cmds = cmds + [this_command()]
         print(f"Table 1: {phantoms} x sigma {sigmas}, L = 2", flush=True)
         for ph in phantoms:
             for sg in sigmas:
                 rows += run_case(ph, sg, 2, args.size, args.seed, labels1)
+                allr = merged(old, rows, "sigma")
                 text = (header("Paper Table 1 protocol (L = 2, noise sweep)", args,
-                               f"Cases: phantoms {phantoms}, sigma {sigmas}, L = 2")
+                               f"Cases: phantoms {phantoms}, sigma {sigmas}, L = 2", cmds)
                         + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
-                        + gain_table(rows, "sigma")
-                        + "\n## All scores\n\n" + long_table(rows, "sigma"))
-                write(out, text, rows)  # after every case: partial results survive
+                        + gain_table(allr, "sigma")
+                        + "\n## All scores\n\n" + long_table(allr, "sigma"))
+                write(out, text, allr, cmds)  # after every case: partial results survive
         print("\n" + text, flush=True)
 
     if 2 in args.tables:
         rows = []
         out = args.out_dir / "paper_table2.md"
+        old, cmds = load_previous(out, args.merge)
+        cmds = cmds + [this_command()]
         print(f"Table 2: {phantoms2} x L {Ls}, sigma = 3", flush=True)
         for ph in phantoms2:
             for L in Ls:
                 rows += run_case(ph, 3.0, L, args.size, args.seed, labels2)
+                allr = merged(old, rows, "L")
                 text = (header("Paper Table 2 protocol (L = 3, 4, 5 at sigma = 3)", args,
-                               f"Cases: phantoms {phantoms2}, L {Ls}, sigma = 3")
+                               f"Cases: phantoms {phantoms2}, L {Ls}, sigma = 3", cmds)
                         + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
-                        + gain_table(rows, "L")
-                        + "\n## All scores\n\n" + long_table(rows, "L"))
-                write(out, text, rows)
+                        + gain_table(allr, "L")
+                        + "\n## All scores\n\n" + long_table(allr, "L"))
+                write(out, text, allr, cmds)
         print("\n" + text, flush=True)
 
     print(f"total {time.perf_counter() - t_start:.1f} s", flush=True)

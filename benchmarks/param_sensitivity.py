@@ -54,14 +54,32 @@ def git_rev() -> str:
         return rev
     except Exception:  # noqa: BLE001 - informational only
         return "unknown"
-LAM_FACTORS_TV = [0.5, 1.0, 2.0, 4.0, 8.0]
+# lam_factor grids are multiples of the package default (the brief's grid {0.5, ..., 8} and
+# {1, 2, 4} were written for a default of 2; the default and the scaling of lam = "auto" may
+# change, the multiples keep the study centred on whatever the default is).
+LAM_MULT_TV = [0.25, 0.5, 1.0, 2.0, 4.0]
 RHOS = [0.1, 0.3, 1.0, 3.0]
 SWEEPS = [3, 10]
-LAM_FACTORS_PNP = [1.0, 2.0, 4.0]
+LAM_MULT_PNP = [0.5, 1.0, 2.0]
 GAMMAS = [1.0, 1.05, 1.1]
-LAM_EXTENDED = [16.0, 32.0, 64.0, 128.0]
+LAM_MULT_EXT = [1 / 16, 1 / 8, 8.0, 16.0]
 DEF_TV = RumParams(method="rum-tv")
-DEF_PNP = RumParams(method="rum-pnp")
+DEF_PNP = RumParams(method="rum-pnp", denoiser="tv")
+LAM_FACTORS_TV = [m * DEF_TV.lam_factor for m in LAM_MULT_TV]
+LAM_FACTORS_PNP = [m * DEF_PNP.lam_factor for m in LAM_MULT_PNP]
+LAM_EXT_TV = [m * DEF_TV.lam_factor for m in LAM_MULT_EXT]
+LAM_EXT_PNP = [m * DEF_PNP.lam_factor for m in LAM_MULT_EXT]
+
+
+def rum_dirty() -> bool:
+    import subprocess
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "status", "--porcelain", "bigxanes/rum.py"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+        return bool(out.strip())
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def run(sim, mask, method: str, **params) -> dict:
@@ -72,7 +90,7 @@ def run(sim, mask, method: str, **params) -> dict:
     r = {"method": method, **params, "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
          "psnr_paper": M.psnr_paper(X, sim.fraction),
          "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
-         "iterations": ds.attrs.get("iterations"), "seconds": dt}
+         "iterations": ds.attrs.get("iterations"), "lam": ds.attrs.get("lam"), "seconds": dt}
     print(f"    {method:8s} {json.dumps(params):60s} fgPSNR {r['psnr_fg']:6.2f} "
           f"it={r['iterations']} {dt:6.2f} s", flush=True)
     return r
@@ -169,7 +187,8 @@ def main(argv=None) -> int:
     head = (
         "# RUM parameter sensitivity\n\n"
         f"- Command: `{cmd}` (run from the repository root)\n"
-        f"- Date: {_dt.datetime.now().isoformat(timespec='seconds')}, git HEAD {git_rev()} "
+        f"- Date: {_dt.datetime.now().isoformat(timespec='seconds')}, git HEAD {git_rev()}"
+        f"{' + uncommitted changes to bigxanes/rum.py' if rum_dirty() else ''} "
         "(results reflect the working tree at run time)\n"
         f"- Machine: {platform.platform()}, {os.cpu_count()} logical CPUs (shared), Python "
         f"{platform.python_version()}, NumPy {np.__version__}, bigxanes {bigxanes.__version__}; "
@@ -180,8 +199,11 @@ def main(argv=None) -> int:
         "mean over the 2 maps; iterations in parentheses.\n"
         f"- Other parameters: defaults. RUM-TV `{json.dumps(dataclasses.asdict(DEF_TV))}`; "
         f"RUM-PnP `{json.dumps(dataclasses.asdict(DEF_PNP))}`.\n"
-        "- `lam = lam_factor · σ̂²` (σ̂ = noise estimated from the data), so lam_factor is the "
-        "prior strength relative to the noise.\n\n"
+        "- `lam_factor` grids are multiples of the package default: RUM-TV "
+        f"{LAM_MULT_TV} × {DEF_TV.lam_factor:g} (extended {[round(m, 4) for m in LAM_MULT_EXT]}), "
+        f"RUM-PnP(tv) {LAM_MULT_PNP} × {DEF_PNP.lam_factor:g}. With `lam=\"auto\"` λ is "
+        "lam_factor times a data-derived noise term (see `bigxanes.rum.resolve_lambda` at the "
+        "recorded git HEAD), so lam_factor is the prior strength relative to the noise.\n\n"
     )
     body, raw = [], {}
     for sigma in args.sigmas:
@@ -193,12 +215,12 @@ def main(argv=None) -> int:
               for sw, rho, lf in itertools.product(SWEEPS, RHOS, LAM_FACTORS_TV)]
         tv_ext = [] if args.no_extended else [
             run(sim, mask, "rum-tv", lam_factor=lf, rho=DEF_TV.rho, tv_sweeps=DEF_TV.tv_sweeps)
-            for lf in LAM_EXTENDED]
+            for lf in LAM_EXT_TV]
         pnp = [run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=g)
                for g, lf in itertools.product(GAMMAS, LAM_FACTORS_PNP)]
         pnp_ext = [] if args.no_extended else [
             run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=DEF_PNP.gamma)
-            for lf in LAM_EXTENDED]
+            for lf in LAM_EXT_PNP]
         body.append(section(sigma, lcf, tv, tv_ext, pnp, pnp_ext))
         raw[str(sigma)] = {"lcf": lcf, "tv": tv, "tv_ext": tv_ext, "pnp": pnp,
                            "pnp_ext": pnp_ext}
