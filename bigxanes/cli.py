@@ -683,7 +683,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rows.append((method, path, dt, _fg_psnr(frac, truth, ts), diff))
     print(f"benchmark: particles {shape}, {ds.sizes['energy']} energies, 2 states, "
           f"RUM-TV {args.iters} iterations")
-    print(f"{'method':<8} {'path':<7} {'seconds':>8} {'PSNR fg (dB)':>13} {'max |engine-memory|':>20}")
+    print(f"{'method':<8} {'path':<7} {'seconds':>8} {'PSNR fg (dB)':>13} "
+          f"{'max |engine-memory|':>20}")
     for m, pth, dt, ps, d in rows:
         print(f"{m:<8} {pth:<7} {dt:8.2f} {ps:13.2f} {d:20.2e}")
     if not engine_available():
@@ -907,7 +908,8 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--stack", metavar="IN.zarr",
                    help="the unmixed stack (default: the result's recorded input)")
     s.add_argument("--pixels", nargs="+", metavar="Y,X", help="pixels whose spectra are shown")
-    s.add_argument("--slice", type=int, metavar="Z", help="z slice of a 3-D result (default middle)")
+    s.add_argument("--slice", type=int, metavar="Z",
+                   help="z slice of a 3-D result (default middle)")
     s.set_defaults(func=cmd_plot)
 
     s = add("info", "describe a stack store, a result store or a references table")

@@ -298,8 +298,8 @@ def plot_result(
     plt = _mpl()
     if "fraction" not in result:
         raise ValueError(
-            f"the result has no 'fraction' variable (variables: {sorted(map(str, result.data_vars))})"
-            "; plot the output of `bigxanes unmix`."
+            "the result has no 'fraction' variable (variables: "
+            f"{sorted(map(str, result.data_vars))}); plot the output of `bigxanes unmix`."
         )
     z = _slice_index(result, slice_index)
     frac = _2d(result["fraction"].transpose("component", ...), z).astype(np.float64)

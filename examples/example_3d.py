@@ -34,7 +34,8 @@ def main(out_dir: Path) -> None:
     print(f"RUM-TV foreground PSNR: "
           f"{psnr_foreground(res['fraction'].values, ds['true_fraction'].values, fg):.2f} dB")
     if lcf is not None:
-        print(f"LCF    foreground PSNR: {psnr_foreground(lcf, ds['true_fraction'].values, fg):.2f} dB")
+        p_lcf = psnr_foreground(lcf, ds["true_fraction"].values, fg)
+        print(f"LCF    foreground PSNR: {p_lcf:.2f} dB")
     png = plot_result(res, out_dir / "volume-slice.png", stack=open_stack(stack_path)["stack"],
                       slice_index=24)
     print(f"figure (z = 24): {png}")
