@@ -361,31 +361,6 @@ def _references_for(args, src, energy_sel: np.ndarray):
     return ref, "files", None
 
 
-def _annotate_result(path: Path, ref, attrs: dict[str, Any]) -> None:
-    """Add provenance attrs (and the references, when missing) to a finished result store."""
-    import xarray as xr
-    import zarr
-
-    g = zarr.open_group(str(path), mode="r+")
-    if "references" not in g and ref is not None:
-        try:
-            r = ref.rename(energy="ref_energy") if "energy" in g else ref
-            r = r.reset_coords(drop=True) if hasattr(r, "reset_coords") else r
-            ds = xr.Dataset({"references": r.astype(np.float64)})
-            for c in ds.coords:
-                if ds[c].dtype.kind == "U":
-                    ds = ds.assign_coords({c: ds[c].astype(object)})
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds.to_zarr(str(path), mode="a", zarr_format=3, consolidated=False)
-        except Exception as exc:  # noqa: BLE001 - provenance only, never fail the run
-            _warn(f"could not store the references in {path}: {exc}")
-        g = zarr.open_group(str(path), mode="r+")
-    for k, v in attrs.items():
-        if k not in g.attrs:
-            g.attrs[k] = v
-
-
 def cmd_unmix(args: argparse.Namespace) -> int:
     from .store import open_stack
 
@@ -440,7 +415,8 @@ def cmd_unmix(args: argparse.Namespace) -> int:
         res["references"] = ref.reset_coords(drop=True)
         out = write_dataset(res, args.output, overwrite=args.overwrite or args.resume)
         mode = "in memory"
-    _annotate_result(out, ref, provenance)
+    # the engine records input, references and energy_range itself; a finished store is never
+    # modified afterwards
     res = _open_result(out)
     a = res.attrs
     nbad = int(a.get("n_nonfinite", a.get("n_nonfinite_pixels", 0)) or 0)
@@ -731,8 +707,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         r = api.unmix(ds["stack"], ds["references"], method="rum-tv", nan_policy="mask", **kw)
         r.attrs["input"] = str(stack_path.resolve())
         write_dataset(r, result_path, overwrite=True)
-    _annotate_result(result_path, None, {"input": str(stack_path.resolve()),
-                                         "references_source": "store"})
     res = xr.open_zarr(result_path, consolidated=False)
     _info(f"4/4 plot -> {png}", args.quiet)
     sds = open_stack(stack_path)
