@@ -284,3 +284,22 @@ def test_installed_command_subprocess(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert is_complete(tmp_path / "s.zarr")
+
+
+def test_in_memory_fallback_matches_engine(sim2d, tmp_path, capsys, monkeypatch):
+    """Without bigxanes.engine the CLI runs in memory and writes the same result layout."""
+    import bigxanes.cli as cli
+
+    eng = tmp_path / "eng.zarr"
+    assert main(["unmix", str(sim2d), str(eng), "--method", "rum-tv", "--iters", "6", "-q"]) == 0
+    monkeypatch.setattr(cli, "engine_available", lambda: False)
+    mem = tmp_path / "mem.zarr"
+    rc, _, err = run(capsys, "unmix", sim2d, mem, "--method", "rum-tv", "--iters", "6", "-q")
+    assert rc == 0, err
+    a, b = open_result(eng), open_result(mem)
+    for v in ("fraction", "scale", "residual_rms", "mask", "references"):
+        assert v in b
+    np.testing.assert_allclose(a["fraction"].values, b["fraction"].values, atol=1e-3)
+    png = tmp_path / "mem.png"
+    assert main(["plot", str(mem), str(png), "-q"]) == 0
+    assert_png_has_content(png)
