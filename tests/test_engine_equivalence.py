@@ -131,7 +131,7 @@ def test_rum_tv_matches_memory_3d(data3d, tmp_path):
 def test_rum_tv_too_small_halo_has_seams(data2d, tmp_path, monkeypatch):
     """The check above can fail: with a 1-pixel halo the tiled TV iteration is not exact."""
     ds, path = data2d
-    params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
+    params = RumParams(method="rum-tv", max_iter=6, tv_sweeps=4)
     monkeypatch.setattr(RumParams, "halo", property(lambda self: 1))
     o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11))
     assert np.abs(o["fraction"].values - X).max() > TOL
