@@ -100,6 +100,7 @@ def run_case(phantom: str, sigma: float, L: int, size: int, seed: int,
             "iterations": ds.attrs.get("iterations"),
             "lam": ds.attrs.get("lam"),
             "fg_fraction": float(mask.mean()),
+            "params": ds.attrs.get("params"),
         })
         r = rows[-1]
         print(f"  {phantom:9s} s={sigma:g} L={L} {label:14s} PSNR {r['psnr_paper']:6.2f} "
@@ -112,15 +113,24 @@ def _fmt(v, nd=2):
     return "—" if v is None else f"{v:.{nd}f}"
 
 
+def _lg(r: dict) -> str:
+    """lam_factor and gamma actually used (from the result's attrs), '—' for LCF / Edge-50."""
+    p = r.get("params")
+    if not p:
+        return "—"
+    p = json.loads(p) if isinstance(p, str) else p
+    return f"{p.get('lam_factor'):g}, {p.get('gamma'):g}"
+
+
 def long_table(rows: list[dict], key2: str) -> str:
     head = (f"| phantom | {key2} | method | PSNR (paper) | PSNR (fg) | SSIM (paper) | SSIM (fg) "
-            "| iterations | seconds |\n|---|---|---|---|---|---|---|---|---|\n")
+            "| iterations | seconds | lam_factor, gamma |\n|---|---|---|---|---|---|---|---|---|---|\n")
     out = []
     for r in rows:
         it = "—" if r["iterations"] is None else str(r["iterations"])
         out.append(f"| {r['phantom']} | {r[key2]:g} | {r['method']} | {_fmt(r['psnr_paper'])} | "
                    f"{_fmt(r['psnr_fg'])} | {_fmt(r['ssim_paper'], 3)} | {_fmt(r['ssim_fg'], 3)} "
-                   f"| {it} | {_fmt(r['seconds'])} |")
+                   f"| {it} | {_fmt(r['seconds'])} | {_lg(r)} |")
     return head + "\n".join(out) + "\n"
 
 
