@@ -1,0 +1,40 @@
+"""Many chunks: an input store cut into 10,000 chunks (1000 x 1000 px in 10 x 10 tiles) runs LCF
+to completion and equals the in-memory LCF. (The engine's own tiles are 100 x 100 here to keep
+the test under a minute; benchmarks/bench_many_chunks.py runs 10,000 engine tiles too.)"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bigxanes import api
+from bigxanes.engine import unmix_store
+from bigxanes.store import is_complete
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_many_chunks import make_stack  # noqa: E402
+
+
+def test_ten_thousand_input_chunks(tmp_path, input_guard):
+    inp = tmp_path / "in.zarr"
+    Y, A = make_stack(inp, 1000, 10, 4)
+    import zarr
+
+    assert zarr.open_group(str(inp), mode="r")["stack"].nchunks == 10_000
+    t0 = time.perf_counter()
+    with input_guard(inp):
+        out = unmix_store(inp, tmp_path / "o.zarr", method="lcf", chunks=100,
+                          progress=False, scheduler="threads")
+    wall = time.perf_counter() - t0
+    assert is_complete(out)
+    with xr.open_zarr(out, consolidated=False) as o:
+        got = o.load()
+    ref = api.lcf(xr.open_zarr(inp, consolidated=False)["stack"].load(), A)
+    assert np.abs(got["fraction"].values - ref["fraction"].values).max() <= 1e-4
+    assert np.abs(got["scale"].values - ref["scale"].values).max() <= 1e-4 * float(
+        ref["scale"].max())
+    print(f"10,000 input chunks: LCF in {wall:.1f} s")
