@@ -169,6 +169,15 @@ def rum_dirty() -> bool:
         return False
 
 
+def cases_line(rows: list[dict], key2: str) -> str:
+    """The cases present in the table, with the methods run on each (all rows, merged)."""
+    by: dict[tuple, list[str]] = {}
+    for r in rows:
+        by.setdefault((r["phantom"], r[key2]), []).append(r["method"])
+    parts = [f"{ph} {key2}={k:g} [{', '.join(ms)}]" for (ph, k), ms in by.items()]
+    return "Cases: " + "; ".join(parts)
+
+
 def this_command() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
 
@@ -281,7 +290,7 @@ def main(argv=None) -> int:
                 rows += run_case(ph, sg, 2, args.size, args.seed, labels1)
                 allr = merged(old, rows, "sigma")
                 text = (header("Paper Table 1 protocol (L = 2, noise sweep)", args,
-                               f"Cases: phantoms {phantoms}, sigma {sigmas}, L = 2", cmds)
+                               cases_line(allr, "sigma") + ", L = 2", cmds)
                         + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
                         + gain_table(allr, "sigma")
                         + "\n## All scores\n\n" + long_table(allr, "sigma"))
@@ -299,7 +308,7 @@ def main(argv=None) -> int:
                 rows += run_case(ph, 3.0, L, args.size, args.seed, labels2)
                 allr = merged(old, rows, "L")
                 text = (header("Paper Table 2 protocol (L = 3, 4, 5 at sigma = 3)", args,
-                               f"Cases: phantoms {phantoms2}, L {Ls}, sigma = 3", cmds)
+                               cases_line(allr, "L") + ", sigma = 3", cmds)
                         + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
                         + gain_table(allr, "L")
                         + "\n## All scores\n\n" + long_table(allr, "L"))
