@@ -104,11 +104,15 @@ def fmt(x, d=2):
 
 
 def main() -> None:
-    from threadpoolctl import threadpool_info
-
     lines: list[str] = []
-    blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
-            for i in threadpool_info()]
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
+                for i in threadpool_info()]
+    except ImportError:
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        blas = f"{blas.get('name')} {blas.get('version')} (threadpoolctl not installed)"
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="3GB")
     try:

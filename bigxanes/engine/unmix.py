@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
+from ..integrity import check_chunks, check_energy_order, checked_dask, test_pause
 from ..kernels.admm import RESIDUALS, StateLayout
 from ..kernels.edge50 import edge50_energy, fraction_from_edge50
 from ..normalize import find_e0, normalize_spectra
@@ -32,7 +33,6 @@ from ..rum import (
     run_admm,
     scale_from_histogram,
 )
-from ..integrity import check_chunks, check_energy_order, checked_dask, test_pause
 from ..store import is_complete, open_stack
 from .chunked import (
     LCF_VARIANTS,
@@ -53,8 +53,10 @@ from .state import BUFFERS, WorkDir
 __all__ = ["unmix_store", "estimate_resources", "DEFAULT_TILE", "METHODS", "HIST_BINS"]
 
 METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
-#: Default spatial tile edge of the engine per number of spatial dims (benchmarks/results/
-#: engine.md: 256² beat 128² and 512² on LCF and RUM-TV throughput on this 2-core machine).
+#: Default spatial tile edge per number of spatial dims. Measured (benchmarks/results/engine.md,
+#: 1024² x 100, 2 workers): 128² is 1.8x slower for LCF and 1.6x for RUM-TV than 256²; 512²
+#: equals 256² for LCF and is 1.5x faster per RUM-TV iteration but needs 25 % more memory.
+#: 256² is the memory-safe default; pass ``chunks=512`` for RUM when memory allows.
 DEFAULT_TILE = {2: 256, 3: 64}
 #: Bins of the histogram that gives the data scale (as :func:`bigxanes.rum.robust_scale`).
 HIST_BINS = 4096
