@@ -9,9 +9,9 @@ buffer on Dask).
 
 Scaling. λ and ρ act on a stack divided by a data scale ``c`` (the 99th percentile of the LCF
 scale s0 over the image), so that foreground pixels have ``s ≈ 1`` and fractions are in [0, 1].
-With ``lam="auto"``, ``λ = lam_factor · σ̂²`` where ``σ̂`` is the noise level of the scaled data
-estimated from the LCF residual: this is the MAP weight of a TV prior of strength
-``lam_factor`` under Gaussian noise, so one ``lam_factor`` serves all noise levels.
+With ``lam="auto"``, ``λ = lam_factor · σ̂ · δ`` where ``σ̂`` is the noise level of the scaled
+data estimated from the LCF residual and ``δ`` the contrast between the two closest references
+(:func:`resolve_lambda`), so one ``lam_factor`` serves all noise levels and reference sets.
 
 Reference: Wang et al., "Robust retrieval of material chemical states in X-ray
 microspectroscopy", Opt. Express 2023, Algorithm 1.
@@ -41,15 +41,16 @@ class RumParams:
     ----------
     method : {"rum-tv", "rum-pnp"}
     lam : float or "auto"
-        Regularization weight λ on the scaled stack; "auto" = ``lam_factor · σ̂²``.
+        Regularization weight λ on the scaled stack; "auto" = ``lam_factor · σ̂ · δ``.
     lam_factor : float, optional
-        Prior strength used by ``lam="auto"``. Default 2, except 4 for RUM-PnP with the TV
-        denoiser (chosen by benchmarks/param_sensitivity.py on the simulated phantoms).
+        Prior strength used by ``lam="auto"`` (``λ = lam_factor · σ̂ · δ``, see
+        :func:`resolve_lambda`). Default 0.2, 0.1 for RUM-PnP with BM3D/BM4D (chosen with
+        benchmarks/param_sensitivity.py on the simulated phantoms).
     rho : float
         Initial ADMM penalty ρ (scaled stack). Mostly sets the speed, not the result.
     gamma : float, optional
-        ρ growth per iteration (PnP; ``ρ_{k+1} = γ ρ_k``, capped at ``rho_max``); default 1.1
-        for PnP with BM3D/BM4D, 1.05 with the TV denoiser, 1 for RUM-TV.
+        ρ growth per iteration (PnP; ``ρ_{k+1} = γ ρ_k``, capped at ``rho_max``); default 1.05
+        for PnP, 1 for RUM-TV.
     noise_sigma : float, optional
         Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
         instead of the estimate from the LCF residual. Must be positive.
@@ -89,9 +90,9 @@ class RumParams:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         fast_pnp = self.method == "rum-pnp" and self.denoiser == "tv"
         if self.lam_factor is None:
-            self.lam_factor = 4.0 if fast_pnp else 2.0
+            self.lam_factor = 0.1 if (self.method == "rum-pnp" and not fast_pnp) else 0.2
         if self.gamma is None:
-            self.gamma = 1.0 if self.method == "rum-tv" else (1.05 if fast_pnp else 1.1)
+            self.gamma = 1.0 if self.method == "rum-tv" else 1.05
         if self.max_iter is None:
             self.max_iter = 500 if self.method == "rum-tv" else 60
         if self.denoiser not in DENOISERS:
@@ -178,11 +179,32 @@ def scale_from_histogram(hist: np.ndarray, edges: np.ndarray, quantile: float = 
     return float(edges[min(i + 1, len(edges) - 1)])
 
 
-def resolve_lambda(params: RumParams, noise_var: float) -> float:
-    """λ on the scaled stack: the given number, or ``lam_factor · σ̂²`` for "auto"."""
-    if params.lam == "auto":
-        return float(params.lam_factor * noise_var)
-    return float(params.lam)
+def reference_contrast(A: np.ndarray) -> float:
+    """Contrast of the references: the smallest distance ``min_{i<j} ||a_i - a_j||₂``.
+
+    The two closest references are the hardest to tell apart; the fraction noise of a pixel
+    with scale 1 is about ``σ / contrast``.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    L = A.shape[1]
+    if L < 2:
+        return float(np.linalg.norm(A[:, 0]))
+    return float(min(np.linalg.norm(A[:, i] - A[:, j]) for i in range(L) for j in range(i + 1, L)))
+
+
+def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: float) -> float:
+    """λ on the scaled stack: the given number, or for "auto" ``lam_factor · σ̂ · δ``.
+
+    ``σ̂`` is the noise standard deviation of the scaled stack (``params.noise_sigma / c`` when
+    given, else the estimate ``sqrt(noise_var)``) and ``δ`` the references' contrast
+    (:func:`reference_contrast`). Reason: a pixel's fraction noise is ``σ_x ≈ σ̂ / (s δ)`` and a
+    TV weight proportional to ``σ_x`` on the fractions is ``λ / δ² ∝ σ̂ / δ``, i.e. ``λ ∝ σ̂ δ``
+    (measured on the phantoms: the best λ grows like σ, not σ²; benchmarks/param_sensitivity.py).
+    """
+    if params.lam != "auto":
+        return float(params.lam)
+    sigma = params.noise_sigma / scale if params.noise_sigma is not None else math.sqrt(noise_var)
+    return float(params.lam_factor * sigma * reference_contrast(A))
 
 
 def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
@@ -313,11 +335,8 @@ def unmix_rum_array(
     M0 = nnls_coefficients(AtA, aty)
     resid0 = yty - 2 * np.sum(M0 * aty, 0) + np.sum(M0 * (AtA @ M0), 0)
     c = robust_scale(M0.sum(axis=0))
-    if params.noise_sigma is not None:
-        nv = (params.noise_sigma / c) ** 2
-    else:
-        nv = noise_variance(float(np.maximum(resid0, 0).sum()), Yf.shape[1], T, L, c)
-    lam = resolve_lambda(params, nv)
+    nv = noise_variance(float(np.maximum(resid0, 0).sum()), Yf.shape[1], T, L, c)
+    lam = resolve_lambda(params, nv, A, c)
     init = Initialization(scale=c, noise_var=nv, lam=lam, AtA=AtA)
     S = initial_state(
         (aty / c).reshape((L,) + spatial), (yty / (c * c)).reshape(spatial),

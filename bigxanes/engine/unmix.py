@@ -399,7 +399,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     n = layout.n_channels
     AtA = A.T @ A
     nv = noise_variance(rec["resid_sum"], N, T, L, c)
-    lam = resolve_lambda(params, nv)
+    lam = resolve_lambda(params, nv, A, c)
     commit = work.get("commit")
     if commit is None:
         for b in BUFFERS:
