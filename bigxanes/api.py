@@ -28,11 +28,11 @@ from .kernels.lcf import (
     sum_to_one_coefficients,
 )
 from .normalize import find_e0, normalize_spectra
-from .rum import RumParams, unmix_rum_array
+from .rum import RumParams, robust_scale, unmix_rum_array
 from .validation import check_energy_axis, check_references, check_stack
 
 LCF_VARIANTS = ("nnls", "lstsq", "sum-to-one")
-MASK_THRESHOLD = 0.02  # scale below this fraction of the robust max scale: no material
+MASK_THRESHOLD = 0.05  # scale below this fraction of the data scale c: no material (= engine)
 
 
 def _spatial_dims(ndim: int) -> tuple[str, ...]:
@@ -106,11 +106,10 @@ def _apply_nan_policy(Y: np.ndarray, nan_policy: str) -> tuple[np.ndarray, np.nd
 
 def _dataset(
     method: str, X: np.ndarray, s: np.ndarray, resid_rms: np.ndarray, names: list[str],
-    energy: np.ndarray, coords: dict, bad: np.ndarray, attrs: dict,
+    energy: np.ndarray, coords: dict, bad: np.ndarray, attrs: dict, data_scale: float,
 ) -> xr.Dataset:
     dims = _spatial_dims(s.ndim)
-    smax = float(np.quantile(s, 0.99)) if s.size else 0.0
-    mask = (s > MASK_THRESHOLD * smax) & ~bad
+    mask = (s > MASK_THRESHOLD * data_scale) & ~bad
     c = {d: coords[d] for d in dims if d in coords}
     c["component"] = names
     ds = xr.Dataset(
@@ -125,13 +124,15 @@ def _dataset(
     ds.attrs.update(
         method=method, version=__version__, n_energies=int(energy.size),
         energy_min=float(energy[0]), energy_max=float(energy[-1]),
-        n_nonfinite_pixels=int(bad.sum()), mask_threshold=MASK_THRESHOLD, **attrs,
+        n_nonfinite_pixels=int(bad.sum()), mask_threshold=MASK_THRESHOLD,
+        data_scale=float(data_scale), **attrs,
     )
     ds["fraction"].attrs["description"] = "fraction of each chemical state (sums to one)"
     ds["scale"].attrs["description"] = "per-pixel scale s of Y = A X diag(s)"
     ds["residual_rms"].attrs["description"] = "RMS over energies of Y - A X s"
     ds["mask"].attrs["description"] = (
-        f"True where scale > {MASK_THRESHOLD} x 99th percentile of scale (and data finite)"
+        f"True where scale > {MASK_THRESHOLD} x data_scale (99th percentile of the NNLS scale) "
+        "and the data are finite"
     )
     return ds
 
@@ -178,8 +179,10 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     T, L = A.shape
     Yf = Y.reshape(T, -1).astype(np.float64)
     AtA, AtY = A.T @ A, A.T @ Yf
+    M0 = nnls_coefficients(AtA, AtY)
+    c = robust_scale(M0.sum(axis=0))
     if variant == "nnls":
-        M = nnls_coefficients(AtA, AtY)
+        M = M0
         X, s = fractions_from_coefficients(M)
     elif variant == "lstsq":
         M = lstsq_coefficients(AtA, AtY)
@@ -193,7 +196,7 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     s = s.reshape(spatial)
     M = M.reshape((L,) + spatial)
     return _dataset(f"lcf-{variant}", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
-                    {"lcf_variant": variant})
+                    {"lcf_variant": variant}, c)
 
 
 def edge50(stack, references=None, *, energy=None, e0: float | None = None,
@@ -240,8 +243,10 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
         step = np.where(np.isfinite(nr.edge_step), nr.edge_step, 0.0)
         s = np.maximum(step, 0.0)
         M = X * s
+        T = Y.shape[0]
+        c = robust_scale(nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1)).sum(axis=0))
         ds = _dataset("edge50", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
-                      {**attrs, "edge50_references": [float(v) for v in e_refs]})
+                      {**attrs, "edge50_references": [float(v) for v in e_refs]}, c)
         ds["edge50"] = (dims, e50.astype(np.float32))
     ds["edge50"].attrs.update(units="eV", description=f"energy of the first {level} crossing")
     return ds
@@ -283,11 +288,12 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
     Y, bad = _apply_nan_policy(Y, nan_policy)
     X, s, M, history, init = unmix_rum_array(Y, A, p, state_dtype=state_dtype)
     attrs = {
-        "params": json.dumps(p.as_dict()), "lam": init.lam, "data_scale": init.scale,
+        "params": json.dumps(p.as_dict()), "lam": init.lam,
         "noise_sigma": float(np.sqrt(init.noise_var) * init.scale),
         "iterations": len(history.iteration), "history": json.dumps(history.as_dict()),
     }
-    ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs)
+    ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs,
+                  init.scale)
     T, L = A.shape
     M0 = nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1))
     X0, _ = fractions_from_coefficients(M0)
