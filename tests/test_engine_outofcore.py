@@ -18,7 +18,7 @@ from bigxanes.store import is_complete, write_dataset
 LIMIT = 250 * 2**20  # per worker; the package's imports alone take ~130 MB of RSS
 N_WORKERS = 2
 T, NY, NX = 600, 940, 940  # 2.12 GB float32 >= 4 x (2 x 250 MiB)
-TILE = 94
+TILE = 64  # 9.8 MB chunks: leaves headroom under the limit when the machine is loaded
 
 
 def _references() -> np.ndarray:
