@@ -7,10 +7,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES"]
+__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES", "WORKER_OVERHEAD"]
 
 #: Inputs below this many bytes run on the threaded scheduler without a cluster.
 SMALL_INPUT_BYTES = 256 * 2**20
+#: Memory a worker process needs for itself (imports, buffers) before it can hold data.
+WORKER_OVERHEAD = 256 * 2**20
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover
+        return 2 * 2**30
 
 
 def _total_memory() -> int:
@@ -82,6 +93,34 @@ class Runner:
         import dask
 
         return dask.compute(*objs, scheduler=self.scheduler)
+
+    def persist(self, *objs):
+        """Persist ``objs`` (in the workers' memory, or as NumPy chunks locally); one graph."""
+        import dask
+
+        if self.distributed:
+            out = self.scheduler.persist(list(objs))
+            return tuple(out)
+        return dask.persist(*objs, scheduler=self.scheduler)
+
+    def memory_bytes(self) -> int:
+        """Memory available for persisted data: the sum over workers of (memory limit -
+        :data:`WORKER_OVERHEAD`), or the machine's available memory on local schedulers."""
+        if not self.distributed:
+            return _available_memory()
+        client = self.scheduler
+        try:
+            info = client.scheduler_info(n_workers=-1)
+        except TypeError:  # older distributed
+            info = client.scheduler_info()
+        workers = info.get("workers", {})
+        total = 0
+        for w in workers.values():
+            lim = int(w.get("memory_limit") or 0)
+            if lim <= 0:  # no limit: share the machine's memory
+                lim = _total_memory() // max(1, len(workers))
+            total += max(0, lim - WORKER_OVERHEAD)
+        return total
 
     def close(self) -> None:
         if self.owned and self.distributed:

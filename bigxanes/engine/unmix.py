@@ -50,7 +50,8 @@ from .preflight import check_output_location, dir_bytes
 from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write_results
 from .state import BUFFERS, WorkDir
 
-__all__ = ["unmix_store", "estimate_resources", "DEFAULT_TILE", "METHODS", "HIST_BINS"]
+__all__ = ["unmix_store", "estimate_resources", "choose_state_mode", "DEFAULT_TILE", "METHODS",
+           "HIST_BINS", "STATE_MODES", "DEFAULT_CHECKPOINT_EVERY"]
 
 METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
 #: Default spatial tile edge per number of spatial dims. Measured (benchmarks/results/engine.md,
@@ -62,6 +63,15 @@ DEFAULT_TILE = {2: 256, 3: 64}
 HIST_BINS = 4096
 #: Environment variable: fail after this many completed iterations (tests of resume).
 FAIL_ENV = "BIGXANES_FAIL_AFTER"
+#: Where the ADMM state lives between iterations (``state_mode`` of :func:`unmix_store`).
+STATE_MODES = ("auto", "memory", "zarr")
+#: Memory mode: checkpoint the state to the Zarr double buffer every this many iterations.
+DEFAULT_CHECKPOINT_EVERY = 10
+#: Memory mode needs about this many copies of the float32 state (the persisted state, the
+#: next one, map_overlap's halo'd working copies) ...
+STATE_COPIES = 3
+#: ... within this fraction of the memory available for data ("fits comfortably").
+MEMORY_FRACTION = 0.5
 
 
 class InjectedFailure(RuntimeError):
@@ -131,6 +141,18 @@ def _load_inputs(input, references, energy_range):
     return ds, stack, energy, A, names
 
 
+def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -> str:
+    """``"memory"`` when ``STATE_COPIES x state_bytes`` fits in ``MEMORY_FRACTION`` of
+    ``available_bytes`` (``state_mode="auto"``), else ``"zarr"``; an explicit mode is kept."""
+    if state_mode not in STATE_MODES:
+        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, "
+                         f"got {state_mode!r}")
+    if state_mode != "auto":
+        return state_mode
+    fits = STATE_COPIES * int(state_bytes) <= MEMORY_FRACTION * int(available_bytes)
+    return "memory" if fits else "zarr"
+
+
 def _fail_hook(_fail_after: int | None) -> int | None:
     if _fail_after is not None:
         return int(_fail_after)
@@ -161,6 +183,8 @@ def unmix_store(
     overwrite: bool = False,
     progress: bool = True,
     nan_policy: str = "mask",
+    state_mode: str = "auto",
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -199,6 +223,17 @@ def unmix_store(
     nan_policy : {"mask", "raise"}
         ``"mask"``: spectra holding NaN/Inf are zeroed (scale 0, ``mask`` False) and counted in
         the attrs (``n_nonfinite``); ``"raise"``: a ValueError.
+    state_mode : {"auto", "memory", "zarr"}
+        Where the ADMM state lives between iterations (DESIGN.md §4). ``"memory"``: persisted
+        in the cluster's memory (float32, as stored), checkpointed to the Zarr double buffer
+        every ``checkpoint_every`` iterations and at the end; ``"zarr"``: read from and written
+        to the Zarr double buffer every iteration (states larger than memory). ``"auto"``
+        picks memory when 3x the state fits in half the memory available for data (sum of
+        the workers' limits minus their overhead; the machine's available memory on local
+        schedulers). Both modes give the same numbers; recorded in the attrs. For LCF/Edge-50
+        the same rule keeps the pass-1 channels in memory instead of a Zarr work array.
+    checkpoint_every : int
+        Memory mode: iterations between checkpoints (a resume restarts from the last one).
 
     Returns
     -------
@@ -210,6 +245,11 @@ def unmix_store(
     if lcf_variant not in LCF_VARIANTS:
         raise ValueError(f"unknown lcf_variant {lcf_variant!r}; choose one of "
                          f"{', '.join(LCF_VARIANTS)}")
+    if state_mode not in STATE_MODES:
+        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, "
+                         f"got {state_mode!r}")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if nan_policy not in ("mask", "raise"):
         raise ValueError(f"nan_policy must be 'mask' or 'raise', got {nan_policy!r}")
     output = Path(output)
@@ -284,21 +324,35 @@ def unmix_store(
             work.reset(run)
 
         # ---- pass 1: the only read of the stack ------------------------------------------
+        # where the ADMM state (RUM) or the pass-1 channels (LCF, Edge-50) live
+        if rum:
+            mode_bytes = StateLayout(L, nd, params.reg).n_channels * N * 4
+        else:  # float64 pass-1 channels + the float32 result maps being written
+            mode_bytes = p1.n_channels * N * 8
+        mode = choose_state_mode(state_mode, mode_bytes, runner.memory_bytes())
         rec = work.get("pass1")
+        P_mem = None
         if rec is None:
             _say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
             P = map_spatial_blocks(pass1_block, Y, p1.n_channels, layout=p1, A=A,
                                    energy=energy, e0=e0, nan_policy=nan_policy)
-            target = work.create("pass1", p1.n_channels, spatial, tiles, dtype=np.float64)
             sl = p1.slices
-            st = da.store(P, target, lock=False, compute=False)
+            if not rum and mode == "memory":
+                # LCF/Edge-50: nothing to resume after pass 1 -> no Zarr round trip of P
+                (P,) = runner.persist(P)
+                P_mem = P
+                st = None
+            else:
+                target = work.create("pass1", p1.n_channels, spatial, tiles,
+                                     dtype=np.float64)
+                st = da.store(P, target, lock=False, compute=False)
             resid = da.maximum(P[sl["resid0"]], 0).sum()
             smax = P[sl["M0"]].sum(axis=0).max()
             nbad = P[sl["bad"]].sum()
             _, r_sum, s_max, n_bad = runner.compute(st, resid, smax, nbad)
             c = 1.0
             if A is not None and float(s_max) > 0:
-                Pz = work.dask("pass1")
+                Pz = P_mem if P_mem is not None else work.dask("pass1")
                 hist = Pz.map_blocks(_hist_block, p1=p1, smax=float(s_max),
                                      chunks=((HIST_BINS,),)
                                      + tuple((1,) * len(b) for b in Pz.chunks[1:]),
@@ -309,15 +363,16 @@ def unmix_store(
                 c = scale_from_histogram(np.asarray(h), edges)
             rec = {"resid_sum": float(r_sum), "s_max": float(s_max), "n_bad": int(n_bad),
                    "scale": float(c), "e0": e0}
-            work.put("pass1", rec)
+            if P_mem is None:  # the record names a complete pass1 array
+                work.put("pass1", rec)
         c = float(rec["scale"])
-        Pz = work.dask("pass1")
+        Pz = P_mem if P_mem is not None else work.dask("pass1")
         variables: dict[str, tuple[Sequence[str], Any]] = {}
         attrs: dict[str, Any] = {
             "method": method, "input": run["input"], "energy_range": energy_range,
             "lcf_variant": lcf_variant if method == "lcf" else None, "nan_policy": nan_policy,
             "n_nonfinite": int(rec["n_bad"]), "data_scale": c, "mask_threshold": MASK_THRESHOLD,
-            "tiles": list(tiles), "engine": "dask",
+            "tiles": list(tiles), "engine": "dask", "state_mode": mode,
         }
         fdims = ("component",) + sdims
         if A is not None:
@@ -353,7 +408,8 @@ def unmix_store(
             variables["mask"] = (sdims, emask)
         if rum:
             X, s, rms, hist = _run_rum(work, Pz, p1, A, params, c, rec, T, N, tiles, runner,
-                                       progress, _fail_hook(_fail_after))
+                                       progress, _fail_hook(_fail_after), mode,
+                                       int(checkpoint_every))
             variables.update(fraction=(fdims, X.astype(np.float32)),
                              scale=(sdims, s.astype(np.float32)),
                              residual_rms=(sdims, rms.astype(np.float32)),
@@ -362,7 +418,8 @@ def unmix_store(
             attrs.update(params=params.as_dict(), history=hist.as_dict(),
                          n_iterations=len(hist.iteration), halo=halo,
                          lam=work.get("commit")["lam"],
-                         noise_var=work.get("commit")["noise_var"])
+                         noise_var=work.get("commit")["noise_var"],
+                         checkpoint_every=int(checkpoint_every) if mode == "memory" else 1)
         coords: dict[str, Any] = {}
         for d in sdims:
             if d in stack.coords:
@@ -389,8 +446,16 @@ def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
 
 def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params: RumParams,
              c: float, rec: dict, T: int, N: int, tiles, runner, progress: bool,
-             fail_after: int | None):
-    """The ADMM iterations on the Zarr double buffer; returns lazy (X, s, rms) and history."""
+             fail_after: int | None, mode: str = "zarr", checkpoint_every: int = 1):
+    """The ADMM iterations; returns lazy (X, s, rms) and the history.
+
+    ``mode="zarr"``: each iteration reads state k from one Zarr buffer and writes state k+1 to
+    the other, then commits (one compute). ``mode="memory"``: the float32 state stays persisted
+    in the cluster's memory (each iteration's graph depends only on the persisted previous
+    state, so it does not grow); it is stored to the buffer the last commit does not name and
+    committed every ``checkpoint_every`` iterations and at the end. Same kernels, same float32
+    state, so the same numbers; a resume starts from the last commit of either mode.
+    """
     from tqdm.auto import tqdm
 
     L = A.shape[1]
@@ -400,52 +465,95 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     AtA = A.T @ A
     nv = noise_variance(rec["resid_sum"], N, T, L, c)
     lam = resolve_lambda(params, nv, A, c)
+    memory = mode == "memory"
     commit = work.get("commit")
+    cur: dict[str, Any] = {}
     if commit is None:
         for b in BUFFERS:
             work.create(b, n, spatial, tiles)
         S0 = map_spatial_overlap(init_state_block, Pz, n, 1, p1=p1, layout=layout, scale=c)
-        runner.compute(da.store(S0.astype(np.float32), work.array(BUFFERS[0]), lock=False,
-                                compute=False))
-        work.commit(0, BUFFERS[0], History().as_dict(), lam=lam, noise_var=nv, scale=c,
-                    converged=False)
-        commit = work.get("commit")
-    history = History.from_dict(commit["history"])
-    start = int(commit["completed"])
-    cur = {"buf": commit["buffer"]}
+        if memory:  # no write: a resume without a commit starts again from pass 1
+            (cur["S"],) = runner.persist(S0.astype(np.float32))
+            cur["buf"] = None
+            history, start = History(), 0
+        else:
+            runner.compute(da.store(S0.astype(np.float32), work.array(BUFFERS[0]), lock=False,
+                                    compute=False))
+            work.commit(0, BUFFERS[0], History().as_dict(), lam=lam, noise_var=nv, scale=c,
+                        converged=False)
+            commit = work.get("commit")
+    if commit is not None:
+        history = History.from_dict(commit["history"])
+        start = int(commit["completed"])
+        cur["buf"] = commit["buffer"]
+        if memory:
+            (cur["S"],) = runner.persist(work.dask(cur["buf"]))
+    cur["committed"] = start if commit is not None else None
     norm = math.sqrt(N * L)
     bar = tqdm(total=int(params.max_iter), initial=start, disable=not progress,
                desc=params.method, unit="it")
 
+    def other(buf: str | None) -> str:
+        return BUFFERS[0] if buf is None else BUFFERS[1 - BUFFERS.index(buf)]
+
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        dst = BUFFERS[1 - BUFFERS.index(cur["buf"])]
-        S = work.dask(cur["buf"])
+        S = cur["S"] if memory else work.dask(cur["buf"])
         out = map_spatial_overlap(
             admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
             rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
-        st = da.store(out[:n].astype(np.float32), work.array(dst), lock=False, compute=False)
         sums = [out[n + i].sum() for i in range(len(RESIDUALS))]
-        res = runner.compute(st, *sums)[1:]
-        cur["next"] = dst
+        if memory:
+            new, *psums = runner.persist(out[:n].astype(np.float32), *sums)
+            res = runner.compute(*psums)
+            cur["next"] = new
+        else:
+            dst = other(cur["buf"])
+            st = da.store(out[:n].astype(np.float32), work.array(dst), lock=False,
+                          compute=False)
+            res = runner.compute(st, *sums)[1:]
+            cur["next"] = dst
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
-    def on_iteration(k: int, hist: History) -> None:
-        cur["buf"] = cur.pop("next")
-        conv = (hist.primal[-1] / norm < params.tol) and (hist.dual[-1] / norm < params.tol)
-        work.commit(k + 1, cur["buf"], hist.as_dict(), lam=lam, noise_var=nv, scale=c,
+    def checkpoint(done: int, hist: History, conv: bool, final: bool) -> None:
+        dst = other(cur["buf"])  # never overwrite the buffer the last commit names
+        runner.compute(da.store(cur["S"], work.array(dst), lock=False, compute=False))
+        work.commit(done, dst, hist.as_dict(), lam=lam, noise_var=nv, scale=c,
                     converged=bool(conv))
-        bar.update(1)
+        cur["buf"], cur["committed"] = dst, done
+        if runner.distributed and not final:
+            # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
+            # recomputes at most `checkpoint_every` iterations, from this checkpoint
+            (cur["S"],) = runner.persist(work.dask(dst))
         test_pause("after_commit")
+
+    def on_iteration(k: int, hist: History) -> None:
+        conv = (hist.primal[-1] / norm < params.tol) and (hist.dual[-1] / norm < params.tol)
+        if memory:
+            cur["S"] = cur.pop("next")
+            done = k + 1
+            final = conv or done >= int(params.max_iter)
+            if done % checkpoint_every == 0 or final:
+                checkpoint(done, hist, conv, final)
+        else:
+            cur["buf"] = cur.pop("next")
+            work.commit(k + 1, cur["buf"], hist.as_dict(), lam=lam, noise_var=nv, scale=c,
+                        converged=bool(conv))
+            test_pause("after_commit")
+        bar.update(1)
         if fail_after is not None and k + 1 == fail_after:
             raise InjectedFailure(f"injected failure after iteration {k + 1}")
 
     try:
-        if not commit.get("converged", False):
+        if not (commit or {}).get("converged", False):
             history = run_admm(step, params, lam, N, L, start=start, history=history,
                                on_iteration=on_iteration)
+        if memory and cur["committed"] != len(history.iteration):  # always end on a commit
+            conv = bool(history.iteration) and (
+                history.primal[-1] / norm < params.tol and history.dual[-1] / norm < params.tol)
+            checkpoint(len(history.iteration), history, conv, True)
     finally:
         bar.close()
-    S = work.dask(cur["buf"])
+    S = cur["S"] if memory else work.dask(cur["buf"])
     out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
                              n_energies=T)
     return out[:L], out[L], out[L + 1], history
