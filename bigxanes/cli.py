@@ -214,8 +214,8 @@ def _foreground(stack_da) -> np.ndarray:
 
 def _auto_references(stack_da, n: int | None, seed: int, denoise: bool, quiet: bool):
     """VCA references (energy, component) of a stack; ``n`` None = estimated number of states."""
+    from .extract import extract_references
     from .nstates import estimate_n_states
-    from .vca import vca_stack
 
     with _dask_progress(not quiet, "foreground"):
         mask = _foreground(stack_da)
@@ -223,8 +223,11 @@ def _auto_references(stack_da, n: int | None, seed: int, denoise: bool, quiet: b
         ns = estimate_n_states(stack_da.data, mask=mask)
     L = int(n) if n else max(int(ns.n), 2)
     with _dask_progress(not quiet, "VCA"):
-        res = vca_stack(stack_da, L, mask=mask, denoise="tv" if denoise else None, seed=seed)
-    ref = res.to_dataarray(np.asarray(stack_da["energy"].values, dtype=np.float64))
+        ex = extract_references(stack_da.data, L, mask=mask, seed=seed,
+                                denoise="tv" if denoise else None)
+    ref = ex.vca.to_dataarray(np.asarray(stack_da["energy"].values, dtype=np.float64))
+    ref = ref.copy(data=ex.references)
+    ref.attrs.update(method="vca+refine", edge_step_scaled=1, refine_rounds=len(ex.history))
     return ref, ns, L
 
 
@@ -349,7 +352,7 @@ def _references_for(args, src, energy_sel: np.ndarray):
         return ref, "store", None
     if [r.lower() for r in args.refs] == ["auto"]:
         st = src["stack"].sel(energy=energy_sel)
-        ref, ns, L = _auto_references(st, args.components_count, args.seed, False, args.quiet)
+        ref, ns, L = _auto_references(st, args.components_count, args.seed, True, args.quiet)
         _info(f"VCA: {L} references extracted (estimated number of states {ns.n}; "
               f"eigenvalues {_eigen_text(ns.eigenvalues, 6)})", args.quiet)
         return ref, "auto", ns

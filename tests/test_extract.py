@@ -1,0 +1,67 @@
+"""Reference extraction pipeline (VCA + high-signal mask + denoising + refinement + scaling)."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from bigxanes import api
+from bigxanes.extract import edge_step_scale, extract_references
+from bigxanes.metrics import foreground_mask, psnr_foreground, spectral_angle
+from bigxanes.simulate import simulate_to_arrays
+from bigxanes.vca import vca_stack
+
+
+def _match(E, A):
+    ang = np.array([[spectral_angle(E[:, i], A[:, j]) for j in range(A.shape[1])]
+                    for i in range(E.shape[1])])
+    r, c = linear_sum_assignment(ang)
+    return E[:, np.argsort(c)], ang[r, c]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_to_arrays("particles", (128, 128), 2, sigma=3.0, seed=0)
+
+
+def _psnr_with(E, sim):
+    fg = foreground_mask(sim.scale)
+    X = api.unmix(sim.stack, E, energy=sim.energy)["fraction"].values
+    return psnr_foreground(X, sim.fraction, fg)
+
+
+def test_extracted_references_are_edge_step_scaled(sim):
+    ex = extract_references(sim.stack, 2, seed=0)
+    np.testing.assert_allclose(edge_step_scale(ex.references), ex.references, rtol=1e-12)
+    assert ex.history[-1] < ex.history[0]  # the refinement settles
+
+
+def test_pipeline_beats_plain_vca_by_5db(sim):
+    # plain VCA on a denoised stack with a loose mask picks noisy rim pixels, and its spectra
+    # carry the pixels' scale: fractions are badly biased
+    mean = sim.stack.mean(axis=0)
+    plain = vca_stack(sim.stack, 2, mask=mean > 0.2 * mean.max(), denoise="tv", seed=0)
+    E_plain, _ = _match(plain.references, sim.references)
+    E_new, angles = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
+    assert angles.max() < 1.5
+    assert _psnr_with(E_new, sim) > _psnr_with(E_plain, sim) + 5.0
+
+
+@pytest.mark.xfail(strict=True, reason="measured 26.3 dB with extracted vs 29.2 dB with true "
+                   "references (-2.9 dB): the two states are only 5.6 deg apart and a 0.5-0.8 deg "
+                   "extraction error costs ~3 dB; open in issue 5")
+def test_within_2db_of_true_references(sim):
+    E, _ = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
+    assert _psnr_with(E, sim) >= _psnr_with(sim.references, sim) - 2.0
+
+
+def test_dask_stack_close_to_in_memory(sim):
+    a = extract_references(sim.stack, 2, seed=0).references
+    b = extract_references(da.from_array(sim.stack, chunks=(-1, 50, 50)), 2, seed=0).references
+    # per-chunk noise estimates of the TV denoiser differ slightly from whole-image ones
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_too_few_pixels_is_a_clear_error(sim):
+    with pytest.raises(ValueError, match="pixels with enough signal"):
+        extract_references(sim.stack, 2, mask=np.zeros(sim.scale.shape, bool))
