@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -407,7 +408,7 @@ def unmix_store(
                 variables["scale"] = (sdims, Pz[sl["edge_step"]][0].astype(np.float32))
             variables["mask"] = (sdims, emask)
         if rum:
-            X, s, rms, hist = _run_rum(work, Pz, p1, A, params, c, rec, T, N, tiles, runner,
+            X, s, rms, hist, ckpt = _run_rum(work, Pz, p1, A, params, c, rec, T, N, tiles, runner,
                                        progress, _fail_hook(_fail_after), mode,
                                        int(checkpoint_every))
             variables.update(fraction=(fdims, X.astype(np.float32)),
@@ -419,7 +420,8 @@ def unmix_store(
                          n_iterations=len(hist.iteration), halo=halo,
                          lam=work.get("commit")["lam"],
                          noise_var=work.get("commit")["noise_var"],
-                         checkpoint_every=int(checkpoint_every) if mode == "memory" else 1)
+                         checkpoint_every=int(checkpoint_every) if mode == "memory" else 1,
+                         **ckpt)
         coords: dict[str, Any] = {}
         for d in sdims:
             if d in stack.coords:
@@ -489,6 +491,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         if memory:
             (cur["S"],) = runner.persist(work.dask(cur["buf"]))
     cur["committed"] = start if commit is not None else None
+    cur["ckpt_s"], cur["n_ckpt"] = 0.0, 0
     norm = math.sqrt(N * L)
     bar = tqdm(total=int(params.max_iter), initial=start, disable=not progress,
                desc=params.method, unit="it")
@@ -515,6 +518,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
     def checkpoint(done: int, hist: History, conv: bool, final: bool) -> None:
+        t0 = time.perf_counter()
         dst = other(cur["buf"])  # never overwrite the buffer the last commit names
         runner.compute(da.store(cur["S"], work.array(dst), lock=False, compute=False))
         work.commit(done, dst, hist.as_dict(), lam=lam, noise_var=nv, scale=c,
@@ -524,6 +528,8 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
             # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
             # recomputes at most `checkpoint_every` iterations, from this checkpoint
             (cur["S"],) = runner.persist(work.dask(dst))
+        cur["ckpt_s"] += time.perf_counter() - t0
+        cur["n_ckpt"] += 1
         test_pause("after_commit")
 
     def on_iteration(k: int, hist: History) -> None:
@@ -556,7 +562,8 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     S = cur["S"] if memory else work.dask(cur["buf"])
     out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
                              n_energies=T)
-    return out[:L], out[L], out[L + 1], history
+    stats = {"checkpoint_seconds": round(cur["ckpt_s"], 3), "n_checkpoints": cur["n_ckpt"]}
+    return out[:L], out[L], out[L + 1], history, stats
 
 
 def estimate_resources(
