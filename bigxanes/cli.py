@@ -395,7 +395,8 @@ def cmd_unmix(args: argparse.Namespace) -> int:
             lcf_variant=args.lcf_variant, energy_range=erange, chunks=chunks,
             scheduler=args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-            nan_policy="mask")
+            nan_policy="mask", state_mode=args.state_mode,
+            checkpoint_every=args.checkpoint_every)
         out = Path(out)
         mode = "engine"
     else:  # in-memory fallback while bigxanes.engine is not installed
@@ -864,6 +865,11 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--memory-limit", metavar="SIZE", help="per worker, e.g. 2GB")
     s.add_argument("--scheduler", metavar="ADDRESS",
                    help="join an existing Dask cluster (tcp://host:8786)")
+    s.add_argument("--state-mode", default="auto", choices=("auto", "memory", "zarr"),
+                   help="RUM state between iterations: in the cluster's memory (checkpointed "
+                        "to Zarr) or the Zarr double buffer; auto: memory when it fits")
+    s.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
+                   help="memory state mode: checkpoint to Zarr every K iterations (default 10)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_unmix)
