@@ -1,8 +1,10 @@
 """Orchestration of out-of-core unmixing: Zarr stack in, Zarr result Dataset out.
 
 One read of the stack (pass 1: ``AᵀY``, ``yᵀy``, NNLS, residuals, Edge-50, LCF variant) into a
-Zarr working array; then, for RUM, one graph per ADMM iteration over the double-buffered state
-(DESIGN.md §4); then the result maps (DESIGN.md §5). The arithmetic is that of the in-memory
+Zarr working array (or, for LCF/Edge-50 when it fits, persisted in memory); then, for RUM, one
+graph per ADMM iteration, on the state persisted in the cluster's memory (``state_mode="memory"``,
+checkpointed to the Zarr double buffer every K iterations) or on the double-buffered Zarr state
+(``"zarr"``, for states that do not fit) (DESIGN.md §4); then the result maps (DESIGN.md §5). The arithmetic is that of the in-memory
 path :func:`bigxanes.rum.unmix_rum_array`, run block-wise.
 """
 
