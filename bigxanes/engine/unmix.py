@@ -4,8 +4,9 @@ One read of the stack (pass 1: ``AᵀY``, ``yᵀy``, NNLS, residuals, Edge-50, L
 Zarr working array (or, for LCF/Edge-50 when it fits, persisted in memory); then, for RUM, one
 graph per ADMM iteration, on the state persisted in the cluster's memory (``state_mode="memory"``,
 checkpointed to the Zarr double buffer every K iterations) or on the double-buffered Zarr state
-(``"zarr"``, for states that do not fit) (DESIGN.md §4); then the result maps (DESIGN.md §5). The arithmetic is that of the in-memory
-path :func:`bigxanes.rum.unmix_rum_array`, run block-wise.
+(``"zarr"``, for states that do not fit) (DESIGN.md §4); then the result maps (DESIGN.md §5).
+The arithmetic is that of the in-memory path :func:`bigxanes.rum.unmix_rum_array`, run
+block-wise.
 """
 
 from __future__ import annotations
