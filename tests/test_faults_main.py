@@ -23,6 +23,7 @@ from bigxanes.simulate import simulate
 from bigxanes.store import is_complete, open_stack, write_dataset
 
 ARGS = ["--method", "rum-tv", "--iters", "12", "--tv-sweeps", "2", "--chunks", "16,16",
+        "--checkpoint-every", "2",
         "--tol", "1e-12", "-q"]
 TIMEOUT = 90
 
