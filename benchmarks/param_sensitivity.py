@@ -90,7 +90,7 @@ def run(sim, mask, method: str, **params) -> dict:
     r = {"method": method, **params, "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
          "psnr_paper": M.psnr_paper(X, sim.fraction),
          "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
-         "iterations": ds.attrs.get("iterations"), "lam": ds.attrs.get("lam"), "seconds": dt}
+         "iterations": ds.attrs.get("n_iterations"), "lam": ds.attrs.get("lam"), "seconds": dt}
     print(f"    {method:8s} {json.dumps(params):60s} fgPSNR {r['psnr_fg']:6.2f} "
           f"it={r['iterations']} {dt:6.2f} s", flush=True)
     return r

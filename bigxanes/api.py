@@ -124,7 +124,7 @@ def _dataset(
     ds.attrs.update(
         method=method, version=__version__, n_energies=int(energy.size),
         energy_min=float(energy[0]), energy_max=float(energy[-1]),
-        n_nonfinite_pixels=int(bad.sum()), mask_threshold=MASK_THRESHOLD,
+        n_nonfinite=int(bad.sum()), mask_threshold=MASK_THRESHOLD,
         data_scale=float(data_scale), **attrs,
     )
     ds["fraction"].attrs["description"] = "fraction of each chemical state (sums to one)"
@@ -290,7 +290,7 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
     attrs = {
         "params": json.dumps(p.as_dict()), "lam": init.lam,
         "noise_sigma": float(np.sqrt(init.noise_var) * init.scale),
-        "iterations": len(history.iteration), "history": json.dumps(history.as_dict()),
+        "n_iterations": len(history.iteration), "history": json.dumps(history.as_dict()),
     }
     ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs,
                   init.scale)

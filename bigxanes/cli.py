@@ -423,11 +423,11 @@ def cmd_unmix(args: argparse.Namespace) -> int:
     # modified afterwards
     res = _open_result(out)
     a = res.attrs
-    nbad = int(a.get("n_nonfinite", a.get("n_nonfinite_pixels", 0)) or 0)
+    nbad = int(a.get("n_nonfinite", 0) or 0)
     if nbad:
         _warn(f"{nbad} pixel(s) of {args.input} hold NaN/Inf values: they were masked (mask = "
               "False, fraction not fitted) and not used for their neighbours")
-    its = a.get("n_iterations", a.get("iterations"))
+    its = a.get("n_iterations")
     _info(f"wrote {out}: {a.get('method', args.method)} ({mode})"
           + (f", {its} iterations" if its else "")
           + f", {int(res['mask'].sum())} of {int(res['mask'].size)} pixels in mask, "
@@ -591,7 +591,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("kind: result")
         print(f"method: {a.get('method')}  version: {a.get('version')}")
         print(f"fraction: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
-        its = a.get("n_iterations", a.get("iterations"))
+        its = a.get("n_iterations")
         print(f"iterations: {its if its is not None else '-'}")
         hist = a.get("history")
         if isinstance(hist, str):
@@ -600,8 +600,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 if h.get("primal"):
                     print(f"final residuals: primal {h['primal'][-1]:.3g}, "
                           f"dual {h.get('dual', [float('nan')])[-1]:.3g}")
-        for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite",
-                  "n_nonfinite_pixels"):
+        for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
             if k in a:
                 print(f"{k}: {a[k]}")
         if "params" in a:
@@ -721,7 +720,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     p_rum = psnr_foreground(res["fraction"].values, truth, fg)
     print("foreground PSNR vs truth (dB, higher is better):")
     print(f"  LCF     {p_lcf:6.2f}")
-    its = res.attrs.get("n_iterations", res.attrs.get("iterations", "?"))
+    its = res.attrs.get("n_iterations", "?")
     print(f"  RUM-TV  {p_rum:6.2f}   ({its} iterations)")
     print(f"outputs in {out}/ ({time.perf_counter() - t0:.0f} s): stack.zarr, rum-tv.zarr, "
           "rum-tv.png")

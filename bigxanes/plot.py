@@ -377,7 +377,7 @@ def plot_result(
         ax.set_visible(False)
     if title is None:
         meth = result.attrs.get("method", "result")
-        its = result.attrs.get("n_iterations", result.attrs.get("iterations"))
+        its = result.attrs.get("n_iterations")
         title = f"{meth}" + (f", {its} iterations" if its else "") + (
             f", slice z={z}" if z is not None else "")
     fig.suptitle(title, fontsize=10)

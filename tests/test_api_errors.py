@@ -27,7 +27,7 @@ def test_nonfinite_stack(sim, bad):
     # masked instead of raised on request, and the input is not modified
     ds = api.lcf(Y, sim.references, energy=sim.energy, nan_policy="mask")
     assert not ds["mask"].values[2, 5]
-    assert ds.attrs["n_nonfinite_pixels"] == 1
+    assert ds.attrs["n_nonfinite"] == 1
     assert not np.isfinite(Y[3, 2, 5])
 
 

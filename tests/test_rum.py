@@ -130,10 +130,10 @@ def test_result_layout_and_attrs():
     ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method="rum-tv", max_iter=5)
     assert ds["fraction"].dims == ("component", "z", "y", "x")
     assert ds["scale"].dims == ("z", "y", "x")
-    for key in ("params", "lam", "history", "iterations", "method", "version", "data_scale"):
+    for key in ("params", "lam", "history", "n_iterations", "method", "version", "data_scale"):
         assert key in ds.attrs
     h = history_of(ds)
-    assert len(h["primal"]) == ds.attrs["iterations"] == 5
+    assert len(h["primal"]) == ds.attrs["n_iterations"] == 5
 
 
 @pytest.mark.parametrize("denoiser", ["bm4d", "bm3d"])
