@@ -212,7 +212,8 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
     Returns
     -------
     xr.Dataset with ``edge50`` (eV; NaN where there is no crossing) and, with two references,
-    ``fraction``, ``scale`` (edge step), ``residual_rms`` and ``mask``.
+    ``fraction``, ``scale`` (edge step), ``residual_rms`` and ``mask`` (like the engine,
+    other numbers of references give the ``edge50`` map alone).
     """
     Y, energy, coords = _prepare_stack(stack, energy)
     Y, bad = _apply_nan_policy(Y, nan_policy)
@@ -223,17 +224,16 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
     e50 = np.where(bad, np.nan, e50)
     dims = _spatial_dims(Y.ndim - 1)
     attrs = {"e0": float(e0), "level": float(level)}
-    if references is None:
+    A, names = (None, None) if references is None else _prepare_references(references, energy)
+    if A is None or A.shape[1] != 2:
+        # the Edge-50 energy is a map of its own; it reads as fractions only for two states
         ds = xr.Dataset({"edge50": (dims, e50.astype(np.float32))},
                         coords={d: coords[d] for d in dims if d in coords})
         ds.attrs.update(method="edge50", version=__version__, **attrs)
+        if A is not None:
+            ds.attrs["note"] = (f"no fractions: Edge-50 reads fractions only for two references, "
+                                f"got {A.shape[1]}; use lcf or rum-tv for more states")
     else:
-        A, names = _prepare_references(references, energy)
-        if A.shape[1] != 2:
-            raise ValueError(
-                f"Edge-50 reads fractions only for two references, got {A.shape[1]}; "
-                "use method lcf or rum-tv for more states"
-            )
         ref_norm = normalize_spectra(energy, A, e0=e0, **norm_kwargs).norm
         e_refs = edge50_energy(energy, ref_norm, level)
         if not np.all(np.isfinite(e_refs)) or abs(e_refs[1] - e_refs[0]) < 1e-9:

@@ -92,15 +92,14 @@ def test_paths_agree_and_fractions_valid(method, case):
         assert mem_err and eng_err, (mem_err, eng_err)
         assert "increasing" in mem_err and "increasing" in eng_err
         return
-    if method == "edge50" and L > 2:  # KNOWN (docs/faults.md): api refuses, engine omits
-        assert "two references" in mem_err and eng_err is None and "fraction" not in eng
+    if method == "edge50" and L > 2:  # both paths: the Edge-50 map, no fractions
+        assert mem_err is None and eng_err is None, (mem_err, eng_err)
+        assert "fraction" not in mem and "fraction" not in eng
         return
     assert (mem_err is None) == (eng_err is None), (mem_err, eng_err)
     if mem_err is not None:
         return
     m = mem["mask"].values
-    # KNOWN: api masks scale > 0.02 x p99(scale), the engine scale > 0.05 x (its histogram
-    # p99): the masks may differ in that band only (reported in docs/faults.md)
     if method == "edge50":
         # KNOWN (docs/faults.md): Edge-50 masks/fractions of the two paths differ (engine: e0
         # from the references' mean, mask = LCF mask & finite edge; api: its own); only the
@@ -111,11 +110,7 @@ def test_paths_agree_and_fractions_valid(method, case):
                 f = ds["fraction"].values[:, mm]
                 assert np.all(np.isfinite(f)) and f.min() >= -1e-6 and f.max() <= 1 + 1e-6
         return
-    sc = mem["scale"].values
-    p99 = np.percentile(sc[np.isfinite(Y).all(axis=0)], 99) if np.isfinite(Y).all(0).any() else 0
-    band = (sc > 0.015 * p99) & (sc < 0.06 * p99)
-    assert np.array_equal(m[~band], eng["mask"].values[~band])
-    m = m & eng["mask"].values
+    assert np.array_equal(m, eng["mask"].values)  # one mask rule: scale > 0.05 x data scale
     nanpix = ~np.isfinite(Y).all(axis=0)
     assert not m[nanpix].any()  # a NaN spectrum is never "defined"
     for ds in (mem, eng):
