@@ -217,14 +217,15 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
     """
     Y, energy, coords = _prepare_stack(stack, energy)
     Y, bad = _apply_nan_policy(Y, nan_policy)
-    if e0 is None:
-        e0 = float(find_e0(energy, Y.reshape(Y.shape[0], -1).mean(axis=1)))
+    A, names = (None, None) if references is None else _prepare_references(references, energy)
+    if e0 is None:  # as the engine: from the references' mean, else from the data's mean
+        mean = A.mean(axis=1) if A is not None else Y.reshape(Y.shape[0], -1).mean(axis=1)
+        e0 = float(find_e0(energy, mean))
     nr = normalize_spectra(energy, Y, e0=e0, **norm_kwargs)
     e50 = edge50_energy(energy, nr.norm, level)
     e50 = np.where(bad, np.nan, e50)
     dims = _spatial_dims(Y.ndim - 1)
     attrs = {"e0": float(e0), "level": float(level)}
-    A, names = (None, None) if references is None else _prepare_references(references, energy)
     if A is None or A.shape[1] != 2:
         # the Edge-50 energy is a map of its own; it reads as fractions only for two states
         ds = xr.Dataset({"edge50": (dims, e50.astype(np.float32))},
@@ -240,12 +241,15 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
             raise ValueError("the references' Edge-50 energies are undefined or equal")
         X = fraction_from_edge50(e50, e_refs)
         X = np.where(np.isfinite(X), X, 0.5)
-        step = np.where(np.isfinite(nr.edge_step), nr.edge_step, 0.0)
-        s = np.maximum(step, 0.0)
-        M = X * s
+        # scale, residual and mask as the engine: from the unconstrained LCF of the same pass
         T = Y.shape[0]
-        c = robust_scale(nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1)).sum(axis=0))
-        ds = _dataset("edge50", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
+        Yf = Y.reshape(T, -1)
+        AtA, AtY = A.T @ A, A.T @ Yf
+        M = lstsq_coefficients(AtA, AtY)
+        s = M.sum(axis=0).reshape(Y.shape[1:])
+        c = robust_scale(nnls_coefficients(AtA, AtY).sum(axis=0))
+        ds = _dataset("edge50", X, s, _residual_rms(Y, A, M), names, energy, coords,
+                      bad | ~np.isfinite(e50),
                       {**attrs, "edge50_references": [float(v) for v in e_refs]}, c)
         ds["edge50"] = (dims, e50.astype(np.float32))
     ds["edge50"].attrs.update(units="eV", description=f"energy of the first {level} crossing")

@@ -100,16 +100,6 @@ def test_paths_agree_and_fractions_valid(method, case):
     if mem_err is not None:
         return
     m = mem["mask"].values
-    if method == "edge50":
-        # KNOWN (docs/faults.md): Edge-50 masks/fractions of the two paths differ (engine: e0
-        # from the references' mean, mask = LCF mask & finite edge; api: its own); only the
-        # validity checks below apply until that is reconciled
-        m_mem, m_eng = m, eng["mask"].values
-        for ds, mm in ((mem, m_mem), (eng, m_eng)):
-            if "fraction" in ds:
-                f = ds["fraction"].values[:, mm]
-                assert np.all(np.isfinite(f)) and f.min() >= -1e-6 and f.max() <= 1 + 1e-6
-        return
     assert np.array_equal(m, eng["mask"].values)  # one mask rule: scale > 0.05 x data scale
     nanpix = ~np.isfinite(Y).all(axis=0)
     assert not m[nanpix].any()  # a NaN spectrum is never "defined"
