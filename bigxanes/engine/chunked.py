@@ -17,6 +17,7 @@ import numpy as np
 
 from ..kernels.admm import StateLayout, admm_iteration, initial_state
 from ..kernels.edge50 import edge50_energy
+from ..kernels.layout import ChannelLayout
 from ..kernels.lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
 from ..normalize import normalize_spectra
 
@@ -39,7 +40,7 @@ LCF_VARIANTS = {
 
 
 @dataclass(frozen=True)
-class Pass1Layout:
+class Pass1Layout(ChannelLayout):
     """Channels of the single pass over the stack (everything that needs ``Y``).
 
     ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
@@ -61,17 +62,6 @@ class Pass1Layout:
             out.update(edge50=1, edge_step=1)
         return out
 
-    @property
-    def slices(self) -> dict[str, slice]:
-        out, i = {}, 0
-        for name, n in self.sizes.items():
-            out[name] = slice(i, i + n)
-            i += n
-        return out
-
-    @property
-    def n_channels(self) -> int:
-        return sum(self.sizes.values())
 
     def lcf_slices(self) -> tuple[slice, slice]:
         """(coefficients, residual) channels of the requested LCF variant."""

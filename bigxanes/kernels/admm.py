@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .denoisers import denoise_maps
+from .layout import ChannelLayout
 from .stencils import gradient, gradient_adjoint, isotropic_shrink, jacobi_screened_poisson, tv_norm
 
 RESIDUALS = ("r_scale", "r_simplex", "r_positive", "r_reg", "dual", "data", "reg")
 
 
 @dataclass(frozen=True)
-class StateLayout:
+class StateLayout(ChannelLayout):
     """Channel layout of the per-pixel ADMM state.
 
     Channels, in order: ``aty`` (L, constant AᵀY), ``yty`` (1, constant YᵀY), ``X`` (L), ``s`` (1),
@@ -56,17 +57,6 @@ class StateLayout:
             "C": L, "E": L, "g": 1, "U": self.k_reg, "D": self.k_reg,
         }
 
-    @property
-    def slices(self) -> dict[str, slice]:
-        out, i = {}, 0
-        for name, n in self.sizes.items():
-            out[name] = slice(i, i + n)
-            i += n
-        return out
-
-    @property
-    def n_channels(self) -> int:
-        return sum(self.sizes.values())
 
     @property
     def n_out(self) -> int:
