@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES", "WORKER_OVERHEAD"]
+__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES", "WORKER_OVERHEAD",
+           "worker_spawn_environ"]
 
 #: Inputs below this many bytes run on the threaded scheduler without a cluster.
 SMALL_INPUT_BYTES = 256 * 2**20
@@ -31,6 +32,24 @@ def _total_memory() -> int:
         return int(psutil.virtual_memory().total)
     except Exception:  # pragma: no cover - psutil is a distributed dependency
         return 8 * 2**30
+
+
+def worker_spawn_environ() -> dict:
+    """Environment for new worker processes: distributed's ``pre-spawn-environ`` without
+    ``MALLOC_TRIM_THRESHOLD_``.
+
+    Distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers; any explicit glibc malloc
+    threshold switches off glibc's dynamic mmap threshold, so every NumPy temporary larger
+    than 128 KiB is a fresh ``mmap`` whose pages fault in on first touch. Measured here
+    (benchmarks/results/engine.md): an ADMM block update took 0.155 s in a worker against
+    ~0.03 s in the main process, 5x slower; elementwise NumPy on 14 MB arrays 2x slower. The
+    BLAS/OpenMP thread caps (one thread per worker) are kept.
+    """
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return env
 
 
 def get_client(
@@ -69,10 +88,13 @@ def get_client(
     n = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
     if memory_limit in (None, "auto"):
         memory_limit = int(0.8 * _total_memory() / n)
-    cluster = LocalCluster(
-        n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-        processes=processes, dashboard_address=None,
-    )
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_spawn_environ()}):
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+            processes=processes, dashboard_address=None,
+        )
     return Client(cluster)
 
 
