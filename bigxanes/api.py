@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .baseline import resolve_baseline, subtract_pre_edge
 from .energy import as_ev, interpolate_reference
 from .kernels.edge50 import edge50_energy, fraction_from_edge50
 from .kernels.lcf import (
@@ -104,6 +105,15 @@ def _apply_nan_policy(Y: np.ndarray, nan_policy: str) -> tuple[np.ndarray, np.nd
     return Y, bad
 
 
+def _remove_baseline(Y: np.ndarray, A: np.ndarray, energy: np.ndarray, baseline: str):
+    window = resolve_baseline(baseline, energy, A)
+    if window is None:
+        return Y, A, {"baseline": "none"}
+    attrs = {"baseline": baseline,
+             "baseline_window_eV": [float(energy[window].min()), float(energy[window].max())]}
+    return subtract_pre_edge(Y, window), subtract_pre_edge(A, window), attrs
+
+
 def _dataset(
     method: str, X: np.ndarray, s: np.ndarray, resid_rms: np.ndarray, names: list[str],
     energy: np.ndarray, coords: dict, bad: np.ndarray, attrs: dict, data_scale: float,
@@ -144,7 +154,7 @@ def _residual_rms(Y: np.ndarray, A: np.ndarray, M: np.ndarray) -> np.ndarray:
 
 
 def lcf(stack, references, *, energy=None, variant: str = "nnls",
-        nan_policy: str = "raise") -> xr.Dataset:
+        nan_policy: str = "raise", baseline: str = "pre-edge") -> xr.Dataset:
     """Linear combination fitting per pixel.
 
     Variants:
@@ -164,6 +174,10 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     variant : {"nnls", "lstsq", "sum-to-one"}
     nan_policy : {"raise", "mask"}
         "mask": pixels with NaN/Inf are zeroed, excluded from ``mask`` and counted in attrs.
+    baseline : {"pre-edge", "none"}
+        "pre-edge": subtract each spectrum's mean over the pre-edge energies from the data and
+        the references before fitting (:mod:`bigxanes.baseline`; measured OD carries a flat
+        background from other elements and supports that the model has no term for).
 
     Returns
     -------
@@ -176,6 +190,7 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     Y, energy, coords = _prepare_stack(stack, energy)
     A, names = _prepare_references(references, energy)
     Y, bad = _apply_nan_policy(Y, nan_policy)
+    Y, A, battrs = _remove_baseline(Y, A, energy, baseline)
     T, L = A.shape
     Yf = Y.reshape(T, -1).astype(np.float64)
     AtA, AtY = A.T @ A, A.T @ Yf
@@ -196,7 +211,7 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     s = s.reshape(spatial)
     M = M.reshape((L,) + spatial)
     return _dataset(f"lcf-{variant}", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
-                    {"lcf_variant": variant}, c)
+                    {"lcf_variant": variant, **battrs}, c)
 
 
 def edge50(stack, references=None, *, energy=None, e0: float | None = None,
@@ -257,7 +272,7 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
 
 
 def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy: str = "raise",
-          state_dtype=np.float64, **params) -> xr.Dataset:
+          baseline: str = "pre-edge", state_dtype=np.float64, **params) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
 
     Solves ``min_{X,s} ½||Y - A X diag(s)||² + λ Σ_j Φ(x_j)`` s.t. X >= 0, 1ᵀX = 1, s >= 0
@@ -265,7 +280,7 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
 
     Parameters
     ----------
-    stack, references, energy, nan_policy
+    stack, references, energy, nan_policy, baseline
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
@@ -283,18 +298,21 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
     objective, ρ).
     """
     if method == "lcf":
-        return lcf(stack, references, energy=energy, nan_policy=nan_policy, **params)
+        return lcf(stack, references, energy=energy, nan_policy=nan_policy, baseline=baseline,
+                   **params)
     if method == "edge50":
         return edge50(stack, references, energy=energy, nan_policy=nan_policy, **params)
     p = RumParams(method=method, **params)
     Y, energy, coords = _prepare_stack(stack, energy)
     A, names = _prepare_references(references, energy)
     Y, bad = _apply_nan_policy(Y, nan_policy)
+    Y, A, battrs = _remove_baseline(Y, A, energy, baseline)
     X, s, M, history, init = unmix_rum_array(Y, A, p, state_dtype=state_dtype)
     attrs = {
         "params": json.dumps(p.as_dict()), "lam": init.lam,
         "noise_sigma": float(np.sqrt(init.noise_var) * init.scale),
         "n_iterations": len(history.iteration), "history": json.dumps(history.as_dict()),
+        **battrs,
     }
     ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs,
                   init.scale)

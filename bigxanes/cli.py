@@ -395,7 +395,7 @@ def cmd_unmix(args: argparse.Namespace) -> int:
             lcf_variant=args.lcf_variant, energy_range=erange, chunks=chunks,
             scheduler=args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-            nan_policy="mask", state_mode=args.state_mode,
+            nan_policy="mask", baseline=args.baseline, state_mode=args.state_mode,
             checkpoint_every=args.checkpoint_every)
         out = Path(out)
         mode = "engine"
@@ -414,6 +414,8 @@ def cmd_unmix(args: argparse.Namespace) -> int:
             kw["variant"] = args.lcf_variant
         elif params is not None:
             kw = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "method"}
+        if args.method != "edge50":
+            kw["baseline"] = args.baseline
         res = api.unmix(stack, ref, method=args.method, nan_policy="mask", **kw)
         res.attrs.update(provenance)
         res["references"] = ref.reset_coords(drop=True)
@@ -864,6 +866,9 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--memory-limit", metavar="SIZE", help="per worker, e.g. 2GB")
     s.add_argument("--scheduler", metavar="ADDRESS",
                    help="join an existing Dask cluster (tcp://host:8786)")
+    s.add_argument("--baseline", default="pre-edge", choices=("pre-edge", "none"),
+                   help="remove each spectrum's pre-edge mean (data and references) before "
+                        "fitting: measured OD carries a flat background (default pre-edge)")
     s.add_argument("--state-mode", default="auto", choices=("auto", "memory", "zarr"),
                    help="RUM state between iterations: in the cluster's memory (checkpointed "
                         "to Zarr) or the Zarr double buffer; auto: memory when it fits")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .baseline import subtract_pre_edge
+
 __all__ = [
     "plot_result",
     "plot_references",
@@ -165,8 +167,12 @@ def fit_spectra(
     return out
 
 
-def _pixel_fits(stack, references, frac, scale, mask, pixels, z):
-    """Measured spectra at a few pixels (read pixel by pixel: never the whole stack) and fits."""
+def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window=None):
+    """Measured spectra at a few pixels (read pixel by pixel: never the whole stack) and fits.
+
+    ``baseline_window`` (EMIN, EMAX in eV): the run removed each spectrum's mean over these
+    pre-edge energies (:mod:`bigxanes.baseline`); the same is done here to data and references.
+    """
     if isinstance(stack, xr.Dataset):
         stack = stack["stack"]
     if isinstance(references, xr.DataArray):
@@ -207,7 +213,19 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z):
     for y, x in pix:
         if not (0 <= y < ny and 0 <= x < nx):
             raise ValueError(f"pixel ({y},{x}) is outside the image of {ny}x{nx} pixels.")
-    fits = [(get(y, x), float(scale[y, x]) * (A @ frac[:, y, x])) for y, x in pix]
+    win = None
+    if isinstance(baseline_window, str):  # the engine stores list attrs as JSON text
+        baseline_window = json.loads(baseline_window)
+    if baseline_window is not None:
+        lo, hi = (float(v) for v in baseline_window)
+        win = (energy >= lo) & (energy <= hi)
+        A = subtract_pre_edge(A, win)
+    fits = []
+    for y, x in pix:
+        meas = get(y, x)
+        if win is not None:
+            meas = subtract_pre_edge(meas, win)
+        fits.append((meas, float(scale[y, x]) * (A @ frac[:, y, x])))
     return energy, pix, fits
 
 
@@ -317,7 +335,8 @@ def plot_result(
         references = result["references"]
     spectra = None
     if stack is not None and references is not None and scale is not None:
-        spectra = _pixel_fits(stack, references, frac, scale, mask, pixels, z)
+        spectra = _pixel_fits(stack, references, frac, scale, mask, pixels, z,
+                              result.attrs.get("baseline_window_eV"))
 
     panels = L + 1 + (scale is not None) + (spectra is not None) + bool(hist.get("primal")) + (
         ev is not None)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from bigxanes.baseline import resolve_baseline, subtract_pre_edge
 from bigxanes.engine import estimate_resources, unmix_store
 from bigxanes.kernels.edge50 import edge50_energy
 from bigxanes.kernels.lcf import (
@@ -45,6 +46,13 @@ def data3d(tmp_path_factory):
     return ds, path
 
 
+def _memory_inputs(ds):
+    """The in-memory path's inputs: stack and references with the pre-edge baseline removed."""
+    Y, A = ds["stack"].values, ds["references"].values
+    window = resolve_baseline("pre-edge", ds["energy"].values, A)
+    return subtract_pre_edge(Y, window), subtract_pre_edge(A, window)
+
+
 def _lcf_memory(Y, A, variant):
     T = Y.shape[0]
     Yf = Y.reshape(T, -1).astype(np.float64)
@@ -62,7 +70,7 @@ def test_lcf_matches_memory_2d(data2d, tmp_path, variant):
                       chunks=(7, 9), progress=False)
     assert is_complete(out)
     o = _open(out)
-    X, s = _lcf_memory(ds["stack"].values, ds["references"].values, variant)
+    X, s = _lcf_memory(*_memory_inputs(ds), variant)
     assert o["fraction"].dims == ("component", "y", "x")
     assert np.abs(o["fraction"].values - X).max() <= TOL
     assert np.abs(o["scale"].values - s).max() <= TOL * max(1.0, s.max())
@@ -75,7 +83,7 @@ def test_lcf_matches_memory_3d(data3d, tmp_path):
     out = unmix_store(path, tmp_path / "o.zarr", method="lcf", chunks=(7, 9, 11),
                       progress=False)
     o = _open(out)
-    X, _ = _lcf_memory(ds["stack"].values, ds["references"].values, "nnls")
+    X, _ = _lcf_memory(*_memory_inputs(ds), "nnls")
     assert o["fraction"].dims == ("component", "z", "y", "x")
     assert np.abs(o["fraction"].values - X).max() <= TOL
 
@@ -101,7 +109,7 @@ def _rum_compare(ds, path, tmp_path, params, chunks):
     out = unmix_store(path, tmp_path / "o.zarr", method=params.method, params=params,
                       chunks=chunks, progress=False)
     o = _open(out)
-    X, s, _, hist, _ = unmix_rum_array(ds["stack"].values, ds["references"].values, params,
+    X, s, _, hist, _ = unmix_rum_array(*_memory_inputs(ds), params,
                                        state_dtype=np.float32)
     h = json.loads(o.attrs["history"])
     assert len(h["iteration"]) == len(hist.iteration)

@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
+from ..baseline import resolve_baseline, subtract_pre_edge
 from ..integrity import check_chunks, check_energy_order, checked_dask, test_pause
 from ..kernels.admm import RESIDUALS, StateLayout
 from ..kernels.edge50 import edge50_energy, fraction_from_edge50
@@ -187,6 +188,7 @@ def unmix_store(
     overwrite: bool = False,
     progress: bool = True,
     nan_policy: str = "mask",
+    baseline: str = "pre-edge",
     state_mode: str = "auto",
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     _fail_after: int | None = None,
@@ -227,6 +229,10 @@ def unmix_store(
     nan_policy : {"mask", "raise"}
         ``"mask"``: spectra holding NaN/Inf are zeroed (scale 0, ``mask`` False) and counted in
         the attrs (``n_nonfinite``); ``"raise"``: a ValueError.
+    baseline : {"pre-edge", "none"}
+        Subtract each spectrum's mean over the pre-edge energies (``E < e0 - 5 eV``, e0 of the
+        references' mean) from the data and the references before fitting
+        (:mod:`bigxanes.baseline`); not used by Edge-50, which normalizes each spectrum itself.
     state_mode : {"auto", "memory", "zarr"}
         Where the ADMM state lives between iterations (DESIGN.md §4). ``"memory"``: persisted
         in the cluster's memory (float32, as stored), checkpointed to the Zarr double buffer
@@ -288,6 +294,11 @@ def unmix_store(
         full = np.asarray(ds["energy"].values, dtype=np.float64)
         Y = Y[np.flatnonzero(np.isin(full, energy))] if Y.dtype == stack.dtype else stack.data
     Y = Y.rechunk((T,) + tiles)
+    # per-pixel pre-edge baseline, removed from the data and the references alike (baseline.py)
+    window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
+    if window is not None:
+        Y = subtract_pre_edge(Y, window)
+        A = subtract_pre_edge(A, window)
 
     e0 = None
     want_e50 = method == "edge50"
@@ -377,6 +388,9 @@ def unmix_store(
             "lcf_variant": lcf_variant if method == "lcf" else None, "nan_policy": nan_policy,
             "n_nonfinite": int(rec["n_bad"]), "data_scale": c, "mask_threshold": MASK_THRESHOLD,
             "tiles": list(tiles), "engine": "dask", "state_mode": mode,
+            "baseline": baseline if window is not None else "none",
+            "baseline_window_eV": ([float(energy[window].min()), float(energy[window].max())]
+                                   if window is not None else None),
         }
         fdims = ("component",) + sdims
         if A is not None:
