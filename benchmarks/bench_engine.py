@@ -1,13 +1,15 @@
 """Benchmark of the out-of-core engine (not run in CI).
 
-Measures, on this machine, with a LocalCluster of 2 workers x 1 thread (processes):
+Measures, on this machine, with the engine's default LocalCluster (2 workers x 1 thread,
+processes), a 1024² x 100 float32 stack (0.42 GB) as the 1x size:
 
 - LCF and RUM-TV / RUM-PnP(tv) per-iteration throughput, Dask path vs in-memory path on the
   same data (fits in memory), and their ratio, for both state modes of the engine
-  (``state_mode="memory"``: persisted state, Zarr checkpoint every 10 iterations, the
-  checkpoint's cost amortized over them; ``"zarr"``: the double buffer every iteration);
-- the spatial tile (128/256/512 in 2-D) -> the engine's default tile;
-- time per voxel at 1x, 2x, 4x, 8x data;
+  (``state_mode="memory"``: persisted state, Zarr checkpoint at the end, its cost amortized
+  over the iterations; ``"zarr"``: the double buffer every iteration);
+- the spatial tile (256/512 in 2-D);
+- the cluster shape: 2 processes x 1 thread, 1 process x 2 threads, the threaded scheduler;
+- time per voxel at 1x, 2x, 4x, 8x data (8x = 2896², 3.4 GB, mirrored copies of 1x);
 - peak RSS summed over all processes (this one and the workers), polled with psutil;
 - first RUM iteration vs later ones;
 - RUM-PnP seam error vs halo (PSNR loss vs the in-memory path).
@@ -42,6 +44,10 @@ from bigxanes.store import write_dataset
 
 OUT = Path(__file__).parent / "results" / "engine.md"
 T = 100
+#: 1x size (BASE² x T float32 = 0.42 GB); 8x = 2896².
+BASE = 1024
+#: RUM iterations per Dask run.
+N_IT = 5
 
 
 class PeakRSS:
@@ -79,6 +85,29 @@ def make_stack(tmp: Path, n: int, seed: int = 0, tile: int = 256):
     if not path.exists():
         write_dataset(ds[["stack", "references"]], path, compressor="lz4", chunks=tile)
     return ds, path
+
+
+def tiled_stack(tmp: Path, base: Path, n: int, tile: int = 256) -> Path:
+    """An n x n stack made of mirrored copies of the ``base`` store, streamed chunk-wise
+    (this process never holds it), same references."""
+    import dask
+    import dask.array as da
+
+    path = tmp / f"tiled{n}.zarr"
+    src = xr.open_zarr(base, consolidated=False)
+    Yb = src["stack"].data
+    nb = Yb.shape[1]
+    r = -(-n // nb)
+    rows = [da.concatenate([Yb[:, ::(-1) ** i, ::(-1) ** j] for j in range(r)], axis=2)
+            for i in range(r)]
+    Y = da.concatenate(rows, axis=1)[:, :n, :n].rechunk((Yb.shape[0], tile, tile))
+    ds = xr.Dataset({"stack": (("energy", "y", "x"), Y),
+                     "references": src["references"].load()},
+                    coords={"energy": src["energy"].values})
+    ds["energy"].attrs.update(src["energy"].attrs)
+    with dask.config.set(scheduler="threads"):
+        write_dataset(ds, path, compressor="lz4", chunks=tile)
+    return path
 
 
 def lcf_memory(Y, A):
@@ -124,45 +153,49 @@ def main() -> None:
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
         blas = f"{blas.get('name')} {blas.get('version')} (threadpoolctl not installed)"
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
-    client = get_client(n_workers=2, threads_per_worker=1, memory_limit="3GB")
+    n = BASE
+    ds, base = make_stack(tmp, n)
+    Y, A = ds["stack"].values, ds["references"].values
+    del ds
+    N = n * n
+    gb = Y.size * 4 / 1e9
+    client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
     try:
         lines += ["# Engine benchmark", "",
-                  f"Machine: {os.cpu_count()} cores (shared); LocalCluster 2 workers x 1 thread "
-                  f"(processes), 3 GB limit each; BLAS {blas}; "
-                  f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; T = {T} energies, "
-                  "2 components, float32 stack, lz4 Zarr.", ""]
+                  f"Machine: {os.cpu_count()} cores (shared); default LocalCluster 2 workers x "
+                  f"1 thread (processes), 6 GB limit each, started by `get_client` (workers "
+                  "without distributed's `MALLOC_TRIM_THRESHOLD_`, see Conclusions); "
+                  f"BLAS {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+                  f"T = {T} energies, 2 components, float32 stack, lz4 Zarr, tile 256. "
+                  "Peak RSS = summed over this process (which holds the "
+                  f"{gb:.2f} GB 1x stack as NumPy for the in-memory path) and all workers.", ""]
 
-        # ---- 1. Dask vs in-memory on 512² -------------------------------------------------
-        n = 512
-        ds, path = make_stack(tmp, n)
-        Y, A = ds["stack"].values, ds["references"].values
-        N = n * n
-        lines += [f"## Dask path vs in-memory path ({n}x{n}x{T}, tile 256)", "",
-                  "RUM: 10 iterations; `memory` = state persisted in the workers, one Zarr "
-                  "checkpoint (every 10 iterations; its time is spread over the 10); `zarr` = "
-                  "Zarr double buffer every iteration. LCF: `memory` keeps the pass-1 channels "
-                  "in the workers, `zarr` writes them to a Zarr work array and reads them back.",
-                  "",
+        # ---- 1. Dask vs in-memory -------------------------------------------------------------
+        lines += [f"## Dask path vs in-memory path ({n}x{n}x{T} = {gb:.2f} GB float32, tile "
+                  "256)", "",
+                  f"RUM: {N_IT} iterations, median after the first; `memory` = state persisted in "
+                  "the workers, Zarr checkpoint at the end (its time spread over the iterations);"
+                  " `zarr` = Zarr double buffer every iteration. LCF (best of 2, whole run "
+                  "incl. Zarr read of the stack and result write): `memory` keeps the pass-1 "
+                  "channels in the workers, `zarr` writes them to a Zarr work array and reads "
+                  "them back. In-memory = NumPy on the whole array, one thread.", "",
                   "| method | in-memory | Dask mode | Dask | Dask / in-memory | "
                   "Dask peak RSS (all procs) |", "|---|---|---|---|---|---|"]
         t_mem = min(lcf_memory(Y, A) for _ in range(3))
         for mode in ("memory", "zarr"):
-            t_dask = []
-            for _ in range(2):  # the median of 2 (shared machine)
-                t, peak, _ = run_dask(path, tmp / "o.zarr", "lcf", client, chunks=256,
-                                      state_mode=mode)
-                t_dask.append(t)
-            t_dask = min(t_dask)
+            runs = [run_dask(base, tmp / "o.zarr", "lcf", client, chunks=256, state_mode=mode)
+                    for _ in range(2)]
+            t_dask, peak = min(r[0] for r in runs), max(r[1] for r in runs)
             lines.append(f"| LCF (NNLS), voxel-energies/s | {fmt(N * T / t_mem / 1e6)} M | "
-                         f"{mode} | {fmt(N * T / t_dask / 1e6)} M (incl. Zarr read + write) | "
+                         f"{mode} | {fmt(N * T / t_dask / 1e6)} M | "
                          f"{t_mem / t_dask:.2f} | {peak / 2**20:.0f} MiB |")
         firsts = {}
         for method, kw in (("rum-tv", {}), ("rum-pnp", {"denoiser": "tv"})):
-            p = RumParams(method=method, max_iter=10, tol=1e-12, **kw)
+            p = RumParams(method=method, max_iter=N_IT, tol=1e-12, **kw)
             _, _, _, hm, _ = unmix_rum_array(Y, A, p, state_dtype=np.float32)
             sm = np.median(hm.seconds[1:])
             for mode in ("memory", "zarr"):
-                t_dask, peak, hd = run_dask(path, tmp / "o.zarr", method, client, params=p,
+                t_dask, peak, hd = run_dask(base, tmp / "o.zarr", method, client, params=p,
                                             chunks=256, state_mode=mode)
                 sd = per_iteration(hd)
                 firsts[(method, mode)] = (hm.seconds[0], sm, hd["seconds"][0], sd)
@@ -177,53 +210,89 @@ def main() -> None:
         for (m, mode), (a, b, c, d) in firsts.items():
             lines.append(f"| {m} | {mode} | {a:.2f} | {b:.2f} | {c:.2f} | {d:.2f} |")
 
-        # ---- 2. tile size ---------------------------------------------------------------------
-        n = 1024
-        ds, path = make_stack(tmp, n, tile=128)
-        N = n * n
-        lines += ["", f"## Spatial tile ({n}x{n}x{T}; LCF, then RUM-TV 3 iterations; "
-                  "state mode auto = memory)", "",
+        # ---- 2. tile ----------------------------------------------------------------------
+        lines += ["", f"## Spatial tile ({n}x{n}x{T}; LCF, then RUM-TV {N_IT} iterations, "
+                  "memory mode; the stack is stored in 256² chunks, 512 merges 4)", "",
                   "| tile | LCF s | LCF voxel-energies/s | RUM-TV s/iteration | peak RSS |",
                   "|---|---|---|---|---|"]
-        for tile in (128, 256, 512):
-            t_l, pk1, _ = run_dask(path, tmp / "o.zarr", "lcf", client, chunks=tile)
-            _, pk2, h = run_dask(path, tmp / "o.zarr", "rum-tv", client, chunks=tile,
-                                 params=RumParams(method="rum-tv", max_iter=3, tol=1e-12))
-            it = per_iteration(h)
-            lines.append(f"| {tile} | {t_l:.1f} | {fmt(N * T / t_l / 1e6)} M | {it:.2f} | "
-                         f"{max(pk1, pk2) / 2**20:.0f} MiB |")
+        p = RumParams(method="rum-tv", max_iter=N_IT, tol=1e-12)
+        for tile in (256, 512):
+            t_l, pk1, _ = run_dask(base, tmp / "o.zarr", "lcf", client, chunks=tile)
+            _, pk2, h = run_dask(base, tmp / "o.zarr", "rum-tv", client, chunks=tile, params=p,
+                                 state_mode="memory")
+            lines.append(f"| {tile} | {t_l:.2f} | {fmt(N * T / t_l / 1e6)} M | "
+                         f"{per_iteration(h):.2f} | {max(pk1, pk2) / 2**20:.0f} MiB |")
+    finally:
+        client.close()
+        client.cluster.close()
 
-        # ---- 3. scaling -----------------------------------------------------------------------
-        lines += ["", "## Scaling (tile 256): time per voxel", "",
-                  "LCF and RUM-TV (6 iterations, checkpoint every 3 in memory mode, "
-                  "amortized) in both state modes; LCF best of 2 runs.", "",
-                  "| data | pixels | LCF µs/voxel memory | LCF µs/voxel zarr | "
+    # ---- 3. cluster shape ---------------------------------------------------------------------
+    lines += ["", f"## Cluster shape ({n}x{n}x{T}, tile 256, memory mode)", "",
+              f"LCF best of 2; RUM-TV {N_IT} iterations. Ratios against the in-memory figures "
+              "of the first table.", "",
+              "| scheduler | LCF s | LCF / in-memory | RUM-TV s/iteration | RUM-TV / in-memory | "
+              "peak RSS |", "|---|---|---|---|---|---|"]
+    sm_tv = firsts[("rum-tv", "memory")][1]
+    for shape in ("2 processes x 1 thread", "1 process x 2 threads", "threaded (no cluster)"):
+        if shape.startswith("threaded"):
+            cl, kw = None, {"scheduler": "threads"}
+        else:
+            nw = int(shape[0])
+            cl = get_client(n_workers=nw, threads_per_worker=2 // nw,
+                            memory_limit=f"{12 // nw}GB")
+            kw = {}
+        try:
+            runs = [run_dask(base, tmp / "o.zarr", "lcf", cl, chunks=256, state_mode="memory",
+                             **kw) for _ in range(2)]
+            t_l = min(r[0] for r in runs)
+            _, pk, h = run_dask(base, tmp / "o.zarr", "rum-tv", cl, chunks=256, params=p,
+                                state_mode="memory", **kw)
+            it = per_iteration(h)
+            lines.append(f"| {shape} | {t_l:.2f} | {t_mem / t_l:.2f} | {it:.2f} | "
+                         f"{sm_tv / it:.2f} | {max(pk, *(r[1] for r in runs)) / 2**20:.0f} MiB |")
+        finally:
+            if cl is not None:
+                cl.close()
+                cl.cluster.close()
+    del Y
+
+    # ---- 4. scaling ---------------------------------------------------------------------------
+    client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
+    try:
+        lines += ["", "## Scaling (tile 256, 2 processes x 1 thread): time per voxel", "",
+                  f"1x = the {n}² stack above; larger stacks are mirrored copies of it. LCF "
+                  f"(memory mode best of 2, zarr mode 1 run) and RUM-TV ({N_IT} iterations, "
+                  "median after the first, memory mode incl. the final checkpoint amortized). "
+                  "Peak RSS over the runs of that size.", "",
+                  "| data | pixels | stack GB | LCF µs/voxel memory | LCF µs/voxel zarr | "
                   "RUM-TV µs/voxel/it memory | RUM-TV µs/voxel/it zarr | peak RSS memory | "
-                  "peak RSS zarr |", "|---|---|---|---|---|---|---|---|"]
+                  "peak RSS zarr |", "|---|---|---|---|---|---|---|---|---|"]
         for k in (1, 2, 4, 8):
-            n = int(round(256 * np.sqrt(k)))
-            ds, path = make_stack(tmp, n)
+            n = int(round(BASE * np.sqrt(k)))
+            path = base if k == 1 else tiled_stack(tmp, base, n)
             N = n * n
             row, peaks = [], []
             for kind in ("lcf", "rum-tv"):
                 for mode in ("memory", "zarr"):
                     if kind == "lcf":
                         runs = [run_dask(path, tmp / "o.zarr", "lcf", client, chunks=256,
-                                         state_mode=mode) for _ in range(2)]
+                                         state_mode=mode)
+                                for _ in range(2 if mode == "memory" else 1)]
                         row.append(min(r[0] for r in runs) / N * 1e6)
                         pk = max(r[1] for r in runs)
                     else:
                         _, pk, h = run_dask(path, tmp / "o.zarr", "rum-tv", client, chunks=256,
-                                            state_mode=mode, checkpoint_every=3,
-                                            params=RumParams(method="rum-tv", max_iter=6,
-                                                             tol=1e-12))
+                                            state_mode=mode, params=p)
                         row.append(per_iteration(h) / N * 1e6)
                     peaks.append((mode, pk))
-            pm = max(p for m, p in peaks if m == "memory") / 2**20
-            pz = max(p for m, p in peaks if m == "zarr") / 2**20
-            lines.append(f"| {k}x | {n}² | " + " | ".join(f"{v:.2f}" for v in row)
+            pm = max(q for m, q in peaks if m == "memory") / 2**20
+            pz = max(q for m, q in peaks if m == "zarr") / 2**20
+            lines.append(f"| {k}x | {n}² | {N * T * 4 / 1e9:.2f} | "
+                         + " | ".join(f"{v:.3f}" for v in row)
                          + f" | {pm:.0f} MiB | {pz:.0f} MiB |")
-            shutil.rmtree(path)
+            print(lines[-1], flush=True)
+            if k > 1:
+                shutil.rmtree(path)
     finally:
         client.close()
         client.cluster.close()
