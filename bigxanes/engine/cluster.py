@@ -89,8 +89,14 @@ def get_client(
     if memory_limit in (None, "auto"):
         memory_limit = int(0.8 * _total_memory() / n)
     import dask
+    from dask.utils import parse_bytes
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_spawn_environ()}):
+    lim = parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit or 0)
+    # tight workers (< 1 GiB) keep distributed's aggressive trimming: without it the
+    # out-of-core test's 250 MiB workers went over their limit
+    env = worker_spawn_environ() if lim == 0 or lim >= 2**30 else dict(
+        dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
             processes=processes, dashboard_address=None,
