@@ -124,7 +124,8 @@ def _lg(r: dict) -> str:
 
 def long_table(rows: list[dict], key2: str) -> str:
     head = (f"| phantom | {key2} | method | PSNR (paper) | PSNR (fg) | SSIM (paper) | SSIM (fg) "
-            "| iterations | seconds | lam_factor, gamma |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "| iterations | seconds | lam_factor, gamma |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     out = []
     for r in rows:
         it = "—" if r["iterations"] is None else str(r["iterations"])

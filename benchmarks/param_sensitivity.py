@@ -135,7 +135,8 @@ def section(sigma: float, lcf: dict, tv: list[dict], tv_ext: list[dict], pnp: li
     out.append(f"- Grid best {best_tv:.2f} dB at lam_factor {bt['lam_factor']:g}, rho "
                f"{bt['rho']:g}, tv_sweeps {bt['tv_sweeps']}; defaults give {d['psnr_fg']:.2f} dB "
                f"({d['psnr_fg'] - best_tv:+.2f}); LCF {lcf['psnr_fg']:.2f} dB.")
-    out.append(f"- Within 1 dB of the grid's best: {within(tv, best_tv, ['lam_factor', 'rho', 'tv_sweeps'])} "
+    near = within(tv, best_tv, ['lam_factor', 'rho', 'tv_sweeps'])
+    out.append(f"- Within 1 dB of the grid's best: {near} "
                f"({sum(r['psnr_fg'] >= best_tv - 1 for r in tv)}/{len(tv)} settings).")
     if tv_ext:
         out.append(f"- Extended lam_factor (rho {DEF_TV.rho:g}, tv_sweeps {DEF_TV.tv_sweeps}): "
