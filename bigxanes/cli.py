@@ -186,7 +186,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         tile = tile[0]
     with _dask_progress(not args.quiet, "import"):
         out = import_stack(args.input, args.output, energies=args.energies, dataset=args.dataset,
-                           i0=args.i0, quantity=args.quantity, overwrite=args.overwrite, tile=tile)
+                           i0=args.i0, quantity=args.quantity, overwrite=args.overwrite, tile=tile,
+                           normalize=args.normalize)
     info = stack_info(out)
     _info(f"wrote {out}: stack {info['shape']} chunks {info['chunks']}, {info['n_energies']} "
           f"energies {info['energy_min']:.2f}-{info['energy_max']:.2f} eV, "
@@ -833,6 +834,9 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--i0", metavar="FILE|background:y0:y1,x0:x1",
                    help="convert counts to optical density -ln(I/I0): I0 file (one per energy "
                         "or energy,I0 columns), a sample-free region, or a mask .tif/.npy")
+    s.add_argument("--normalize", action="store_true",
+                   help="store the edge-step normalized stack (pre-edge line, post-edge "
+                        "polynomial, one e0), computed chunk-wise; needs absorbance")
     s.add_argument("--quantity", choices=("counts", "absorbance"),
                    help="what the input holds when no conversion is made")
     s.add_argument("--tile", help="spatial chunk edge, e.g. 256 or 64,64,64")

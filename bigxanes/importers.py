@@ -655,6 +655,7 @@ def import_stack(
     energies_dataset: str | None = "/X_eng",
     flat: str | None = "/img_bkg",
     dark: str | None = "/img_dark",
+    normalize: bool = False,
 ) -> Path:
     """Import a stack into the Zarr stack store, dispatching on the input type.
 
@@ -687,6 +688,10 @@ def import_stack(
     energies_dataset, flat, dark : str, optional
         HDF5 only (NSLS-II FXI defaults ``/X_eng``, ``/img_bkg``, ``/img_dark``); see
         :func:`import_hdf5`.
+    normalize : bool
+        Store the edge-step normalized stack (chunk-wise,
+        :func:`bigxanes.normalize_stack.normalize_stack`); needs absorbance (give ``i0`` or
+        flat fields for counts). Unmixing does not need it: it fits a free scale per pixel.
 
     Returns
     -------
@@ -707,6 +712,16 @@ def import_stack(
         flat=flat,
         dark=dark,
     )
+    if normalize:
+        if ds["stack"].attrs.get("quantity", ds.attrs.get("quantity")) != "absorbance":
+            raise ValueError(
+                "--normalize needs absorbance: the input holds counts; give --i0 (or flat "
+                "fields) to convert them, or --quantity absorbance if it already is"
+            )
+        from .normalize_stack import normalize_stack
+
+        ds["stack"] = normalize_stack(ds["stack"])
+        ds.attrs.update(quantity="normalized", e0=ds["stack"].attrs["e0"])
     return _write(ds, out, overwrite, tile, compressor)
 
 
