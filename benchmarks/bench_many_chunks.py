@@ -53,7 +53,8 @@ def run(inp: Path, out: Path, tile: int, scheduler: str) -> float:
         kw = {"client": client}
     try:
         t0 = time.perf_counter()
-        unmix_store(inp, out, method="lcf", chunks=tile, progress=False, overwrite=True, **kw)
+        unmix_store(inp, out, method="lcf", chunks=tile, progress=False, overwrite=True,
+                    baseline="none", **kw)  # 4 energies: no pre-edge
         return time.perf_counter() - t0
     finally:
         if client is not None:
