@@ -19,6 +19,11 @@ Run (unset the OpenBLAS core override for this command only, see the env notes):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_engine.py
 
 Prints a Markdown report and writes ``benchmarks/results/engine.md``.
+
+``python benchmarks/bench_engine.py --state-blocks`` runs only the state-block comparison
+(RUM-TV and RUM-PnP(tv) seconds per iteration at 1024² x 100 with the state blocked like the
+stack tiles vs the engine's ``state_tiles`` rule, both state modes, one process and cluster)
+and prints its Markdown table (engine.md is not rewritten).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +54,8 @@ T = 100
 BASE = 1024
 #: RUM iterations per Dask run.
 N_IT = 5
+#: RUM iterations per run of the state-block comparison (this machine is shared: more samples).
+SB_IT = 11
 
 
 class PeakRSS:
@@ -142,7 +150,52 @@ def fmt(x, d=2):
     return f"{x:.{d}g}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.{d}f}"
 
 
+def state_blocks() -> None:
+    """RUM seconds/iteration: state blocked like the stack tiles vs :func:`state_tiles`."""
+    import bigxanes.engine.unmix as eu
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_sb_"))
+    n = BASE
+    ds, base = make_stack(tmp, n)
+    Y, A = ds["stack"].values, ds["references"].values
+    del ds
+    variants = (("stack tiles (before)", 0), ("state_tiles, 32 MiB", 32 * 2**20),
+                ("state_tiles, 64 MiB (default)", 64 * 2**20))
+    lines = [f"## State blocks ({n}x{n}x{T}, stack tile 256, 2 processes x 1 thread, 6 GB; "
+             f"RUM {SB_IT} iterations, median after the first, memory mode incl. the final "
+             "checkpoint amortized; one process, one cluster)", "",
+             "| method | state blocks | mode | state tiles | in-memory s/it | Dask s/it | "
+             "Dask / in-memory | peak RSS |", "|---|---|---|---|---|---|---|---|"]
+    client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
+    saved = eu.STATE_BLOCK_BYTES
+    try:
+        for method, kw in (("rum-tv", {}), ("rum-pnp", {"denoiser": "tv"})):
+            p = RumParams(method=method, max_iter=SB_IT, tol=1e-12, **kw)
+            _, _, _, hm, _ = unmix_rum_array(Y, A, p, state_dtype=np.float32)
+            sm = float(np.median(hm.seconds[1:]))
+            for label, nbytes in variants:
+                eu.STATE_BLOCK_BYTES = nbytes
+                for mode in ("memory", "zarr"):
+                    _, peak, h = run_dask(base, tmp / "o.zarr", method, client, params=p,
+                                          chunks=256, state_mode=mode)
+                    with xr.open_zarr(tmp / "o.zarr", consolidated=False) as o:
+                        stt = o.attrs.get("state_tiles")
+                    sd = per_iteration(h)
+                    lines.append(f"| {method} | {label} | {mode} | {stt} | {sm:.2f} | "
+                                 f"{sd:.2f} | {sm / sd:.2f} | {peak / 2**20:.0f} MiB |")
+                    print(lines[-1], flush=True)
+    finally:
+        eu.STATE_BLOCK_BYTES = saved
+        client.close()
+        client.cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n".join(lines))
+
+
 def main() -> None:
+    if "--state-blocks" in sys.argv[1:]:
+        state_blocks()
+        return
     lines: list[str] = []
     try:
         from threadpoolctl import threadpool_info

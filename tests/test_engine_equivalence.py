@@ -128,6 +128,35 @@ def test_rum_tv_matches_memory_2d(data2d, tmp_path):
     assert "lcf_fraction" in o and o.attrs["n_iterations"] == 20
 
 
+def test_rum_tv_matches_memory_stack_tiled_state(data2d, tmp_path, monkeypatch):
+    """With the state blocked like the (uneven) stack tiles, as before state_tiles."""
+    import bigxanes.engine.unmix as eu
+
+    monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
+    ds, path = data2d
+    params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    assert json.loads(o.attrs["state_tiles"]) == [13, 11]
+    assert np.abs(o["fraction"].values - X).max() <= TOL
+
+
+def test_state_tiles_rule():
+    from bigxanes.engine.unmix import state_tiles
+
+    # 1024² TV state (24 float32 channels): 1024 x 512 blocks = 48 MiB <= 64 MiB, 2 blocks
+    assert state_tiles((256, 256), (1024, 1024), 24, 2) == (1024, 512)
+    assert state_tiles((256, 256), (1024, 1024), 24, 2, target_bytes=32 * 2**20) == (512, 512)
+    # at least one block per thread, never larger than the image
+    assert state_tiles((256, 256), (1024, 1024), 24, 1, target_bytes=2**40) == (1024, 1024)
+    assert state_tiles((256, 256), (1024, 1024), 24, 4, target_bytes=2**40) == (512, 512)
+    # a memory cap or a zero target keeps the stack tiles
+    assert state_tiles((256, 256), (1024, 1024), 24, 2, max_bytes=0) == (256, 256)
+    assert state_tiles((256, 256), (1024, 1024), 24, 2, target_bytes=0) == (256, 256)
+    # multiples of the (uneven) tiles, capped at the image
+    assert state_tiles((13, 11), (64, 72), 24, 2) == (52, 72)
+    assert state_tiles((7, 9, 11), (20, 24, 28), 24, 2) == (20, 24, 22)
+
+
 def test_rum_tv_matches_memory_3d(data3d, tmp_path):
     ds, path = data3d
     params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)

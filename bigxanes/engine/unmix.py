@@ -56,13 +56,15 @@ from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write
 from .state import BUFFERS, WorkDir
 
 __all__ = ["unmix_store", "estimate_resources", "choose_state_mode", "DEFAULT_TILE", "METHODS",
-           "HIST_BINS", "STATE_MODES", "DEFAULT_CHECKPOINT_EVERY"]
+           "HIST_BINS", "STATE_MODES", "DEFAULT_CHECKPOINT_EVERY", "STATE_BLOCK_BYTES",
+           "state_tiles"]
 
 METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
 #: Default spatial tile edge per number of spatial dims. Measured (benchmarks/results/engine.md,
 #: 1024² x 100, 2 workers): 128² is 1.8x slower for LCF and 1.6x for RUM-TV than 256²; 512²
 #: equals 256² for LCF and is 1.5x faster per RUM-TV iteration but needs 25 % more memory.
-#: 256² is the memory-safe default; pass ``chunks=512`` for RUM when memory allows.
+#: 256² is the memory-safe default; the RUM iterations run on larger state blocks anyway
+#: (:func:`state_tiles`), which takes the RUM gain without the LCF loss.
 DEFAULT_TILE = {2: 256, 3: 64}
 #: Bins of the histogram that gives the data scale (as :func:`bigxanes.rum.robust_scale`).
 HIST_BINS = 4096
@@ -77,6 +79,14 @@ DEFAULT_CHECKPOINT_EVERY = 10
 STATE_COPIES = 3
 #: ... within this fraction of the memory available for data ("fits comfortably").
 MEMORY_FRACTION = 0.5
+#: RUM iterations run on state blocks of up to this many bytes of float32 state (larger than
+#: the stack tiles: fewer map_overlap tasks and halos per iteration), see :func:`state_tiles`.
+#: Measured (benchmarks/results/engine.md, "State blocks", 1024² x 100, 2 workers x 1 thread):
+#: 64 MiB (1024 x 512 blocks, 50 MB) beat 32 MiB (512², 25 MB) and the 256² stack tiles.
+STATE_BLOCK_BYTES = 64 * 2**20
+#: Peak memory of one ADMM block task / bytes of its float32 state block (float64 halo'd
+#: input and output, kernel temporaries): caps the state block at 1/this of a thread's memory.
+STATE_TASK_FACTOR = 12
 
 
 class InjectedFailure(RuntimeError):
@@ -146,6 +156,68 @@ def _load_inputs(input, references, energy_range):
     return ds, stack, energy, A, names
 
 
+def state_tiles(tiles: Sequence[int], spatial: Sequence[int], n_channels: int,
+                n_threads: int, *, target_bytes: int | None = None, max_bytes: int | None = None,
+                itemsize: int = 4) -> tuple[int, ...]:
+    """Spatial block of the ADMM state during the RUM iterations (both state modes).
+
+    Rule: start from the stack ``tiles`` (already :func:`min_chunks`-checked for the halo) and
+    repeatedly double the block along its shortest edge (ties: the first axis; an axis already
+    spanning the image is skipped) while the doubled block
+
+    - holds at most ``target_bytes`` (default :data:`STATE_BLOCK_BYTES`) and at most
+      ``max_bytes`` (a thread's memory / :data:`STATE_TASK_FACTOR`) of state
+      (``n_channels x itemsize`` bytes per pixel), and
+    - leaves at least ``n_threads`` blocks (one per worker thread);
+
+    edges are capped at the image. The returned edges are multiples of ``tiles`` (or the whole
+    axis), so every state block is a union of stack tiles: checkpoint writes cover whole Zarr
+    chunks of the state buffers, and the last block is at least as deep as the last tile (the
+    halo condition of :func:`min_chunks` holds). The stack pass and LCF keep ``tiles``.
+    TV iterations are exact for any blocking; PnP depends on the blocks through its halo.
+    """
+    target = STATE_BLOCK_BYTES if target_bytes is None else int(target_bytes)
+    if max_bytes is not None:
+        target = min(target, int(max_bytes))
+    px_bytes = int(n_channels) * int(itemsize)
+    tiles = tuple(int(t) for t in tiles)
+    spatial = tuple(int(n) for n in spatial)
+    mult = [1] * len(tiles)
+
+    def block(m):
+        return tuple(min(t * k, n) for t, k, n in zip(tiles, m, spatial, strict=True))
+
+    def n_blocks(b):
+        return math.prod(-(-n // e) for n, e in zip(spatial, b, strict=True))
+
+    while True:
+        cur = block(mult)
+        for i in sorted(range(len(tiles)), key=lambda j: (cur[j], j)):
+            if cur[i] >= spatial[i]:
+                continue
+            m = list(mult)
+            m[i] *= 2
+            b = block(m)
+            if math.prod(b) * px_bytes <= target and n_blocks(b) >= max(1, int(n_threads)):
+                mult = m
+                break
+        else:
+            return cur
+
+
+def _n_threads(runner) -> int:
+    """Worker threads of the runner (the threaded scheduler: the machine's cores)."""
+    if not runner.distributed:
+        return 1 if runner.scheduler == "synchronous" else (os.cpu_count() or 1)
+    client = runner.scheduler
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
+    return max(1, sum(int(w.get("nthreads") or 1) for w in workers.values()))
+
+
 def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -> str:
     """``"memory"`` when ``STATE_COPIES x state_bytes`` fits in ``MEMORY_FRACTION`` of
     ``available_bytes`` (``state_mode="auto"``), else ``"zarr"``; an explicit mode is kept."""
@@ -212,7 +284,9 @@ def unmix_store(
     energy_range : (float, float), optional
         Energy window in eV applied to the stack and the references.
     chunks : int or tuple of int, optional
-        Spatial tile; default :data:`DEFAULT_TILE`. RUM enlarges tiles smaller than the halo.
+        Spatial tile; default :data:`DEFAULT_TILE`. RUM enlarges tiles smaller than the halo,
+        and runs its iterations on state blocks made of several tiles (:func:`state_tiles`,
+        recorded in the ``state_tiles`` attr).
     client : distributed.Client, optional
         Use this client (not closed).
     scheduler : str, optional
@@ -485,6 +559,12 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     nv = noise_variance(rec["resid_sum"], N, T, L, c)
     lam = resolve_lambda(params, nv, A, c)
     memory = mode == "memory"
+    # larger blocks than the stack tiles for the iterations (state_tiles); same in both modes,
+    # so both give the same numbers (PnP depends on the blocking)
+    nthr = _n_threads(runner)
+    st = state_tiles(tiles, spatial, n, nthr,
+                     max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR))
+    schunks = ((n,),) + tuple(st)
     commit = work.get("commit")
     cur: dict[str, Any] = {}
     if commit is None:
@@ -492,7 +572,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
             work.create(b, n, spatial, tiles)
         S0 = map_spatial_overlap(init_state_block, Pz, n, 1, p1=p1, layout=layout, scale=c)
         if memory:  # no write: a resume without a commit starts again from pass 1
-            (cur["S"],) = runner.persist(S0.astype(np.float32))
+            (cur["S"],) = runner.persist(S0.astype(np.float32).rechunk(schunks))
             cur["buf"] = None
             history, start = History(), 0
         else:
@@ -506,7 +586,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         start = int(commit["completed"])
         cur["buf"] = commit["buffer"]
         if memory:
-            (cur["S"],) = runner.persist(work.dask(cur["buf"]))
+            (cur["S"],) = runner.persist(work.dask(cur["buf"]).rechunk(schunks))
     cur["committed"] = start if commit is not None else None
     cur["ckpt_s"], cur["n_ckpt"] = 0.0, 0
     norm = math.sqrt(N * L)
@@ -517,7 +597,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return BUFFERS[0] if buf is None else BUFFERS[1 - BUFFERS.index(buf)]
 
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        S = cur["S"] if memory else work.dask(cur["buf"])
+        S = cur["S"] if memory else work.dask(cur["buf"]).rechunk(schunks)
         out = map_spatial_overlap(
             admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
             rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
@@ -544,7 +624,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         if runner.distributed and not final:
             # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
             # recomputes at most `checkpoint_every` iterations, from this checkpoint
-            (cur["S"],) = runner.persist(work.dask(dst))
+            (cur["S"],) = runner.persist(work.dask(dst).rechunk(schunks))
         cur["ckpt_s"] += time.perf_counter() - t0
         cur["n_ckpt"] += 1
         test_pause("after_commit")
@@ -579,7 +659,8 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     S = cur["S"] if memory else work.dask(cur["buf"])
     out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
                              n_energies=T)
-    stats = {"checkpoint_seconds": round(cur["ckpt_s"], 3), "n_checkpoints": cur["n_ckpt"]}
+    stats = {"checkpoint_seconds": round(cur["ckpt_s"], 3), "n_checkpoints": cur["n_ckpt"],
+             "state_tiles": list(st)}
     return out[:L], out[L], out[L + 1], history, stats
 
 
@@ -627,13 +708,15 @@ def estimate_resources(
                             + 8 * p1.n_channels)
     task = pass1_task
     state_bytes = 0
+    nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
     if rum:
         layout = StateLayout(L, nd, params.reg)
         state_bytes = layout.n_channels * N * 4
-        halo_px = int(np.prod([t + 2 * halo for t in tiles]))
+        # the iterations run on state blocks (state_tiles; without the run's memory cap)
+        st = state_tiles(tiles, spatial, layout.n_channels, nw * max(1, threads_per_worker))
+        halo_px = int(np.prod([t + 2 * halo for t in st]))
         # halo'd float64 input + output + ~2x temporaries of the kernel
         task = max(task, halo_px * 8 * (layout.n_channels + 3 * layout.n_out))
-    nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
     out_ch = L + 3 + (L if rum else 0) + (1 if method == "edge50" else 0)
     return {
         "shape": (T,) + spatial,
