@@ -345,7 +345,8 @@ def open_stack(path: str | os.PathLike) -> xr.Dataset:
     return ds
 
 
-def _disk_bytes(path: Path) -> int:
+def disk_bytes(path: str | os.PathLike) -> int:
+    """Bytes of all files below ``path`` (0 for a missing path)."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:
@@ -392,7 +393,7 @@ def stack_info(path: str | os.PathLike) -> dict[str, Any]:
         "energy_max": float(energy.max()) if energy.size else None,
         "quantity": st.attrs.get("quantity", ds.attrs.get("quantity")),
         "nbytes_memory": int(st.nbytes),
-        "nbytes_disk": _disk_bytes(p) if p.exists() else None,
+        "nbytes_disk": disk_bytes(p) if p.exists() else None,
         "variables": sorted(str(v) for v in ds.data_vars),
         "components": components,
     }

@@ -8,6 +8,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from ..store import disk_bytes as dir_bytes
+
 __all__ = ["check_output_location", "DISK_MARGIN", "dir_bytes"]
 
 #: Free space asked beyond the estimate (fraction of it), for metadata and the temp dir.
@@ -20,17 +22,6 @@ def _fmt(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def dir_bytes(path: str | os.PathLike) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
 
 
 def _existing_parent(path: Path) -> Path:
