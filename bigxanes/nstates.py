@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bigxanes.vca import CorrelationSums, _unwrap, correlation_sums
+from bigxanes.vca import CorrelationSums, _unwrap, correlation_sums, spatial_mask
 
 __all__ = ["NStatesResult", "estimate_n_states", "hysime_noise"]
 
@@ -236,14 +236,7 @@ def estimate_n_states(
     if arr.ndim < 2:
         raise ValueError(f"expected a (T, N) matrix or (T, *spatial) stack, got {arr.shape}.")
     T = arr.shape[0]
-    if mask is not None:
-        m, _ = _unwrap(mask)
-        if tuple(m.shape) != tuple(arr.shape[1:]):
-            raise ValueError(
-                f"mask shape {tuple(m.shape)} does not match the spatial shape "
-                f"{tuple(arr.shape[1:])}."
-            )
-        mask = m
+    mask = spatial_mask(mask, arr)
     sums = correlation_sums(arr, mask)
     if sums.n <= T:
         raise ValueError(

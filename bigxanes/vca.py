@@ -122,6 +122,20 @@ def _unwrap(stack: Any) -> tuple[Any, np.ndarray | None]:
     return stack, energies
 
 
+def spatial_mask(mask: Any, arr: Any) -> Any:
+    """The bare mask array, checked against the spatial shape of ``arr`` (T, *spatial);
+    None stays None."""
+    if mask is None:
+        return None
+    m, _ = _unwrap(mask)
+    if tuple(m.shape) != tuple(arr.shape[1:]):
+        raise ValueError(
+            f"mask shape {tuple(m.shape)} does not match the spatial shape "
+            f"{tuple(arr.shape[1:])}."
+        )
+    return m
+
+
 def _sign_normalise(U: np.ndarray) -> np.ndarray:
     """Fix the sign of each eigenvector (column): positive sum, else positive largest entry."""
     U = U.copy()
@@ -751,14 +765,7 @@ def vca_stack(
         raise ValueError(
             f"stack must be (T, *spatial) with at least one spatial axis, got shape {arr.shape}."
         )
-    if mask is not None:
-        m, _ = _unwrap(mask)
-        if tuple(m.shape) != tuple(arr.shape[1:]):
-            raise ValueError(
-                f"mask shape {tuple(m.shape)} does not match the stack's spatial shape "
-                f"{tuple(arr.shape[1:])}."
-            )
-        mask = m
+    mask = spatial_mask(mask, arr)
     if denoise is not None:
         arr = denoise_stack(arr, denoise, tv_weight=tv_weight, gaussian_sigma=gaussian_sigma)
     elif _is_dask(arr) and len(arr.chunks[0]) != 1:
