@@ -55,18 +55,8 @@ from bigxanes.api import unmix
 from bigxanes.rum import RumParams
 from bigxanes.simulate import simulate_to_arrays
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def git_rev() -> str:
-    import subprocess
-    try:
-        root = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        return rev
-    except Exception:  # noqa: BLE001 - informational only
-        return "unknown"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, git_rev  # noqa: E402
 
 # label -> (method, params). Only the denoiser is chosen; everything else is the default.
 METHODS = {

@@ -42,18 +42,9 @@ from bigxanes.api import unmix
 from bigxanes.rum import RumParams
 from bigxanes.simulate import simulate_to_arrays
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, git_rev  # noqa: E402
 
-
-def git_rev() -> str:
-    import subprocess
-    try:
-        root = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        return rev
-    except Exception:  # noqa: BLE001 - informational only
-        return "unknown"
 # lam_factor grids are multiples of the package default (the brief's grid {0.5, ..., 8} and
 # {1, 2, 4} were written for a default of 2; the default and the scaling of lam = "auto" may
 # change, the multiples keep the study centred on whatever the default is).
