@@ -2,23 +2,48 @@
 pipeline around VCA.
 
 VCA (:func:`bigxanes.vca.vca_stack`) takes single pixels as vertices. On XANES stacks that is
-fragile in three ways, each handled here:
+fragile in four ways, each handled here:
 
 1. *Weak pixels win the vertex search.* The projective step divides each spectrum by its
    projection on the mean spectrum, which amplifies the noise of thin, weakly absorbing pixels
    (particle rims), so noisy rims become "extreme". Extraction therefore uses only pixels whose
    mean absorbance is at least ``min_signal`` × the 99th percentile of the image (default 0.3).
-2. *One pixel is noisy.* The stack is denoised spatially first (TV, the paper's remedy), and
-   each reference is then refined by ``refine`` rounds of: unmix the denoised pixels with the
-   current references (unconstrained least squares), take the ``top`` fraction of pixels with the
-   largest fraction of each state, average their scale-normalized spectra.
-3. *A pixel spectrum carries its pixel's scale s.* Using it as a reference biases every fraction
+2. *One pixel is noisy.* The stack is denoised spatially first (the paper's remedy). The default
+   is a **linear** filter (Gaussian, width 1 pixel): a linear spatial filter ``h`` maps the model
+   ``Y = A X diag(s)`` to ``Y * h = A ((X diag(s)) * h)``, so every filtered pixel is still an
+   exact mixture of the same references (with the s-weighted mean fraction of its
+   neighbourhood), and the spectra are not distorted. Total-variation denoising of each energy
+   image (``denoise="tv"``) is not: it lowers every image's contrast by an amount set by its
+   weight, not by the image's contrast, so it bends the spectra and flattens the fraction
+   extremes that the references are read from (measured on the particles phantom, L = 2,
+   sigma = 3, seeds 0-3: 0.8-2.8 dB worse fractions than the Gaussian filter).
+3. *Vertices of the data, not of the noise.* Each reference is then refined by ``refine``
+   rounds of: unmix the denoised pixels with the current references (unconstrained least
+   squares, ``M = (EᵀE)⁻¹EᵀD``, ``s = 1ᵀM``, ``X = M / s``), take the ``top`` fraction of pixels
+   with the largest fraction of each state and average their scale-normalized spectra ``D / s``.
+   This places each reference at the extreme of the data cloud (the pure-pixel assumption of
+   VCA) while averaging the noise of many pixels. Finally ``als`` rounds of multivariate curve
+   resolution by alternating least squares (MCR-ALS; Tauler 1995, de Juan and Tauler 2006)
+   polish the spectra with *all* pixels: ``M = argmin_{M >= 0} ||D - E M||`` (exact NNLS per
+   pixel), then ``E = D Mᵀ (M Mᵀ)⁻¹``. The non-negativity of ``M`` keeps the references at the
+   boundary of the data cloud; the least-squares update averages the noise of every pixel
+   instead of the ``top`` ones only, which halves the spectral angle error.
+4. *A pixel spectrum carries its pixel's scale s.* Using it as a reference biases every fraction
    by the ratio of the two pixels' scales. Each reference is divided by its edge step, estimated
    as the mean of the last 20 % of energies minus the mean of the first 10 % (both states tend
    to the same post-edge level), so fractions refer to equal amounts of element.
 
 For stacks larger than memory the refinement works on a seeded random sample of at most
 ``max_pixels`` masked pixels (the denoising runs chunk-wise with a halo).
+
+References
+----------
+J. M. P. Nascimento and J. M. Bioucas-Dias, "Vertex component analysis: a fast algorithm to
+unmix hyperspectral data", IEEE Trans. Geosci. Remote Sens. 43(4), 898-910 (2005).
+R. Tauler, "Multivariate curve resolution applied to second order data", Chemom. Intell. Lab.
+Syst. 30, 133-146 (1995).
+A. de Juan and R. Tauler, "Multivariate curve resolution (MCR) from 2000: progress in concepts
+and applications", Crit. Rev. Anal. Chem. 36, 163-176 (2006).
 """
 
 from __future__ import annotations
@@ -27,18 +52,91 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.lcf import lstsq_coefficients
-from .vca import VCAResult, denoise_stack, vca_stack
+from .kernels.lcf import lstsq_coefficients, nnls_coefficients
+from .vca import GAUSSIAN_SIGMA, VCAResult, denoise_stack, vca_stack
+
+#: Default largest number of MCR-ALS rounds after the top-pixel refinement (each round is two
+#: passes over the loaded pixels). When no pixel's NNLS constraint is active, the least-squares
+#: update is a fixed point after one round; the rounds stop once the references change by less
+#: than ``ALS_TOL`` relative to their largest value.
+ALS_ROUNDS = 10
+ALS_TOL = 1e-9
 
 
 def edge_step_scale(spectra: np.ndarray) -> np.ndarray:
-    """Divide each column by its edge step ``mean(last 20 %) - mean(first 10 %)``."""
+    """Divide each column by its edge step ``mean(last 20 %) - mean(first 10 %)``.
+
+    Parameters
+    ----------
+    spectra : ndarray, shape (T, L)
+        Spectra as columns, energies increasing along axis 0.
+
+    Returns
+    -------
+    ndarray, shape (T, L)
+        ``E[:, j] / (mean(E[-T//5:, j]) - mean(E[:T//10, j]))``.
+    """
     E = np.asarray(spectra, dtype=np.float64)
     T = E.shape[0]
     step = E[-max(T // 5, 1):].mean(axis=0) - E[: max(T // 10, 1)].mean(axis=0)
     if np.any(~np.isfinite(step)) or np.any(np.abs(step) < 1e-12):
         raise ValueError("an extracted spectrum has no edge step (flat spectrum); check the mask")
     return E / step
+
+
+def refine_top(D: np.ndarray, E: np.ndarray, k: int) -> np.ndarray:
+    """One top-pixel round: each reference becomes the mean of its ``k`` most abundant pixels.
+
+    ``M = (EᵀE)⁻¹ EᵀD``, ``s = 1ᵀM``, ``X = M / s``; reference ``j`` is the mean of ``D / s``
+    over the ``k`` pixels with the largest ``X[j]``, then edge-step scaled.
+
+    Parameters
+    ----------
+    D : ndarray, shape (T, N)
+        Pixel spectra.
+    E : ndarray, shape (T, L)
+        Current references.
+    k : int
+        Pixels averaged per reference.
+
+    Returns
+    -------
+    ndarray, shape (T, L)
+    """
+    M = lstsq_coefficients(E.T @ E, E.T @ D)
+    s = M.sum(axis=0)
+    ok = s > 1e-12
+    X = np.where(ok, M / np.where(ok, s, 1.0), 0.0)
+    new = np.empty_like(E)
+    for j in range(E.shape[1]):
+        best = np.argsort(-X[j])[:k]
+        new[:, j] = (D[:, best] / s[best]).mean(axis=1)
+    return edge_step_scale(new)
+
+
+def refine_als(D: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """One MCR-ALS round: non-negative coefficients, then the least-squares references.
+
+    ``M = argmin_{M >= 0} ||D - E M||_F`` (exact per-pixel NNLS), then
+    ``E = D Mᵀ (M Mᵀ)⁻¹``, edge-step scaled (Tauler 1995; de Juan and Tauler 2006).
+
+    Parameters
+    ----------
+    D : ndarray, shape (T, N)
+        Pixel spectra.
+    E : ndarray, shape (T, L)
+        Current references.
+
+    Returns
+    -------
+    ndarray, shape (T, L)
+        Updated references; ``E`` unchanged if ``M Mᵀ`` is singular (a state with no pixel).
+    """
+    M = nnls_coefficients(E.T @ E, E.T @ D)
+    G = M @ M.T
+    if np.linalg.cond(G) > 1e12:
+        return E
+    return edge_step_scale(np.linalg.solve(G, M @ D.T).T)
 
 
 @dataclass
@@ -48,7 +146,7 @@ class Extraction:
     references: np.ndarray  # (T, L), edge-step scaled
     vca: VCAResult
     n_pixels: int
-    history: list  # per refinement round: max change of the references
+    history: list  # per refinement round (top-pixel, then ALS): max change of the references
 
 
 def extract_references(
@@ -56,15 +154,21 @@ def extract_references(
     n_components: int,
     *,
     mask: np.ndarray | None = None,
-    denoise: str | None = "tv",
+    denoise: str | None = "gaussian",
+    gaussian_sigma: float = GAUSSIAN_SIGMA,
     tv_weight: float = 5.0,
     min_signal: float = 0.3,
     refine: int = 3,
     top: float = 0.005,
+    als: int = ALS_ROUNDS,
     seed: int = 0,
     max_pixels: int = 500_000,
 ) -> Extraction:
     """VCA references with high-signal masking, denoising, refinement and edge-step scaling.
+
+    See the module docstring for the method: VCA vertices of the (denoised, high-signal) pixels,
+    ``refine`` top-pixel rounds (:func:`refine_top`), ``als`` MCR-ALS rounds
+    (:func:`refine_als`), each reference divided by its edge step (:func:`edge_step_scale`).
 
     Parameters
     ----------
@@ -72,16 +176,23 @@ def extract_references(
     n_components : int
     mask : bool array (*spatial), optional
         Pixels allowed as references (combined with the high-signal mask).
-    denoise : {"tv", "gaussian", None}
+    denoise : {"gaussian", "tv", None}
         Spatial denoising of each energy image first (:func:`bigxanes.vca.denoise_stack`).
+        The default linear Gaussian filter keeps every pixel an exact mixture of the references;
+        TV is nonlinear and biases the spectra (module docstring).
+    gaussian_sigma : float
+        Gaussian width in pixels for ``denoise="gaussian"``.
     tv_weight : float
-        TV weight as a multiple of each image's estimated noise level.
+        TV weight as a multiple of each image's estimated noise level (``denoise="tv"``).
     min_signal : float
         Keep pixels whose mean absorbance is >= ``min_signal`` × its 99th percentile.
     refine : int
-        Refinement rounds (0 = plain VCA vertices).
+        Top-pixel refinement rounds (0 and ``als=0`` = plain VCA vertices).
     top : float
         Fraction of the kept pixels averaged per state in a refinement round (at least 10).
+    als : int
+        Largest number of MCR-ALS rounds after the top-pixel rounds (0 = none); they stop early
+        once converged (``ALS_TOL``).
     seed : int
     max_pixels : int
         Largest number of pixel spectra loaded for the refinement.
@@ -106,7 +217,8 @@ def extract_references(
             f"only {int(keep.sum())} pixels with enough signal to extract {n_components} "
             "references; lower min_signal or give a larger mask"
         )
-    data = denoise_stack(stack, denoise, tv_weight=tv_weight) if denoise else stack
+    data = (denoise_stack(stack, denoise, tv_weight=tv_weight, gaussian_sigma=gaussian_sigma)
+            if denoise else stack)
     v = vca_stack(data, n_components, mask=keep, seed=seed)
     idx = np.flatnonzero(keep.ravel())
     rng = np.random.default_rng(seed)
@@ -119,15 +231,13 @@ def extract_references(
     history = []
     k = max(10, int(top * D.shape[1]))
     for _ in range(int(refine)):
-        M = lstsq_coefficients(E.T @ E, E.T @ D)
-        s = M.sum(axis=0)
-        ok = s > 1e-12
-        X = np.where(ok, M / np.where(ok, s, 1.0), 0.0)
-        new = np.empty_like(E)
-        for j in range(n_components):
-            best = np.argsort(-X[j])[:k]
-            new[:, j] = (D[:, best] / s[best]).mean(axis=1)
-        new = edge_step_scale(new)
+        new = refine_top(D, E, k)
         history.append(float(np.abs(new - E).max()))
         E = new
+    for _ in range(int(als)):
+        new = refine_als(D, E)
+        history.append(float(np.abs(new - E).max()))
+        E = new
+        if history[-1] <= ALS_TOL * float(np.abs(E).max()):
+            break
     return Extraction(E, v, int(D.shape[1]), history)

@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from bigxanes import api
-from bigxanes.extract import edge_step_scale, extract_references
+from bigxanes.extract import edge_step_scale, extract_references, refine_als
 from bigxanes.metrics import foreground_mask, psnr_foreground, spectral_angle
 from bigxanes.simulate import simulate_to_arrays
 from bigxanes.vca import vca_stack
@@ -47,12 +47,31 @@ def test_pipeline_beats_plain_vca_by_5db(sim):
     assert _psnr_with(E_new, sim) > _psnr_with(E_plain, sim) + 5.0
 
 
-@pytest.mark.xfail(strict=True, reason="measured 26.6 dB with extracted vs 28.9 dB with true "
-                   "references (-2.3 dB; seeds 1-3: -2.3, -2.8, -0.8): the two states are only "
-                   "5.6 deg apart and a 0.4-0.8 deg extraction error costs 1-3 dB; open in issue 5")
-def test_within_2db_of_true_references(sim):
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_within_2db_of_true_references(seed):
+    # issue 5: particles phantom, L = 2, sigma = 3 (states 5.6 deg apart). Measured gaps
+    # (extracted - true references): seeds 0-3: -0.2, -0.0, +0.1, -0.2 dB
+    sim = simulate_to_arrays("particles", (128, 128), 2, sigma=3.0, seed=seed)
     E, _ = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
     assert _psnr_with(E, sim) >= _psnr_with(sim.references, sim) - 2.0
+
+
+def test_linear_denoising_keeps_the_spectra(sim):
+    # a Gaussian filter keeps every pixel a mixture of the references, TV bends the spectra
+    # (seed 0: 0.1-0.2 deg with the default against 0.3-0.8 deg with TV)
+    _, a_lin = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
+    _, a_tv = _match(extract_references(sim.stack, 2, seed=0, denoise="tv", als=0).references,
+                     sim.references)
+    assert a_lin.max() < 0.35
+    assert a_lin.max() < a_tv.max()
+
+
+def test_als_keeps_exact_references():
+    # noiseless data that follow the model: the true references are a fixed point of MCR-ALS
+    sim = simulate_to_arrays("particles", (32, 32), 3, sigma=0.0, seed=1)
+    D = sim.clean.reshape(sim.clean.shape[0], -1)
+    A = edge_step_scale(sim.references)
+    np.testing.assert_allclose(refine_als(D, A), A, atol=1e-9)
 
 
 def test_dask_stack_close_to_in_memory(sim):
