@@ -58,7 +58,7 @@ def test_within_2db_of_true_references(seed):
 
 def test_linear_denoising_keeps_the_spectra(sim):
     # a Gaussian filter keeps every pixel a mixture of the references, TV bends the spectra
-    # (seed 0: 0.1-0.2 deg with the default against 0.3-0.8 deg with TV)
+    # (seed 0: 0.1-0.2 deg with the default against 0.5-0.8 deg with TV)
     _, a_lin = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
     _, a_tv = _match(extract_references(sim.stack, 2, seed=0, denoise="tv", als=0).references,
                      sim.references)
