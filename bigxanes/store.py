@@ -122,6 +122,10 @@ def stack_chunks(shape: Sequence[int], tile: int | Sequence[int] | None = None) 
     return (max(shape[0], 1),) + spatial
 
 
+#: Zstandard level of ``compressor="zstd"`` (measured in benchmarks/bench_engine.py).
+ZSTD_LEVEL = 1
+
+
 def _make_compressors(compressor: str | None) -> tuple[Any, ...] | None:
     from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -129,7 +133,9 @@ def _make_compressors(compressor: str | None) -> tuple[Any, ...] | None:
         return None
     name = str(compressor).lower()
     if name == "zstd":
-        return (ZstdCodec(level=3),)
+        # level 1: half the encode time of level 3 for < 2 % larger files on float32 maps
+        # (benchmarks/results/engine.md, "Compression")
+        return (ZstdCodec(level=ZSTD_LEVEL),)
     if name == "lz4":
         return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
     if name == "blosc":
@@ -189,9 +195,9 @@ def write_dataset(
     overwrite : bool
         Replace an existing ``PATH``.
     compressor : {"zstd", "lz4", "blosc", None}
-        ``"zstd"``: :class:`zarr.codecs.ZstdCodec` level 3; ``"lz4"``: Blosc-LZ4 with byte
-        shuffle (about 2x faster I/O, larger files); ``"blosc"``: Blosc-Zstd with shuffle;
-        None: uncompressed.
+        ``"zstd"``: :class:`zarr.codecs.ZstdCodec` at :data:`ZSTD_LEVEL` (1);
+        ``"lz4"``: Blosc-LZ4 with byte shuffle (about 2x faster I/O, larger files);
+        ``"blosc"``: Blosc-Zstd with shuffle; None: uncompressed.
     chunks : int, sequence of int or mapping, optional
         An int (or one per spatial dim) is the spatial tile edge; a mapping ``{dim: size}``
         sets chunk sizes per dimension name. Default: spatial dims (``z``, ``y``, ``x``) in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask
+import distributed  # noqa: F401  (loads the distributed.* config defaults)
 
 from bigxanes.engine.cluster import worker_spawn_environ
 

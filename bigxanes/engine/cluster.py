@@ -46,6 +46,7 @@ def worker_spawn_environ() -> dict:
     BLAS/OpenMP thread caps (one thread per worker) are kept.
     """
     import dask
+    import distributed  # noqa: F401  (its import loads the ``distributed.*`` config defaults)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)

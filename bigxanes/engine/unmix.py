@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -114,7 +115,17 @@ def _tiles(chunks, spatial: Sequence[int]) -> tuple[int, ...]:
 
 
 def _load_inputs(input, references, energy_range):
-    """Open the stack and resolve references and the energy window."""
+    """Open the stack and resolve references and the energy window.
+
+    The small variables (energies, references) are read in this process (synchronous
+    scheduler), not through the cluster that may be the default scheduler: each ``.values``
+    on a dask-backed variable would otherwise be a round trip to the workers.
+    """
+    with dask.config.set(scheduler="synchronous"):
+        return _load_inputs_local(input, references, energy_range)
+
+
+def _load_inputs_local(input, references, energy_range):
     ds = open_stack(input)
     stack = ds["stack"]
     energy = np.asarray(ds["energy"].values, dtype=np.float64)
@@ -348,7 +359,8 @@ def unmix_store(
     elif params is not None:
         raise ValueError(f"params (RumParams) apply to rum-tv/rum-pnp, not to {method!r}")
 
-    ds, stack, energy, A, names = _load_inputs(input, references, energy_range)
+    loaded = _load_inputs(input, references, energy_range)
+    ds, stack, energy, A, names = loaded
     check_energy_order(ds["energy"].values, f"{input}")
     check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
     if A is None and method != "edge50":
@@ -378,7 +390,7 @@ def unmix_store(
     want_e50 = method == "edge50"
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", want_e50)
     # before any computation: the output location is writable and has room (preflight.py)
-    est = estimate_resources(input, method, references=references, params=params,
+    est = estimate_resources(input, method, references=references, params=params, _loaded=loaded,
                              chunks=chunks, energy_range=energy_range)
     have = dir_bytes(_work_path(output)) if resume else 0
     check_output_location(output, est["output_disk_bytes"]
@@ -674,6 +686,7 @@ def estimate_resources(
     energy_range: tuple[float, float] | None = None,
     n_workers: int | None = None,
     threads_per_worker: int = 1,
+    _loaded: tuple | None = None,
 ) -> dict[str, Any]:
     """Memory and disk an :func:`unmix_store` run needs (for ``bigxanes info``).
 
@@ -689,7 +702,8 @@ def estimate_resources(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    ds, stack, energy, A, _ = _load_inputs(input, references, energy_range)
+    loaded = _loaded if _loaded is not None else _load_inputs(input, references, energy_range)
+    ds, stack, energy, A, _ = loaded
     T = energy.size
     spatial = tuple(int(n) for n in stack.shape[1:])
     nd = len(spatial)
