@@ -213,8 +213,16 @@ def _foreground(stack_da) -> np.ndarray:
     return m
 
 
-def _auto_references(stack_da, n: int | None, seed: int, denoise: bool, quiet: bool):
-    """VCA references (energy, component) of a stack; ``n`` None = estimated number of states."""
+#: ``--denoise`` methods of ``bigxanes refs`` (``bigxanes.extract.extract_references``).
+DENOISE_CHOICES = ("gaussian", "tv", "none", "auto")
+
+
+def _auto_references(stack_da, n: int | None, seed: int, denoise: str | None, quiet: bool):
+    """VCA references (energy, component) of a stack; ``n`` None = estimated number of states.
+
+    ``denoise`` None = the default of :func:`bigxanes.extract.extract_references`; otherwise one
+    of ``DENOISE_CHOICES``. The denoising applied is in ``ref.attrs["denoise"]``.
+    """
     from .extract import extract_references
     from .nstates import estimate_n_states
 
@@ -224,11 +232,15 @@ def _auto_references(stack_da, n: int | None, seed: int, denoise: bool, quiet: b
         ns = estimate_n_states(stack_da.data, mask=mask)
     L = int(n) if n else max(int(ns.n), 2)
     with _dask_progress(not quiet, "VCA"):
-        ex = extract_references(stack_da.data, L, mask=mask, seed=seed,
-                                denoise="tv" if denoise else None)
+        kw = {} if denoise is None else {"denoise": None if denoise == "none" else denoise}
+        ex = extract_references(stack_da.data, L, mask=mask, seed=seed, **kw)
     ref = ex.vca.to_dataarray(np.asarray(stack_da["energy"].values, dtype=np.float64))
     ref = ref.copy(data=ex.references)
-    ref.attrs.update(method="vca+refine", edge_step_scaled=1, refine_rounds=len(ex.history))
+    applied = ex.denoise or "none"
+    if ex.denoise_choice is not None:
+        applied = f"auto: {applied}"
+    ref.attrs.update(method="vca+refine", edge_step_scaled=1, refine_rounds=len(ex.history),
+                     denoise=applied)
     return ref, ns, L
 
 
@@ -251,7 +263,7 @@ def cmd_refs(args: argparse.Namespace) -> int:
     names = [str(c) for c in ref["component"].values]
     lines = [
         f"# bigxanes refs: VCA references of {args.input} (seed {args.seed}, "
-        f"denoise {'tv' if args.denoise else 'none'})",
+        f"denoise {ref.attrs['denoise']})",
         f"# n_states_estimate ({ns.method}): {ns.n}",
         "# eigenvalues: " + " ".join(f"{v:.6g}" for v in ns.eigenvalues),
         ",".join(["energy"] + names),
@@ -261,7 +273,8 @@ def cmd_refs(args: argparse.Namespace) -> int:
     _atomic_write_text(out, "\n".join(lines) + "\n")
     _info(f"estimated number of states ({ns.method}): {ns.n}", args.quiet)
     _info(f"eigenvalues: {_eigen_text(ns.eigenvalues)}", args.quiet)
-    _info(f"wrote {out}: {L} VCA references ({', '.join(names)}) on {e.size} energies", args.quiet)
+    _info(f"wrote {out}: {L} VCA references ({', '.join(names)}) on {e.size} energies "
+          f"(denoise {ref.attrs['denoise']})", args.quiet)
     return 0
 
 
@@ -353,9 +366,10 @@ def _references_for(args, src, energy_sel: np.ndarray):
         return ref, "store", None
     if [r.lower() for r in args.refs] == ["auto"]:
         st = src["stack"].sel(energy=energy_sel)
-        ref, ns, L = _auto_references(st, args.components_count, args.seed, True, args.quiet)
+        ref, ns, L = _auto_references(st, args.components_count, args.seed, None, args.quiet)
         _info(f"VCA: {L} references extracted (estimated number of states {ns.n}; "
-              f"eigenvalues {_eigen_text(ns.eigenvalues, 6)})", args.quiet)
+              f"eigenvalues {_eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
+              args.quiet)
         return ref, "auto", ns
     _, A, names = read_references(args.refs, energy=energy_sel, components=args.components)
     ref = xr.DataArray(
@@ -766,7 +780,7 @@ EXAMPLES = {
   bigxanes unmix stack.zarr r.zarr --refs auto --components-count 3""",
     "refs": """examples:
   bigxanes refs stack.zarr refs.csv                 # number of states estimated (HySime)
-  bigxanes refs stack.zarr refs.csv --components 3 --denoise --seed 0
+  bigxanes refs stack.zarr refs.csv --components 3 --denoise none --seed 0
   bigxanes unmix stack.zarr r.zarr --refs refs.csv  # then unmix with them""",
     "plot": """examples:
   bigxanes plot result.zarr result.png
@@ -887,7 +901,14 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("output", metavar="OUT.csv")
     s.add_argument("--components", type=int, metavar="L",
                    help="number of references (default: the estimated number of states)")
-    s.add_argument("--denoise", action="store_true", help="TV-denoise the images first")
+    s.add_argument("--denoise", nargs="?", const="gaussian", choices=DENOISE_CHOICES,
+                   metavar="METHOD",
+                   help="spatial denoising of the images before extraction: gaussian (a "
+                        "1-pixel Gaussian filter, linear: every pixel stays a mixture of the "
+                        "references; the flag alone), tv (total variation; bends the spectra), "
+                        "none, auto (the filter or none, whichever its estimated bias vs noise "
+                        "favours). Default: that of bigxanes.extract.extract_references "
+                        "(gaussian)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--energy-range", metavar="EMIN,EMAX")
     s.add_argument("--overwrite", action="store_true")

@@ -141,6 +141,38 @@ def test_refs_vca_csv_then_unmix(sim2d, tmp_path, capsys):
     assert open_result(out_a).sizes["component"] == 2
 
 
+@pytest.mark.parametrize("flag, applied", [
+    ((), "gaussian"),  # no flag: the library default
+    (("--denoise",), "gaussian"),  # the flag alone: the Gaussian filter
+    (("--denoise", "none"), "none"),
+    (("--denoise", "tv"), "tv"),
+    (("--denoise", "auto"), "auto: "),
+])
+def test_refs_denoise_follows_the_library(sim2d, tmp_path, capsys, flag, applied):
+    from bigxanes.extract import extract_references
+
+    csv = tmp_path / "refs.csv"
+    rc, out, err = run(capsys, "refs", sim2d, csv, "--components", "2", *flag, "-q")
+    assert rc == 0, err
+    header = csv.read_text().splitlines()[0]
+    assert f"denoise {applied}" in header, header
+    if applied == "gaussian":  # the CSV holds what the Python API gives
+        from bigxanes.cli import _foreground
+
+        st = open_stack(sim2d)["stack"]
+        ex = extract_references(st.data, 2, mask=_foreground(st), seed=0)
+        _, A, _ = read_references([csv])
+        np.testing.assert_allclose(A, ex.references, rtol=1e-6, atol=1e-8)
+
+
+def test_unmix_refs_auto_uses_the_library_default(sim2d, tmp_path, capsys):
+    out = tmp_path / "ra.zarr"
+    rc, stdout, err = run(capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", "auto",
+                          "--components-count", "2")
+    assert rc == 0, err
+    assert "denoise gaussian" in stdout
+
+
 def test_3d_volume_unmix_plot_slice(tmp_path, capsys):
     sim = tmp_path / "vol.zarr"
     assert main(["simulate", str(sim), "--shape", "12,24,24", "--components", "2", "-q"]) == 0

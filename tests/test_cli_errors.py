@@ -185,3 +185,9 @@ def test_debug_shows_traceback(sim, capsys):
     d, _ = sim
     rc, _, err = run(capsys, "--debug", "unmix", d / "nope.zarr", d / "o.zarr")
     assert rc == 2 and "Traceback" in err and "bigxanes: error:" in err
+
+
+def test_refs_unknown_denoise_method(sim, capsys):
+    d, _ = sim
+    rc, _, err = run(capsys, "refs", d / "sim.zarr", d / "r.csv", "--denoise", "bm3d")
+    assert_user_error(rc, err, "--denoise", "bm3d")
