@@ -10,6 +10,7 @@ import xarray as xr
 
 from bigxanes.baseline import resolve_baseline, subtract_pre_edge
 from bigxanes.engine import estimate_resources, unmix_store
+from bigxanes.kernels.denoisers import DEFAULT_HALO
 from bigxanes.kernels.edge50 import edge50_energy
 from bigxanes.kernels.lcf import (
     fractions_from_coefficients,
@@ -183,6 +184,67 @@ def test_rum_pnp_default_halo_psnr(data2d, tmp_path):
     loss = psnr_foreground(X, truth, mask) - psnr_foreground(o["fraction"].values, truth, mask)
     assert loss < 0.5
     assert o.attrs["halo"] == params.halo
+
+
+#: RUM-PnP(BM3D) iterations of the seam tests (each BM3D call costs ~0.2-0.5 s here).
+BM3D_ITER = 6
+#: Max abs difference of the fractions from the in-memory path separating the default halo
+#: (measured 0.13) from no halo (0.39) in the seam tests below.
+BM3D_SEAM_DIFF = 0.25
+
+
+@pytest.fixture(scope="module")
+def bm3d_memory(data2d):
+    """In-memory RUM-PnP(BM3D) fractions of ``data2d`` and their foreground PSNR."""
+    ds, _ = data2d
+    params = RumParams(method="rum-pnp", denoiser="bm3d", max_iter=BM3D_ITER)
+    X, *_ = unmix_rum_array(*_memory_inputs(ds), params, state_dtype=np.float32)
+    mask = foreground_mask(ds["true_scale"].values)
+    return X, psnr_foreground(X, ds["true_fraction"].values, mask)
+
+
+def _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, halo):
+    """RUM-PnP(BM3D) on 2 x 2 state blocks of 32 x 36; (result, params, loss dB, max diff).
+
+    Loss = foreground PSNR of the in-memory path minus that of the Dask path; max diff = max
+    abs difference of the fractions between the two paths.
+
+    The state is blocked like the stack tiles (``STATE_BLOCK_BYTES = 0``, 4 blocks; the default
+    rule would give one block on the synchronous scheduler). Synchronous: ``bm3d``/``bm4d``
+    abort the process when two threads call them at once (benchmarks/bench_pnp_halo.py).
+    """
+    import bigxanes.engine.unmix as eu
+
+    monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
+    ds, path = data2d
+    params = RumParams(method="rum-pnp", denoiser="bm3d", max_iter=BM3D_ITER,
+                       denoiser_halo=halo)
+    out = unmix_store(path, tmp_path / "o.zarr", method="rum-pnp", params=params,
+                      chunks=(32, 36), scheduler="synchronous", progress=False)
+    o = _open(out)
+    assert json.loads(o.attrs["state_tiles"]) == [32, 36]
+    X, psnr_mem = bm3d_memory
+    Xd = o["fraction"].values
+    mask = foreground_mask(ds["true_scale"].values)
+    loss = psnr_mem - psnr_foreground(Xd, ds["true_fraction"].values, mask)
+    return o, params, loss, float(np.abs(Xd - X).max())
+
+
+def test_rum_pnp_bm3d_default_halo_psnr(data2d, bm3d_memory, tmp_path, monkeypatch):
+    """BM3D tiles cannot be exact; at the default halo the seams cost < 0.5 dB."""
+    o, params, loss, diff = _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, None)
+    assert params.halo == DEFAULT_HALO["bm3d"]
+    assert o.attrs["halo"] == params.halo
+    assert loss < 0.5  # measured -0.02 dB at halo 16 (0.38 dB at halo 0)
+    assert diff < BM3D_SEAM_DIFF  # measured 0.13 at halo 16 (0.39 at halo 0)
+
+
+def test_rum_pnp_bm3d_zero_halo_has_seams(data2d, bm3d_memory, tmp_path, monkeypatch):
+    """The check above can fail: without a halo the BM3D seams are clearly larger."""
+    o, _, loss, diff = _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, 0)
+    assert o.attrs["halo"] == 0
+    assert loss > 0.2
+    assert diff > BM3D_SEAM_DIFF
 
 
 def test_nan_pixels_masked(tmp_path):

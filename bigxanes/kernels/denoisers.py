@@ -21,8 +21,15 @@ import numpy as np
 
 DENOISERS = ("tv", "bm3d", "bm4d")
 
-# Footprint (in pixels) each denoiser's output depends on, used as the default Dask halo.
-DEFAULT_HALO = {"tv": 16, "bm3d": 24, "bm4d": 16}
+# Default Dask halo (pixels) of each denoiser. Tiled BM3D/BM4D are never exact; the halo is
+# chosen to keep the PSNR loss vs the in-memory path < 0.5 dB (benchmarks/results/engine.md
+# "RUM-PnP (tv denoiser) seam error vs halo"; benchmarks/results/pnp_halo.md, particles sigma 3):
+# - tv: 16.
+# - bm3d: 16. 104x112, 9 blocks, 15 iterations: 1.42 dB at halo 0, 0.11 dB at 4, <= 0 dB at
+#   8, 16 and 24; 16 = twice the smallest halo with no loss, as a margin for longer runs.
+# - bm4d: 16. 32³, 8 blocks, only 6 iterations: 0.25 dB at halo 0, 0.06 dB at 8; 16 itself was
+#   not measured with seams (there it covered the whole volume), kept as a factor-2 margin.
+DEFAULT_HALO = {"tv": 16, "bm3d": 16, "bm4d": 16}
 
 
 def _tv(v: np.ndarray, sigma: float, ndim: int, max_num_iter: int = 100) -> np.ndarray:
