@@ -15,6 +15,7 @@ same shape. They are applied per phase map (channel).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -43,16 +44,42 @@ def _tv(v: np.ndarray, sigma: float, ndim: int, max_num_iter: int = 100) -> np.n
     return out
 
 
+#: The ``bm3d`` and ``bm4d`` packages share one native library whose thread pool aborts the
+#: whole process when two Python threads call it at once (``ThreadPool::launchPool: Assertion
+#: '_threads.empty()' failed``, seen with dask's threaded scheduler). Calls in one process are
+#: serialized; separate worker processes still run in parallel.
+_NATIVE_LOCK = threading.Lock()
+#: Smallest edge the native BM3D/BM4D accept safely: ``bm3d.bm3d`` raises below 8 px and
+#: crashed (segfault) on an 8 x 8 image. Smaller blocks (edge tiles) are mirror-padded to this.
+MIN_NATIVE_EDGE = 16
+
+
+def _padded(f: Callable[[np.ndarray], np.ndarray], img: np.ndarray) -> np.ndarray:
+    """``f(img)`` with every axis shorter than :data:`MIN_NATIVE_EDGE` mirror-padded first
+    and the result cropped back; one native call at a time (:data:`_NATIVE_LOCK`)."""
+    pad = [(0, max(0, MIN_NATIVE_EDGE - n)) for n in img.shape]
+    if not any(p for _, p in pad):
+        with _NATIVE_LOCK:
+            return f(img)
+    big = np.pad(img, pad, mode="symmetric")  # numpy repeats the mirror for short axes
+    with _NATIVE_LOCK:
+        out = f(np.ascontiguousarray(big))
+    return out[tuple(slice(0, n) for n in img.shape)]
+
+
 def _bm3d(v: np.ndarray, sigma: float, ndim: int) -> np.ndarray:
     import bm3d
+
+    def one(img: np.ndarray) -> np.ndarray:
+        return _padded(lambda a: bm3d.bm3d(a, sigma_psd=sigma), img)
 
     out = np.empty_like(v)
     for j in range(v.shape[0]):
         if ndim == 2:
-            out[j] = bm3d.bm3d(v[j], sigma_psd=sigma)
+            out[j] = one(v[j])
         else:
             for z in range(v.shape[1]):
-                out[j, z] = bm3d.bm3d(v[j, z], sigma_psd=sigma)
+                out[j, z] = one(v[j, z])
     return out
 
 
@@ -63,7 +90,7 @@ def _bm4d(v: np.ndarray, sigma: float, ndim: int) -> np.ndarray:
 
     out = np.empty_like(v)
     for j in range(v.shape[0]):
-        out[j] = bm4d.bm4d(v[j], sigma_psd=sigma)
+        out[j] = _padded(lambda a: bm4d.bm4d(a, sigma_psd=sigma), v[j])
     return out
 
 
