@@ -561,7 +561,8 @@ def main() -> None:
             out = tmp / "pnp_o.zarr"
             if out.exists():
                 shutil.rmtree(out)
-            unmix_store(path, out, method="rum-pnp", params=p, chunks=32,
+            # baseline "none": the in-memory reference above is unmix_rum_array on the raw stack
+            unmix_store(path, out, method="rum-pnp", params=p, chunks=32, baseline="none",
                         scheduler="threads", progress=False)
             with xr.open_zarr(out, consolidated=False) as o:
                 Xd = o["fraction"].values
