@@ -122,6 +122,8 @@ def _dataset(
     mask = (s > MASK_THRESHOLD * data_scale) & ~bad
     c = {d: coords[d] for d in dims if d in coords}
     c["component"] = names
+    # the fitted energies, as in the engine's results (plots redo the baseline on them)
+    c["energy"] = ("energy", np.asarray(energy, dtype=np.float64), {"units": "eV"})
     ds = xr.Dataset(
         {
             "fraction": (("component",) + dims, X.astype(np.float32)),

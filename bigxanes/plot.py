@@ -167,7 +167,8 @@ def fit_spectra(
     return out
 
 
-def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window=None):
+def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window=None,
+                result_energy=None):
     """Measured spectra at a few pixels (read pixel by pixel: never the whole stack) and fits.
 
     ``baseline_window`` (EMIN, EMAX in eV): the run removed each spectrum's mean over these
@@ -199,7 +200,11 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window
         arr = np.asarray(stack)
         if z is not None and arr.ndim == 4:
             arr = arr[:, z]
-        energy = np.arange(arr.shape[0], dtype=float)
+        # a bare array has no energies: take the references' (or the result's) when they match
+        ref_e = (np.asarray(ref["energy"].values, dtype=np.float64)
+                 if ref is not None and "energy" in ref.coords else result_energy)
+        energy = (ref_e if ref_e is not None and ref_e.size == arr.shape[0]
+                  else np.arange(arr.shape[0], dtype=float))
         ny, nx = arr.shape[1], arr.shape[2]
 
         def get(y, x):
@@ -219,6 +224,11 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window
     if baseline_window is not None:
         lo, hi = (float(v) for v in baseline_window)
         win = (energy >= lo) & (energy <= hi)
+        if not win.any():
+            raise ValueError(
+                f"the run removed a pre-edge baseline over {lo:g}..{hi:g} eV but the stack's "
+                "energies do not reach it; pass the stack as an xarray DataArray with its "
+                "'energy' coordinate (or the stack store)")
         A = subtract_pre_edge(A, win)
     fits = []
     for y, x in pix:
@@ -336,7 +346,9 @@ def plot_result(
     spectra = None
     if stack is not None and references is not None and scale is not None:
         spectra = _pixel_fits(stack, references, frac, scale, mask, pixels, z,
-                              result.attrs.get("baseline_window_eV"))
+                              result.attrs.get("baseline_window_eV"),
+                              np.asarray(result["energy"].values, dtype=np.float64)
+                              if "energy" in result.coords else None)
 
     panels = L + 1 + (scale is not None) + (spectra is not None) + bool(hist.get("primal")) + (
         ev is not None)

@@ -82,3 +82,13 @@ def test_helpers(run2d, tmp_path):
     plot_references(ds["energy"].values, ds["references"].values, ["a", "b", "c"],
                     tmp_path / "refs.png", eigenvalues=[5, 2, 1, 0.01], n_states=3)
     assert _content(tmp_path / "refs.png") > 1e-4
+
+
+def test_plot_numpy_stack_without_energies_is_a_clear_error(run2d, tmp_path):
+    """A bare array cannot be baseline-corrected like the run without its energies; the fits
+    were silently NaN before."""
+    ds, res = run2d
+    with pytest.raises(ValueError, match="pre-edge baseline"):
+        plot_result(res.drop_vars("energy"), tmp_path / "c.png", stack=ds["stack"].values,
+                    references=ds["references"].values)
+    assert not list(tmp_path.iterdir())
