@@ -81,9 +81,12 @@ class WorkDir:
     def array(self, name: str) -> zarr.Array:
         return zarr.open_array(str(self.path / name), mode="r+")
 
-    def dask(self, name: str) -> da.Array:
-        """The stored array as dask, on its stored chunks."""
-        return da.from_zarr(str(self.path / name))
+    def dask(self, name: str, chunks: Any = None) -> da.Array:
+        """The stored array as dask, on its stored chunks or on ``chunks`` (read directly in
+        those blocks: no rechunk layer, so the reads stay root tasks the scheduler queues)."""
+        if chunks is None:
+            return da.from_zarr(str(self.path / name))
+        return da.from_zarr(str(self.path / name), chunks=chunks)
 
     # -- records -------------------------------------------------------------------------------
     def get(self, key: str) -> Any:

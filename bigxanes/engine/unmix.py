@@ -598,7 +598,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         start = int(commit["completed"])
         cur["buf"] = commit["buffer"]
         if memory:
-            (cur["S"],) = runner.persist(work.dask(cur["buf"]).rechunk(schunks))
+            (cur["S"],) = runner.persist(work.dask(cur["buf"], schunks))
     cur["committed"] = start if commit is not None else None
     cur["ckpt_s"], cur["n_ckpt"] = 0.0, 0
     norm = math.sqrt(N * L)
@@ -609,7 +609,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return BUFFERS[0] if buf is None else BUFFERS[1 - BUFFERS.index(buf)]
 
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        S = cur["S"] if memory else work.dask(cur["buf"]).rechunk(schunks)
+        S = cur["S"] if memory else work.dask(cur["buf"], schunks)
         out = map_spatial_overlap(
             admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
             rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
@@ -636,7 +636,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         if runner.distributed and not final:
             # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
             # recomputes at most `checkpoint_every` iterations, from this checkpoint
-            (cur["S"],) = runner.persist(work.dask(dst).rechunk(schunks))
+            (cur["S"],) = runner.persist(work.dask(dst, schunks))
         cur["ckpt_s"] += time.perf_counter() - t0
         cur["n_ckpt"] += 1
         test_pause("after_commit")
