@@ -24,6 +24,9 @@ Prints a Markdown report and writes ``benchmarks/results/engine.md``.
 (RUM-TV and RUM-PnP(tv) seconds per iteration at 1024² x 100 with the state blocked like the
 stack tiles vs the engine's ``state_tiles`` rule, both state modes, one process and cluster)
 and prints its Markdown table (engine.md is not rewritten).
+
+``python benchmarks/bench_engine.py --lcf-scaling`` runs only the LCF time per voxel at
+1x-8x, 3 interleaved rounds, and prints its table (engine.md is not rewritten).
 """
 
 from __future__ import annotations
@@ -316,9 +319,55 @@ def tiles_3d(tmp: Path) -> list[str]:
     return lines
 
 
+def lcf_scaling(rounds: int = 3) -> None:
+    """LCF time per voxel at 1x, 2x, 4x, 8x only: more interleaved rounds than the full run
+    (LCF at 1x is ~1 s, so its figure is the most sensitive to the machine's noise)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_lcf_"))
+    _, base = make_stack(tmp, BASE)
+    sizes = {}
+    for k in (1, 2, 4, 8):
+        nk = int(round(BASE * np.sqrt(k)))
+        sizes[k] = (nk, base if k == 1 else tiled_stack(tmp, base, nk))
+    client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
+    us: dict[tuple[int, str], list[float]] = {}
+    peak: dict[tuple[int, str], int] = {}
+    try:
+        run_dask(base, tmp / "o.zarr", "lcf", client, chunks=256)  # warm-up
+        for _ in range(rounds):
+            for k, (nk, path) in sizes.items():
+                for mode in ("memory", "zarr"):
+                    client.run(_trim)
+                    dt, pk, _ = run_dask(path, tmp / "o.zarr", "lcf", client, chunks=256,
+                                         state_mode=mode)
+                    us.setdefault((k, mode), []).append(dt / nk**2 * 1e6)
+                    peak[(k, mode)] = max(peak.get((k, mode), 0), pk.workers)
+    finally:
+        client.close()
+        client.cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [f"## LCF scaling only ({rounds} interleaved rounds, best of the rounds; tile 256, "
+             "2 processes x 1 thread, 6 GB workers; after a warm-up run)", "",
+             "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+             "benchmarks/bench_engine.py --lcf-scaling`", "",
+             "| data | pixels | µs/voxel memory | relative to 1x | µs/voxel zarr | relative to 1x "
+             "| peak workers memory | peak workers zarr | all rounds memory | all rounds zarr |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, (nk, _) in sizes.items():
+        m, z = min(us[(k, "memory")]), min(us[(k, "zarr")])
+        lines.append(f"| {k}x | {nk}² | {m:.3f} | {m / min(us[(1, 'memory')]):.2f} | {z:.3f} | "
+                     f"{z / min(us[(1, 'zarr')]):.2f} | {mib(peak[(k, 'memory')])} | "
+                     f"{mib(peak[(k, 'zarr')])} | "
+                     + ", ".join(f"{v:.3f}" for v in us[(k, "memory")]) + " | "
+                     + ", ".join(f"{v:.3f}" for v in us[(k, "zarr")]) + " |")
+    print("\n".join(lines))
+
+
 def main() -> None:
     if "--state-blocks" in sys.argv[1:]:
         state_blocks()
+        return
+    if "--lcf-scaling" in sys.argv[1:]:
+        lcf_scaling()
         return
     lines: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
