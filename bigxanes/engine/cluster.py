@@ -132,17 +132,22 @@ class Runner:
             return tuple(out)
         return dask.persist(*objs, scheduler=self.scheduler)
 
+    def workers(self) -> dict:
+        """The distributed scheduler's record of every worker (``{}`` on local schedulers)."""
+        if not self.distributed:
+            return {}
+        try:
+            info = self.scheduler.scheduler_info(n_workers=-1)
+        except TypeError:  # older distributed
+            info = self.scheduler.scheduler_info()
+        return info.get("workers", {})
+
     def memory_bytes(self) -> int:
         """Memory available for persisted data: the sum over workers of (memory limit -
         :data:`WORKER_OVERHEAD`), or the machine's available memory on local schedulers."""
         if not self.distributed:
             return _available_memory()
-        client = self.scheduler
-        try:
-            info = client.scheduler_info(n_workers=-1)
-        except TypeError:  # older distributed
-            info = client.scheduler_info()
-        workers = info.get("workers", {})
+        workers = self.workers()
         total = 0
         for w in workers.values():
             lim = int(w.get("memory_limit") or 0)

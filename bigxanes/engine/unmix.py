@@ -220,13 +220,7 @@ def _n_threads(runner) -> int:
     """Worker threads of the runner (the threaded scheduler: the machine's cores)."""
     if not runner.distributed:
         return 1 if runner.scheduler == "synchronous" else (os.cpu_count() or 1)
-    client = runner.scheduler
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed
-        info = client.scheduler_info()
-    workers = info.get("workers", {})
-    return max(1, sum(int(w.get("nthreads") or 1) for w in workers.values()))
+    return max(1, sum(int(w.get("nthreads") or 1) for w in runner.workers().values()))
 
 
 def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -> str:
