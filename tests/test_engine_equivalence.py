@@ -106,10 +106,12 @@ def test_edge50_matches_memory(data2d, tmp_path):
     assert o["fraction"].shape == (2, 64, 72) and o.attrs["e0"] == e0
 
 
-def _rum_compare(ds, path, tmp_path, params, chunks):
+def _rum_compare(ds, path, tmp_path, params, chunks, state_mode="auto"):
     out = unmix_store(path, tmp_path / "o.zarr", method=params.method, params=params,
-                      chunks=chunks, progress=False)
+                      chunks=chunks, progress=False, state_mode=state_mode)
     o = _open(out)
+    if state_mode != "auto":
+        assert o.attrs["state_mode"] == state_mode
     X, s, _, hist, _ = unmix_rum_array(*_memory_inputs(ds), params,
                                        state_dtype=np.float32)
     h = json.loads(o.attrs["history"])
@@ -117,10 +119,12 @@ def _rum_compare(ds, path, tmp_path, params, chunks):
     return o, X, s, hist
 
 
-def test_rum_tv_matches_memory_2d(data2d, tmp_path):
+# memory: map_overlap on the persisted state; zarr: one Zarr-to-Zarr task per state block
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_rum_tv_matches_memory_2d(data2d, tmp_path, state_mode):
     ds, path = data2d
     params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
-    o, X, s, hist = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    o, X, s, hist = _rum_compare(ds, path, tmp_path, params, (13, 11), state_mode)
     assert json.loads(o.attrs["tiles"]) == [13, 11]  # uneven tiles, last ones 12 x 6
     assert np.abs(o["fraction"].values - X).max() <= TOL
     assert np.abs(o["scale"].values - s).max() <= TOL * max(1.0, s.max())
@@ -129,14 +133,15 @@ def test_rum_tv_matches_memory_2d(data2d, tmp_path):
     assert "lcf_fraction" in o and o.attrs["n_iterations"] == 20
 
 
-def test_rum_tv_matches_memory_stack_tiled_state(data2d, tmp_path, monkeypatch):
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_rum_tv_matches_memory_stack_tiled_state(data2d, tmp_path, monkeypatch, state_mode):
     """With the state blocked like the (uneven) stack tiles, as before state_tiles."""
     import bigxanes.engine.unmix as eu
 
     monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
     ds, path = data2d
     params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
-    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11), state_mode)
     assert json.loads(o.attrs["state_tiles"]) == [13, 11]
     assert np.abs(o["fraction"].values - X).max() <= TOL
 
@@ -158,20 +163,22 @@ def test_state_tiles_rule():
     assert state_tiles((7, 9, 11), (20, 24, 28), 24, 2) == (20, 24, 22)
 
 
-def test_rum_tv_matches_memory_3d(data3d, tmp_path):
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_rum_tv_matches_memory_3d(data3d, tmp_path, state_mode):
     ds, path = data3d
     params = RumParams(method="rum-tv", max_iter=20, tv_sweeps=4)
-    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (7, 9, 11))
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (7, 9, 11), state_mode)
     assert o["fraction"].dims == ("component", "z", "y", "x")
     assert np.abs(o["fraction"].values - X).max() <= TOL
 
 
-def test_rum_tv_too_small_halo_has_seams(data2d, tmp_path, monkeypatch):
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_rum_tv_too_small_halo_has_seams(data2d, tmp_path, monkeypatch, state_mode):
     """The check above can fail: with a 1-pixel halo the tiled TV iteration is not exact."""
     ds, path = data2d
     params = RumParams(method="rum-tv", max_iter=6, tv_sweeps=4)
     monkeypatch.setattr(RumParams, "halo", property(lambda self: 1))
-    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11))
+    o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11), state_mode)
     assert np.abs(o["fraction"].values - X).max() > TOL
 
 

@@ -9,6 +9,7 @@ the caller slices channels (DESIGN.md §4).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ __all__ = [
     "map_spatial_overlap",
     "min_chunks",
     "clean_block",
+    "block_regions",
+    "admm_zarr_block",
 ]
 
 #: LCF variants (``lcf_variant`` of :func:`bigxanes.engine.unmix_store`).
@@ -198,3 +201,43 @@ def init_state_block(P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, sca
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
     """One ADMM iteration on a state block with its halo (:func:`admm_iteration`)."""
     return admm_iteration(S, **kwargs)
+
+
+def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
+    """The spatial regions of a blocking of ``shape`` into ``block``-sized pieces (the last
+    piece of each axis may be smaller), in C order."""
+    axes = [[slice(a, min(a + int(b), int(n))) for a in range(0, int(n), int(b))]
+            for n, b in zip(shape, block, strict=True)]
+    return list(itertools.product(*axes))
+
+
+def admm_zarr_block(src: str, dst: str, region: tuple[slice, ...], depth: int,
+                    **kwargs) -> np.ndarray:
+    """One ADMM iteration of one state block, from Zarr buffer ``src`` to buffer ``dst``.
+
+    Reads ``region`` of the float32 state with a halo of ``depth`` pixels (clipped at the
+    volume's faces: no padding, as :func:`map_spatial_overlap` with ``boundary="none"``), runs
+    :func:`admm_iteration`, writes the region's new state (float32) to ``dst`` and returns only
+    the region's sums of the :data:`~bigxanes.kernels.admm.RESIDUALS` channels (float64).
+
+    One task per block that holds nothing after it returns: the workers' memory is the running
+    tasks' working sets, whatever the size of the volume (the map_overlap graph kept finished
+    blocks and halo slices alive while neighbours waited). Regions must cover whole chunks of
+    ``dst`` (or end at the volume's edge) so concurrent writers never share a chunk; a re-run
+    task (lost worker) rewrites the same values.
+    """
+    import zarr
+
+    a = zarr.open_array(src, mode="r")
+    spatial = a.shape[1:]
+    lo = [max(0, r.start - int(depth)) for r in region]
+    hi = [min(int(n), r.stop + int(depth)) for r, n in zip(region, spatial, strict=True)]
+    S = a[(slice(None),) + tuple(slice(u, v) for u, v in zip(lo, hi, strict=True))]
+    out = admm_iteration(S, **kwargs)
+    del S
+    inner = (slice(None),) + tuple(slice(r.start - u, r.stop - u)
+                                   for r, u in zip(region, lo, strict=True))
+    out = out[inner]
+    n = kwargs["layout"].n_channels
+    zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = out[:n].astype(np.float32)
+    return out[n:].reshape(out.shape[0] - n, -1).sum(axis=1)

@@ -4,7 +4,8 @@ One read of the stack (pass 1: ``AᵀY``, ``yᵀy``, NNLS, residuals, Edge-50, L
 Zarr working array (or, for LCF/Edge-50 when it fits, persisted in memory); then, for RUM, one
 graph per ADMM iteration, on the state persisted in the cluster's memory (``state_mode="memory"``,
 checkpointed to the Zarr double buffer every K iterations) or on the double-buffered Zarr state
-(``"zarr"``, for states that do not fit) (DESIGN.md §4); then the result maps (DESIGN.md §5).
+(``"zarr"``, for states that do not fit: one Zarr-to-Zarr task per state block) (DESIGN.md
+§4); then the result maps (DESIGN.md §5).
 The arithmetic is that of the in-memory path :func:`bigxanes.rum.unmix_rum_array`, run
 block-wise.
 """
@@ -44,6 +45,8 @@ from .chunked import (
     LCF_VARIANTS,
     Pass1Layout,
     admm_block,
+    admm_zarr_block,
+    block_regions,
     init_state_block,
     map_spatial_blocks,
     map_spatial_overlap,
@@ -537,6 +540,10 @@ def unmix_store(
         lock.release()
 
 
+def _sum_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.sum(np.stack(parts), axis=0)
+
+
 def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
     s0 = P[p1.slices["M0"]].sum(axis=0)
     h, _ = np.histogram(s0.ravel(), bins=HIST_BINS, range=(0.0, smax))
@@ -549,7 +556,13 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     """The ADMM iterations; returns lazy (X, s, rms) and the history.
 
     ``mode="zarr"``: each iteration reads state k from one Zarr buffer and writes state k+1 to
-    the other, then commits (one compute). ``mode="memory"``: the float32 state stays persisted
+    the other, then commits (one compute). It is one independent task per state block
+    (:func:`~bigxanes.engine.chunked.admm_zarr_block`: read the block and its halo, iterate,
+    write the block, return its residual sums), so the workers hold only the running tasks'
+    working sets and peak memory does not grow with the volume. (A ``map_overlap`` graph over
+    the buffer kept finished blocks and halo slices in the workers while their neighbours and
+    the store waited: 2.1 -> 3.3 GiB from 1x to 8x, benchmarks/results/engine.md.)
+    ``mode="memory"``: the float32 state stays persisted
     in the cluster's memory (each iteration's graph depends only on the persisted previous
     state, so it does not grow); it is stored to the buffer the last commit does not name and
     committed every ``checkpoint_every`` iterations and at the end. Same kernels, same float32
@@ -571,6 +584,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     st = state_tiles(tiles, spatial, n, nthr,
                      max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR))
     schunks = ((n,),) + tuple(st)
+    regions = block_regions(spatial, st)
     commit = work.get("commit")
     cur: dict[str, Any] = {}
     if commit is None:
@@ -603,21 +617,26 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return BUFFERS[0] if buf is None else BUFFERS[1 - BUFFERS.index(buf)]
 
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        S = cur["S"] if memory else work.dask(cur["buf"], schunks)
+        S = cur["S"]
         out = map_spatial_overlap(
             admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
             rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
         sums = [out[n + i].sum() for i in range(len(RESIDUALS))]
-        if memory:
-            new, *psums = runner.persist(out[:n].astype(np.float32), *sums)
-            res = runner.compute(*psums)
-            cur["next"] = new
-        else:
-            dst = other(cur["buf"])
-            st = da.store(out[:n].astype(np.float32), work.array(dst), lock=False,
-                          compute=False)
-            res = runner.compute(st, *sums)[1:]
-            cur["next"] = dst
+        new, *psums = runner.persist(out[:n].astype(np.float32), *sums)
+        res = runner.compute(*psums)
+        cur["next"] = new
+        return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
+
+    def step_zarr(k: int, rho: float, rho_next: float) -> dict[str, float]:
+        # one task per state block, Zarr to Zarr, returning only its residual sums
+        src, dst = work.path / cur["buf"], work.path / other(cur["buf"])
+        kw = dict(layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
+                  tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
+        parts = [dask.delayed(admm_zarr_block, pure=False)(str(src), str(dst), r,
+                                                          params.halo, **kw)
+                 for r in regions]
+        (res,) = runner.compute(dask.delayed(_sum_parts)(parts))
+        cur["next"] = dst.name
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
     def checkpoint(done: int, hist: History, conv: bool, final: bool) -> None:
@@ -654,8 +673,8 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
 
     try:
         if not (commit or {}).get("converged", False):
-            history = run_admm(step, params, lam, N, L, start=start, history=history,
-                               on_iteration=on_iteration)
+            history = run_admm(step if memory else step_zarr, params, lam, N, L, start=start,
+                               history=history, on_iteration=on_iteration)
         if memory and cur["committed"] != len(history.iteration):  # always end on a commit
             conv = bool(history.iteration) and (
                 history.primal[-1] / norm < params.tol and history.dual[-1] / norm < params.tol)
