@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
+from ..baseline import subtract_pre_edge
 from ..kernels.admm import StateLayout, admm_iteration, initial_state
 from ..kernels.edge50 import edge50_energy
 from ..kernels.layout import ChannelLayout
@@ -105,14 +106,20 @@ def pass1_block(
     energy: np.ndarray,
     e0: float | None = None,
     nan_policy: str = "mask",
+    baseline: np.ndarray | None = None,
 ) -> np.ndarray:
     """The one pass over a stack block ``(T, *spatial)``: see :class:`Pass1Layout`.
 
     Same arithmetic as the in-memory path (:func:`bigxanes.rum.unmix_rum_array`): ``AᵀY`` and
-    ``yᵀy`` in float64, exact batched NNLS.
+    ``yᵀy`` in float64, exact batched NNLS. ``baseline``: boolean mask of the pre-edge energies;
+    each spectrum's mean over them is subtracted first
+    (:func:`bigxanes.baseline.subtract_pre_edge`, here inside the block task: as a separate
+    dask step it cost more than the rest of pass 1); ``A`` must already be corrected alike.
     """
     T = Y.shape[0]
     spatial = Y.shape[1:]
+    if baseline is not None:  # in the stack's dtype, as the in-memory path
+        Y = subtract_pre_edge(Y, baseline)
     Yc, bad = clean_block(Y, nan_policy)
     Yf = Yc.reshape(T, -1)
     out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)

@@ -379,8 +379,7 @@ def unmix_store(
     Y = Y.rechunk((T,) + tiles)
     # per-pixel pre-edge baseline, removed from the data and the references alike (baseline.py)
     window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
-    if window is not None:
-        Y = subtract_pre_edge(Y, window)
+    if window is not None:  # Y: inside the pass-1 task (pass1_block)
         A = subtract_pre_edge(A, window)
 
     e0 = None
@@ -433,7 +432,8 @@ def unmix_store(
         if rec is None:
             _say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
             P = map_spatial_blocks(pass1_block, Y, p1.n_channels, layout=p1, A=A,
-                                   energy=energy, e0=e0, nan_policy=nan_policy)
+                                   energy=energy, e0=e0, nan_policy=nan_policy,
+                                   baseline=window)
             sl = p1.slices
             if not rum and mode == "memory":
                 # LCF/Edge-50: nothing to resume after pass 1 -> no Zarr round trip of P
