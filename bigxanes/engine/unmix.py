@@ -444,10 +444,15 @@ def unmix_store(
                 target = work.create("pass1", p1.n_channels, spatial, tiles,
                                      dtype=np.float64)
                 st = da.store(P, target, lock=False, compute=False)
-            resid = da.maximum(P[sl["resid0"]], 0).sum()
-            smax = P[sl["M0"]].sum(axis=0).max()
-            nbad = P[sl["bad"]].sum()
-            _, r_sum, s_max, n_bad = runner.compute(st, resid, smax, nbad)
+            # the three scalars as one small task per block, reduced here (dask's tree
+            # reductions of three channel slices were ~6 tasks per block)
+            stats = P.map_blocks(_stats_block, p1=p1, dtype=np.float64,
+                                 chunks=((3,),) + tuple((1,) * len(b) for b in P.chunks[1:]),
+                                 meta=np.empty((0,) * (nd + 1), np.float64))
+            _, per_block = runner.compute(st, stats)
+            per_block = np.asarray(per_block).reshape(3, -1)
+            r_sum, s_max, n_bad = (per_block[0].sum(), per_block[1].max(),
+                                   per_block[2].sum())
             c = 1.0
             if A is not None and float(s_max) > 0:
                 Pz = P_mem if P_mem is not None else work.dask("pass1")
@@ -542,6 +547,17 @@ def unmix_store(
 
 def _sum_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.sum(np.stack(parts), axis=0)
+
+
+def _stats_block(P: np.ndarray, *, p1: Pass1Layout) -> np.ndarray:
+    """Sum of the clipped NNLS residuals, max of ``s0 = Σ M0`` and the count of bad spectra of
+    a pass-1 block, shaped ``(3, 1, ...)``."""
+    sl = p1.slices
+    out = np.zeros((3,) + (1,) * (P.ndim - 1), dtype=np.float64)
+    out[0] = np.maximum(P[sl["resid0"]], 0.0).sum()
+    out[1] = P[sl["M0"]].sum(axis=0).max() if P[sl["M0"]].size else 0.0
+    out[2] = P[sl["bad"]].sum()
+    return out
 
 
 def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
