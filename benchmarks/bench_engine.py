@@ -100,6 +100,8 @@ class PeakRSS:
             time.sleep(0.03)
 
     def __enter__(self):
+        #: RSS of this process when the run starts (``main - main_start``: what the run added)
+        self.main_start = psutil.Process().memory_info().rss
         self._th.start()
         return self
 
@@ -534,12 +536,14 @@ def main() -> None:
               "the first (memory mode incl. the final checkpoint spread over the iterations). "
               "Peak worker RSS = peak of the summed RSS of the workers (and nannies) during the "
               "run; before each run the workers return freed heap memory to the OS "
-              "(`malloc_trim`), so an earlier run's high-water mark does not carry over; this "
-              "process is not included (it holds no data).", "",
+              "(`malloc_trim`), so an earlier run's high-water mark does not carry over. "
+              "Client = the growth of this process's RSS during the run (its peak minus its "
+              "RSS at the start; it holds other benchmark data, so its absolute RSS says "
+              "nothing about the run), the largest over the four runs of that size.", "",
               "| data | pixels | stack GB | LCF µs/voxel zarr | LCF µs/voxel memory | "
               "RUM-TV µs/voxel/it zarr | RUM-TV µs/voxel/it memory | peak workers LCF zarr | "
               "peak workers RUM-TV zarr | peak workers LCF memory | peak workers RUM-TV memory "
-              "|", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| client growth |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     sizes = {}
     for k in (1, 2, 4, 8):
         nk = int(round(BASE * np.sqrt(k)))
@@ -548,6 +552,7 @@ def main() -> None:
     keys = [("lcf", "zarr"), ("lcf", "memory"), ("rum-tv", "zarr"), ("rum-tv", "memory")]
     us = {k: {c: [] for c in keys} for k in sizes}
     peaks = {k: {c: 0 for c in keys} for k in sizes}
+    cgrow = {k: 0 for k in sizes}
     try:
         for _ in range(SCALE_REPS):
             for k, (nk, path) in sizes.items():
@@ -559,12 +564,14 @@ def main() -> None:
                     per = per_iteration(h) if kind == "rum-tv" else dt
                     us[k][(kind, mode)].append(per / nk**2 * 1e6)
                     peaks[k][(kind, mode)] = max(peaks[k][(kind, mode)], pk.workers)
+                    cgrow[k] = max(cgrow[k], pk.main - pk.main_start)
                 print(k, {c: round(v[-1], 3) for c, v in us[k].items()}, flush=True)
         for k, (nk, _) in sizes.items():
             lines.append(f"| {k}x | {nk}² | {nk * nk * T * 4 / 1e9:.2f} | "
                          + " | ".join(f"{min(us[k][c]):.3f}" for c in keys) + " | "
                          + " | ".join(mib(peaks[k][c]) for c in
-                                      (keys[0], keys[2], keys[1], keys[3])) + " |")
+                                      (keys[0], keys[2], keys[1], keys[3]))
+                         + f" | {mib(cgrow[k])} |")
         first = {c: min(us[1][c]) for c in keys}
         lines += ["", "Time per voxel relative to 1x (best of the rounds): "
                   + "; ".join(f"{kind} {mode} " + ", ".join(

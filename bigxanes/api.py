@@ -117,6 +117,7 @@ def _remove_baseline(Y: np.ndarray, A: np.ndarray, energy: np.ndarray, baseline:
 def _dataset(
     method: str, X: np.ndarray, s: np.ndarray, resid_rms: np.ndarray, names: list[str],
     energy: np.ndarray, coords: dict, bad: np.ndarray, attrs: dict, data_scale: float,
+    references: np.ndarray | None = None,
 ) -> xr.Dataset:
     dims = _spatial_dims(s.ndim)
     mask = (s > MASK_THRESHOLD * data_scale) & ~bad
@@ -139,6 +140,10 @@ def _dataset(
         n_nonfinite=int(bad.sum()), mask_threshold=MASK_THRESHOLD,
         data_scale=float(data_scale), **attrs,
     )
+    if references is not None:  # as fitted (baseline removed), like the engine's results
+        ds["references"] = (("energy", "component"), np.asarray(references, dtype=np.float64))
+        ds["references"].attrs["description"] = (
+            "reference spectra as fitted (pre-edge baseline removed when baseline='pre-edge')")
     ds["fraction"].attrs["description"] = "fraction of each chemical state (sums to one)"
     ds["scale"].attrs["description"] = "per-pixel scale s of Y = A X diag(s)"
     ds["residual_rms"].attrs["description"] = "RMS over energies of Y - A X s"
@@ -213,7 +218,7 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     s = s.reshape(spatial)
     M = M.reshape((L,) + spatial)
     return _dataset(f"lcf-{variant}", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
-                    {"lcf_variant": variant, **battrs}, c)
+                    {"lcf_variant": variant, **battrs}, c, references=A)
 
 
 def edge50(stack, references=None, *, energy=None, e0: float | None = None,
@@ -267,7 +272,8 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
         c = robust_scale(nnls_coefficients(AtA, AtY).sum(axis=0))
         ds = _dataset("edge50", X, s, _residual_rms(Y, A, M), names, energy, coords,
                       bad | ~np.isfinite(e50),
-                      {**attrs, "edge50_references": [float(v) for v in e_refs]}, c)
+                      {**attrs, "edge50_references": [float(v) for v in e_refs]}, c,
+                      references=A)
         ds["edge50"] = (dims, e50.astype(np.float32))
     ds["edge50"].attrs.update(units="eV", description=f"energy of the first {level} crossing")
     return ds
@@ -317,7 +323,7 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
         **battrs,
     }
     ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs,
-                  init.scale)
+                  init.scale, references=A)
     T, L = A.shape
     M0 = nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1))
     X0, _ = fractions_from_coefficients(M0)

@@ -432,8 +432,7 @@ def cmd_unmix(args: argparse.Namespace) -> int:
         if args.method != "edge50":
             kw["baseline"] = args.baseline
         res = api.unmix(stack, ref, method=args.method, nan_policy="mask", **kw)
-        res.attrs.update(provenance)
-        res["references"] = ref.reset_coords(drop=True)
+        res.attrs.update(provenance)  # references: as fitted, like the engine's results
         out = write_dataset(res, args.output, overwrite=args.overwrite or args.resume)
         mode = "in memory"
     # the engine records input, references and energy_range itself; a finished store is never

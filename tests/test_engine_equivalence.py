@@ -79,6 +79,20 @@ def test_lcf_matches_memory_2d(data2d, tmp_path, variant):
     assert "version" in o.attrs and o["mask"].dtype == bool
 
 
+def test_results_carry_the_fitted_references(data2d, tmp_path):
+    """Engine and in-memory results both store the references as fitted (baseline removed)."""
+    from bigxanes import api
+
+    ds, path = data2d
+    o = _open(unmix_store(path, tmp_path / "o.zarr", method="lcf", progress=False))
+    mem = api.lcf(ds["stack"], ds["references"])
+    _, A = _memory_inputs(ds)
+    assert mem["references"].dims == o["references"].dims == ("energy", "component")
+    np.testing.assert_allclose(mem["references"].values, A, rtol=1e-12)
+    np.testing.assert_allclose(o["references"].values, A, rtol=1e-12)
+    assert list(mem["component"].values) == list(o["component"].values)
+
+
 def test_lcf_matches_memory_3d(data3d, tmp_path):
     ds, path = data3d
     out = unmix_store(path, tmp_path / "o.zarr", method="lcf", chunks=(7, 9, 11),
