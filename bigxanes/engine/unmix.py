@@ -55,6 +55,7 @@ from .chunked import (
 )
 from .cluster import make_runner
 from .locking import OutputLock, remove_stale_partials
+from .pinned import PinnedState
 from .preflight import check_output_location, dir_bytes
 from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write_results
 from .state import BUFFERS, WorkDir
@@ -603,11 +604,21 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     regions = block_regions(spatial, st)
     commit = work.get("commit")
     cur: dict[str, Any] = {}
+    # memory mode on a cluster: one future per block, each block on its own worker (pinned.py)
+    pinned = None
+    if memory and runner.distributed:
+        pinned = PinnedState(runner.scheduler, spatial, st, params.halo,
+                             {a: int(w.get("nthreads") or 1)
+                              for a, w in runner.workers().items()})
     if commit is None:
         for b in BUFFERS:
             work.create(b, n, spatial, tiles)
         S0 = map_spatial_overlap(init_state_block, Pz, n, 1, p1=p1, layout=layout, scale=c)
-        if memory:  # no write: a resume without a commit starts again from pass 1
+        if pinned is not None:
+            pinned.load_array(S0.astype(np.float32).rechunk(schunks))
+            cur["buf"] = None
+            history, start = History(), 0
+        elif memory:  # no write: a resume without a commit starts again from pass 1
             (cur["S"],) = runner.persist(S0.astype(np.float32).rechunk(schunks))
             cur["buf"] = None
             history, start = History(), 0
@@ -621,7 +632,9 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         history = History.from_dict(commit["history"])
         start = int(commit["completed"])
         cur["buf"] = commit["buffer"]
-        if memory:
+        if pinned is not None:
+            pinned.load_zarr(str(work.path / cur["buf"]))
+        elif memory:
             (cur["S"],) = runner.persist(work.dask(cur["buf"], schunks))
     cur["committed"] = start if commit is not None else None
     cur["ckpt_s"], cur["n_ckpt"] = 0.0, 0
@@ -643,6 +656,11 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         cur["next"] = new
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
+    def step_pinned(k: int, rho: float, rho_next: float) -> dict[str, float]:
+        res = pinned.iterate(n, layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
+                             tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
+        return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
+
     def step_zarr(k: int, rho: float, rho_next: float) -> dict[str, float]:
         # one task per state block, Zarr to Zarr, returning only its residual sums
         src, dst = work.path / cur["buf"], work.path / other(cur["buf"])
@@ -658,14 +676,20 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     def checkpoint(done: int, hist: History, conv: bool, final: bool) -> None:
         t0 = time.perf_counter()
         dst = other(cur["buf"])  # never overwrite the buffer the last commit names
-        runner.compute(da.store(cur["S"], work.array(dst), lock=False, compute=False))
+        if pinned is not None:
+            pinned.store(str(work.path / dst))
+        else:
+            runner.compute(da.store(cur["S"], work.array(dst), lock=False, compute=False))
         work.commit(done, dst, hist.as_dict(), lam=lam, noise_var=nv, scale=c,
                     converged=bool(conv))
         cur["buf"], cur["committed"] = dst, done
         if runner.distributed and not final:
             # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
             # recomputes at most `checkpoint_every` iterations, from this checkpoint
-            (cur["S"],) = runner.persist(work.dask(dst, schunks))
+            if pinned is not None:
+                pinned.load_zarr(str(work.path / dst))
+            else:
+                (cur["S"],) = runner.persist(work.dask(dst, schunks))
         cur["ckpt_s"] += time.perf_counter() - t0
         cur["n_ckpt"] += 1
         test_pause("after_commit")
@@ -673,7 +697,8 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     def on_iteration(k: int, hist: History) -> None:
         conv = (hist.primal[-1] / norm < params.tol) and (hist.dual[-1] / norm < params.tol)
         if memory:
-            cur["S"] = cur.pop("next")
+            if pinned is None:
+                cur["S"] = cur.pop("next")
             done = k + 1
             final = conv or done >= int(params.max_iter)
             if done % checkpoint_every == 0 or final:
@@ -689,15 +714,16 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
 
     try:
         if not (commit or {}).get("converged", False):
-            history = run_admm(step if memory else step_zarr, params, lam, N, L, start=start,
-                               history=history, on_iteration=on_iteration)
+            fn = step_zarr if not memory else (step if pinned is None else step_pinned)
+            history = run_admm(fn, params, lam, N, L, start=start, history=history,
+                               on_iteration=on_iteration)
         if memory and cur["committed"] != len(history.iteration):  # always end on a commit
             conv = bool(history.iteration) and (
                 history.primal[-1] / norm < params.tol and history.dual[-1] / norm < params.tol)
             checkpoint(len(history.iteration), history, conv, True)
     finally:
         bar.close()
-    S = cur["S"] if memory else work.dask(cur["buf"])
+    S = cur["S"] if (memory and pinned is None) else work.dask(cur["buf"])
     out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
                              n_energies=T)
     stats = {"checkpoint_seconds": round(cur["ckpt_s"], 3), "n_checkpoints": cur["n_ckpt"],
