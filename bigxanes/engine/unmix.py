@@ -3,9 +3,10 @@
 One read of the stack (pass 1: ``AᵀY``, ``yᵀy``, NNLS, residuals, Edge-50, LCF variant) into a
 Zarr working array (or, for LCF/Edge-50 when it fits, persisted in memory); then, for RUM, one
 graph per ADMM iteration, on the state persisted in the cluster's memory (``state_mode="memory"``,
-checkpointed to the Zarr double buffer every K iterations) or on the double-buffered Zarr state
-(``"zarr"``, for states that do not fit: one Zarr-to-Zarr task per state block) (DESIGN.md
-§4); then the result maps (DESIGN.md §5).
+checkpointed to the Zarr double buffer every K iterations; on a distributed cluster one
+future per state block on a fixed worker, :mod:`bigxanes.engine.pinned`) or on the
+double-buffered Zarr state (``"zarr"``, for states that do not fit: one Zarr-to-Zarr task per
+state block) (DESIGN.md §4); then the result maps (DESIGN.md §5).
 The arithmetic is that of the in-memory path :func:`bigxanes.rum.unmix_rum_array`, run
 block-wise.
 """
@@ -581,9 +582,13 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     the store waited: 2.1 -> 3.3 GiB from 1x to 8x, benchmarks/results/engine.md.)
     ``mode="memory"``: the float32 state stays persisted
     in the cluster's memory (each iteration's graph depends only on the persisted previous
-    state, so it does not grow); it is stored to the buffer the last commit does not name and
-    committed every ``checkpoint_every`` iterations and at the end. Same kernels, same float32
-    state, so the same numbers; a resume starts from the last commit of either mode.
+    state, so it does not grow). On a distributed cluster it is one future per state block,
+    each block's tasks on a fixed owner worker (:class:`~bigxanes.engine.pinned.PinnedState`:
+    with ``map_overlap`` the blocks drifted onto one worker); on the local schedulers a
+    ``map_overlap`` graph over a persisted dask array. It is stored to the buffer the last
+    commit does not name and committed every ``checkpoint_every`` iterations and at the end.
+    Same kernels, same float32 state, so the same numbers; a resume starts from the last commit
+    of either mode.
     """
     from tqdm.auto import tqdm
 
