@@ -119,7 +119,8 @@ def pass1_block(
     T = Y.shape[0]
     spatial = Y.shape[1:]
     if baseline is not None:  # in the stack's dtype, as the in-memory path
-        Y = subtract_pre_edge(Y, baseline)
+        with np.errstate(invalid="ignore"):  # Inf - Inf: a bad spectrum, zeroed just below
+            Y = subtract_pre_edge(Y, baseline)
     Yc, bad = clean_block(Y, nan_policy)
     Yf = Yc.reshape(T, -1)
     out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)
