@@ -32,6 +32,8 @@ __all__ = [
     "min_chunks",
     "clean_block",
     "block_regions",
+    "halo_window",
+    "admm_interior",
     "admm_zarr_block",
 ]
 
@@ -265,14 +267,35 @@ def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slic
     return list(itertools.product(*axes))
 
 
+def halo_window(region: Sequence[slice], spatial: Sequence[int],
+                depth: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """``region`` grown by ``depth`` pixels on each side, clipped at the volume's faces (no
+    padding, as :func:`map_spatial_overlap` with ``boundary="none"``); and where ``region``
+    sits inside that window."""
+    lo = [max(0, r.start - int(depth)) for r in region]
+    hi = [min(int(n), r.stop + int(depth)) for r, n in zip(region, spatial, strict=True)]
+    window = tuple(slice(u, v) for u, v in zip(lo, hi, strict=True))
+    inner = tuple(slice(r.start - u, r.stop - u) for r, u in zip(region, lo, strict=True))
+    return window, inner
+
+
+def admm_interior(S: np.ndarray, inner: tuple[slice, ...],
+                  **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`admm_iteration` on a halo'd block ``S``; the new float32 state of its ``inner``
+    region and that region's sums of the :data:`~bigxanes.kernels.admm.RESIDUALS` channels."""
+    out = admm_iteration(S, **kwargs)[(slice(None),) + tuple(inner)]
+    n = kwargs["layout"].n_channels
+    return out[:n].astype(np.float32), out[n:].reshape(out.shape[0] - n, -1).sum(axis=1)
+
+
 def admm_zarr_block(src: str, dst: str, region: tuple[slice, ...], depth: int,
                     **kwargs) -> np.ndarray:
     """One ADMM iteration of one state block, from Zarr buffer ``src`` to buffer ``dst``.
 
-    Reads ``region`` of the float32 state with a halo of ``depth`` pixels (clipped at the
-    volume's faces: no padding, as :func:`map_spatial_overlap` with ``boundary="none"``), runs
-    :func:`admm_iteration`, writes the region's new state (float32) to ``dst`` and returns only
-    the region's sums of the :data:`~bigxanes.kernels.admm.RESIDUALS` channels (float64).
+    Reads ``region`` of the float32 state with a halo of ``depth`` pixels
+    (:func:`halo_window`), runs :func:`admm_iteration`, writes the region's new state
+    (float32) to ``dst`` and returns only the region's sums of the
+    :data:`~bigxanes.kernels.admm.RESIDUALS` channels (float64).
 
     One task per block that holds nothing after it returns: the workers' memory is the running
     tasks' working sets, whatever the size of the volume (the map_overlap graph kept finished
@@ -283,15 +306,7 @@ def admm_zarr_block(src: str, dst: str, region: tuple[slice, ...], depth: int,
     import zarr
 
     a = zarr.open_array(src, mode="r")
-    spatial = a.shape[1:]
-    lo = [max(0, r.start - int(depth)) for r in region]
-    hi = [min(int(n), r.stop + int(depth)) for r, n in zip(region, spatial, strict=True)]
-    S = a[(slice(None),) + tuple(slice(u, v) for u, v in zip(lo, hi, strict=True))]
-    out = admm_iteration(S, **kwargs)
-    del S
-    inner = (slice(None),) + tuple(slice(r.start - u, r.stop - u)
-                                   for r, u in zip(region, lo, strict=True))
-    out = out[inner]
-    n = kwargs["layout"].n_channels
-    zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = out[:n].astype(np.float32)
-    return out[n:].reshape(out.shape[0] - n, -1).sum(axis=1)
+    window, inner = halo_window(region, a.shape[1:], depth)
+    state, sums = admm_interior(a[(slice(None),) + window], inner, **kwargs)
+    zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = state
+    return sums

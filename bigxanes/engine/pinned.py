@@ -12,7 +12,7 @@ the thin pieces travel. Restrictions are loose (``allow_other_workers=True``): i
 dies, its tasks run elsewhere and lost blocks are recomputed from their lineage, as with a
 persisted collection.
 
-The arithmetic is that of :func:`bigxanes.engine.chunked.admm_block` on the same halo'd
+The arithmetic is :func:`bigxanes.engine.chunked.admm_interior` on the same halo'd
 blocks (clipped at the volume's faces, as ``map_overlap`` with ``boundary="none"``), so the
 numbers equal the other paths'.
 """
@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.admm import admm_iteration
-from .chunked import block_regions
+from .chunked import admm_interior, block_regions, halo_window
 
 __all__ = ["PinnedState", "block_owners"]
 
@@ -62,19 +61,16 @@ def _sums(x: Any) -> np.ndarray:
 
 
 def _iterate(center: Any, pieces: list, places: list, shape: tuple[int, ...],
-             inner: tuple[slice, ...], n: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-    """Assemble the halo'd block from its own block and the neighbours' pieces, iterate, and
-    return the block's new float32 state and its residual sums."""
+             inner: tuple[slice, ...], **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Assemble the halo'd block from its own block and the neighbours' pieces, then
+    :func:`~bigxanes.engine.chunked.admm_interior`: the block's new float32 state and its
+    residual sums."""
     c = _block(center)
     S = np.empty((c.shape[0],) + tuple(shape), dtype=c.dtype)
     S[(slice(None),) + inner] = c
     for p, where in zip(pieces, places, strict=True):
         S[(slice(None),) + where] = p
-    out = admm_iteration(S, **kwargs)
-    del S
-    out = out[(slice(None),) + inner]
-    return (out[:n].astype(np.float32),
-            out[n:].reshape(out.shape[0] - n, -1).sum(axis=1))
+    return admm_interior(S, inner, **kwargs)
 
 
 def _write(x: Any, path: str, region: tuple[slice, ...]) -> None:
@@ -104,21 +100,19 @@ class PinnedState:
     def _halo_plan(self, i: int, depth: int):
         """For block ``i``: the halo'd shape, where the block sits in it, and for every other
         block intersecting the halo its index, its local slices and their place."""
-        reg = self.regions[i]
-        lo = [max(0, r.start - depth) for r in reg]
-        hi = [min(n, r.stop + depth) for r, n in zip(reg, self.spatial, strict=True)]
-        shape = tuple(h - low for low, h in zip(lo, hi, strict=True))
-        inner = tuple(slice(r.start - low, r.stop - low) for r, low in zip(reg, lo, strict=True))
+        window, inner = halo_window(self.regions[i], self.spatial, depth)
+        shape = tuple(w.stop - w.start for w in window)
         parts = []
         for j, other in enumerate(self.regions):
             if j == i:
                 continue
-            a = [max(low, o.start) for low, o in zip(lo, other, strict=True)]
-            b = [min(h, o.stop) for h, o in zip(hi, other, strict=True)]
+            a = [max(w.start, o.start) for w, o in zip(window, other, strict=True)]
+            b = [min(w.stop, o.stop) for w, o in zip(window, other, strict=True)]
             if all(u < v for u, v in zip(a, b, strict=True)):
                 local = tuple(slice(u - o.start, v - o.start)
                               for u, v, o in zip(a, b, other, strict=True))
-                place = tuple(slice(u - low, v - low) for u, v, low in zip(a, b, lo, strict=True))
+                place = tuple(slice(u - w.start, v - w.start)
+                              for u, v, w in zip(a, b, window, strict=True))
                 parts.append((j, local, place))
         return shape, inner, parts
 
@@ -139,13 +133,13 @@ class PinnedState:
         """Read every block from a Zarr state buffer on its owner (cuts the lineage)."""
         self.futures = [self._submit(i, _read, path, r) for i, r in enumerate(self.regions)]
 
-    def iterate(self, n: int, **kwargs) -> np.ndarray:
+    def iterate(self, **kwargs) -> np.ndarray:
         """One ADMM iteration of every block; returns the summed residual channels."""
         new = []
         for i, (shape, inner, parts) in enumerate(self._plan):
             pieces = [self._submit(j, _piece, self.futures[j], local) for j, local, _ in parts]
             new.append(self._submit(i, _iterate, self.futures[i], pieces,
-                                    [p for _, _, p in parts], shape, inner, n, **kwargs))
+                                    [p for _, _, p in parts], shape, inner, **kwargs))
         sums = [self._submit(i, _sums, f) for i, f in enumerate(new)]
         res = self.client.gather(sums)
         self.futures = new

@@ -662,7 +662,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
     def step_pinned(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        res = pinned.iterate(n, layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
+        res = pinned.iterate(layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
                              tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
