@@ -12,7 +12,12 @@ def git_rev() -> str:
     """Short git HEAD of the repository, or "unknown" (informational only)."""
     try:
         root = Path(__file__).resolve().parent.parent
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except Exception:  # noqa: BLE001 - informational only
         return "unknown"

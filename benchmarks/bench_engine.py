@@ -129,12 +129,15 @@ def tiled_stack(tmp: Path, base: Path, n: int, tile: int = 256) -> Path:
     Yb = src["stack"].data
     nb = Yb.shape[1]
     r = -(-n // nb)
-    rows = [da.concatenate([Yb[:, ::(-1) ** i, ::(-1) ** j] for j in range(r)], axis=2)
-            for i in range(r)]
+    rows = [
+        da.concatenate([Yb[:, :: (-1) ** i, :: (-1) ** j] for j in range(r)], axis=2)
+        for i in range(r)
+    ]
     Y = da.concatenate(rows, axis=1)[:, :n, :n].rechunk((Yb.shape[0], tile, tile))
-    ds = xr.Dataset({"stack": (("energy", "y", "x"), Y),
-                     "references": src["references"].load()},
-                    coords={"energy": src["energy"].values})
+    ds = xr.Dataset(
+        {"stack": (("energy", "y", "x"), Y), "references": src["references"].load()},
+        coords={"energy": src["energy"].values},
+    )
     ds["energy"].attrs.update(src["energy"].attrs)
     with dask.config.set(scheduler="threads"):
         write_dataset(ds, path, compressor="lz4", chunks=tile)
@@ -192,13 +195,20 @@ def state_blocks() -> None:
     ds, base = make_stack(tmp, n)
     Y, A = ds["stack"].values, ds["references"].values
     del ds
-    variants = (("stack tiles (before)", 0), ("state_tiles, 32 MiB", 32 * 2**20),
-                ("state_tiles, 64 MiB (default)", 64 * 2**20))
-    lines = [f"## State blocks ({n}x{n}x{T}, stack tile 256, 2 processes x 1 thread, 6 GB; "
-             f"RUM {SB_IT} iterations, median after the first, memory mode incl. the final "
-             "checkpoint amortized; one process, one cluster)", "",
-             "| method | state blocks | mode | state tiles | in-memory s/it | Dask s/it | "
-             "Dask / in-memory | peak RSS |", "|---|---|---|---|---|---|---|---|"]
+    variants = (
+        ("stack tiles (before)", 0),
+        ("state_tiles, 32 MiB", 32 * 2**20),
+        ("state_tiles, 64 MiB (default)", 64 * 2**20),
+    )
+    lines = [
+        f"## State blocks ({n}x{n}x{T}, stack tile 256, 2 processes x 1 thread, 6 GB; "
+        f"RUM {SB_IT} iterations, median after the first, memory mode incl. the final "
+        "checkpoint amortized; one process, one cluster)",
+        "",
+        "| method | state blocks | mode | state tiles | in-memory s/it | Dask s/it | "
+        "Dask / in-memory | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
     saved = eu.STATE_BLOCK_BYTES
     try:
@@ -209,13 +219,16 @@ def state_blocks() -> None:
             for label, nbytes in variants:
                 eu.STATE_BLOCK_BYTES = nbytes
                 for mode in ("memory", "zarr"):
-                    _, pk, h = run_dask(base, tmp / "o.zarr", method, client, params=p,
-                                        chunks=256, state_mode=mode)
+                    _, pk, h = run_dask(
+                        base, tmp / "o.zarr", method, client, params=p, chunks=256, state_mode=mode
+                    )
                     with xr.open_zarr(tmp / "o.zarr", consolidated=False) as o:
                         stt = o.attrs.get("state_tiles")
                     sd = per_iteration(h)
-                    lines.append(f"| {method} | {label} | {mode} | {stt} | {sm:.2f} | "
-                                 f"{sd:.2f} | {sm / sd:.2f} | {pk.peak / 2**20:.0f} MiB |")
+                    lines.append(
+                        f"| {method} | {label} | {mode} | {stt} | {sm:.2f} | "
+                        f"{sd:.2f} | {sm / sd:.2f} | {pk.peak / 2**20:.0f} MiB |"
+                    )
                     print(lines[-1], flush=True)
     finally:
         eu.STATE_BLOCK_BYTES = saved
@@ -229,8 +242,12 @@ def _blas() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        return str([(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
-                    for i in threadpool_info()])
+        return str(
+            [
+                (i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
+                for i in threadpool_info()
+            ]
+        )
     except ImportError:
         b = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
         return f"{b.get('name')} {b.get('version')} (threadpoolctl not installed)"
@@ -247,36 +264,53 @@ def compression(tmp: Path, Y: np.ndarray) -> list[str]:
     from bigxanes.store import _make_compressors
 
     fr = np.ascontiguousarray(Y[:2] / max(float(Y.max()), 1e-12)).astype(np.float32)
-    lines = ["", "## Compression (encode + write, one process, best of 3)", "",
-             f"Result-like maps: the first 2 energy images of the stack / its max ({fr.shape}, "
-             f"float32, {fr.nbytes / 1e6:.1f} MB); stack: {Y.shape} float32, "
-             f"{Y.nbytes / 1e6:.0f} MB. Chunks (all, 256, 256).", "",
-             "| codec | maps write ms | maps MB on disk | stack write s | stack MB on disk |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Compression (encode + write, one process, best of 3)",
+        "",
+        f"Result-like maps: the first 2 energy images of the stack / its max ({fr.shape}, "
+        f"float32, {fr.nbytes / 1e6:.1f} MB); stack: {Y.shape} float32, "
+        f"{Y.nbytes / 1e6:.0f} MB. Chunks (all, 256, 256).",
+        "",
+        "| codec | maps write ms | maps MB on disk | stack write s | stack MB on disk |",
+        "|---|---|---|---|---|",
+    ]
     g = zarr.open_group(tmp / "codecs.zarr", mode="w")
-    codecs_tried = (("zstd level 3 (before)", None), ("zstd level 1 (`zstd`, default)", "zstd"),
-                    ("Blosc-LZ4 (`lz4`)", "lz4"))
+    codecs_tried = (
+        ("zstd level 3 (before)", None),
+        ("zstd level 1 (`zstd`, default)", "zstd"),
+        ("Blosc-LZ4 (`lz4`)", "lz4"),
+    )
     for ci, (name, comp) in enumerate(codecs_tried):
         if comp is None:
             from zarr.codecs import ZstdCodec
+
             codecs = (ZstdCodec(level=3),)
         else:
             codecs = _make_compressors(comp)
         row = []
         for k, arr in enumerate((fr, Y)):
             key = f"{ci}_{k}"
-            a = g.create_array(key, shape=arr.shape, chunks=(arr.shape[0], 256, 256),
-                               dtype=arr.dtype, compressors=codecs)
+            a = g.create_array(
+                key,
+                shape=arr.shape,
+                chunks=(arr.shape[0], 256, 256),
+                dtype=arr.dtype,
+                compressors=codecs,
+            )
             ts = []
             for _ in range(3):
                 t0 = time.perf_counter()
                 a[...] = arr
                 ts.append(time.perf_counter() - t0)
-            size = sum(f.stat().st_size for f in (tmp / "codecs.zarr" / key).rglob("*")
-                       if f.is_file())
+            size = sum(
+                f.stat().st_size for f in (tmp / "codecs.zarr" / key).rglob("*") if f.is_file()
+            )
             row.append((min(ts), size))
-        lines.append(f"| {name} | {row[0][0] * 1e3:.0f} | {row[0][1] / 1e6:.2f} | "
-                     f"{row[1][0]:.2f} | {row[1][1] / 1e6:.0f} |")
+        lines.append(
+            f"| {name} | {row[0][0] * 1e3:.0f} | {row[0][1] / 1e6:.2f} | "
+            f"{row[1][0]:.2f} | {row[1][1] / 1e6:.0f} |"
+        )
     shutil.rmtree(tmp / "codecs.zarr", ignore_errors=True)
     return lines
 
@@ -288,12 +322,17 @@ def tiles_3d(tmp: Path) -> list[str]:
     ds = simulate("particles", shape3, 2, sigma=3.0, seed=1)
     gb = ds["stack"].size * 4 / 1e9
     dims = "x".join(map(str, shape3))
-    lines = ["", f"## 3-D spatial tile ({dims} x {T} = {gb:.2f} GB float32; 2 processes x 1 "
-             f"thread; LCF best of 2 (zarr mode); RUM-TV {N_IT} iterations, memory mode; the "
-             "stack stored in chunks of the tile; worker memory = peak of the summed worker RSS, "
-             "`malloc_trim` in the workers before each tile)", "",
-             "| tile | chunks | LCF s | LCF voxel-energies/s | RUM-TV s/iteration | "
-             "state tiles | peak worker RSS |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## 3-D spatial tile ({dims} x {T} = {gb:.2f} GB float32; 2 processes x 1 "
+        f"thread; LCF best of 2 (zarr mode); RUM-TV {N_IT} iterations, memory mode; the "
+        "stack stored in chunks of the tile; worker memory = peak of the summed worker RSS, "
+        "`malloc_trim` in the workers before each tile)",
+        "",
+        "| tile | chunks | LCF s | LCF voxel-energies/s | RUM-TV s/iteration | "
+        "state tiles | peak worker RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
     p = RumParams(method="rum-tv", max_iter=N_IT, tol=1e-12)
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
     try:
@@ -301,18 +340,23 @@ def tiles_3d(tmp: Path) -> list[str]:
             path = tmp / f"vol{tile}.zarr"
             write_dataset(ds[["stack", "references"]], path, compressor="lz4", chunks=tile)
             client.run(_trim)
-            runs = [run_dask(path, tmp / "o.zarr", "lcf", client, chunks=tile,
-                             state_mode="zarr") for _ in range(2)]
+            runs = [
+                run_dask(path, tmp / "o.zarr", "lcf", client, chunks=tile, state_mode="zarr")
+                for _ in range(2)
+            ]
             t_l = min(r[0] for r in runs)
-            _, pk, h = run_dask(path, tmp / "o.zarr", "rum-tv", client, chunks=tile,
-                                params=p, state_mode="memory")
+            _, pk, h = run_dask(
+                path, tmp / "o.zarr", "rum-tv", client, chunks=tile, params=p, state_mode="memory"
+            )
             with xr.open_zarr(tmp / "o.zarr", consolidated=False) as o:
                 stt = o.attrs.get("state_tiles")
             wk = max(pk.workers, *(r[1].workers for r in runs))
             nch = int(np.prod([(m + tile - 1) // tile for m in shape3]))
-            lines.append(f"| {tile}³ | {nch} | {t_l:.2f} | "
-                         f"{fmt(nv * T / t_l / 1e6)} M | {per_iteration(h):.2f} | {stt} | "
-                         f"{mib(wk)} |")
+            lines.append(
+                f"| {tile}³ | {nch} | {t_l:.2f} | "
+                f"{fmt(nv * T / t_l / 1e6)} M | {per_iteration(h):.2f} | {stt} | "
+                f"{mib(wk)} |"
+            )
             print(lines[-1], flush=True)
             shutil.rmtree(path)
     finally:
@@ -339,28 +383,37 @@ def lcf_scaling(rounds: int = 3) -> None:
             for k, (nk, path) in sizes.items():
                 for mode in ("memory", "zarr"):
                     client.run(_trim)
-                    dt, pk, _ = run_dask(path, tmp / "o.zarr", "lcf", client, chunks=256,
-                                         state_mode=mode)
+                    dt, pk, _ = run_dask(
+                        path, tmp / "o.zarr", "lcf", client, chunks=256, state_mode=mode
+                    )
                     us.setdefault((k, mode), []).append(dt / nk**2 * 1e6)
                     peak[(k, mode)] = max(peak.get((k, mode), 0), pk.workers)
     finally:
         client.close()
         client.cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    lines = [f"## LCF scaling only ({rounds} interleaved rounds, best of the rounds; tile 256, "
-             "2 processes x 1 thread, 6 GB workers; after a warm-up run)", "",
-             "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
-             "benchmarks/bench_engine.py --lcf-scaling`", "",
-             "| data | pixels | µs/voxel memory | relative to 1x | µs/voxel zarr | relative to 1x "
-             "| peak workers memory | peak workers zarr | all rounds memory | all rounds zarr |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## LCF scaling only ({rounds} interleaved rounds, best of the rounds; tile 256, "
+        "2 processes x 1 thread, 6 GB workers; after a warm-up run)",
+        "",
+        "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+        "benchmarks/bench_engine.py --lcf-scaling`",
+        "",
+        "| data | pixels | µs/voxel memory | relative to 1x | µs/voxel zarr | relative to 1x "
+        "| peak workers memory | peak workers zarr | all rounds memory | all rounds zarr |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for k, (nk, _) in sizes.items():
         m, z = min(us[(k, "memory")]), min(us[(k, "zarr")])
-        lines.append(f"| {k}x | {nk}² | {m:.3f} | {m / min(us[(1, 'memory')]):.2f} | {z:.3f} | "
-                     f"{z / min(us[(1, 'zarr')]):.2f} | {mib(peak[(k, 'memory')])} | "
-                     f"{mib(peak[(k, 'zarr')])} | "
-                     + ", ".join(f"{v:.3f}" for v in us[(k, "memory")]) + " | "
-                     + ", ".join(f"{v:.3f}" for v in us[(k, "zarr")]) + " |")
+        lines.append(
+            f"| {k}x | {nk}² | {m:.3f} | {m / min(us[(1, 'memory')]):.2f} | {z:.3f} | "
+            f"{z / min(us[(1, 'zarr')]):.2f} | {mib(peak[(k, 'memory')])} | "
+            f"{mib(peak[(k, 'zarr')])} | "
+            + ", ".join(f"{v:.3f}" for v in us[(k, "memory")])
+            + " | "
+            + ", ".join(f"{v:.3f}" for v in us[(k, "zarr")])
+            + " |"
+        )
     print("\n".join(lines))
 
 
@@ -381,64 +434,85 @@ def main() -> None:
     gb = Y.size * 4 / 1e9
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="6GB")
     try:
-        lines += ["# Engine benchmark", "",
-                  f"Machine: {os.cpu_count()} cores (shared); default LocalCluster 2 workers x "
-                  f"1 thread (processes), 6 GB limit each, started by `get_client` (workers "
-                  "without distributed's `MALLOC_TRIM_THRESHOLD_`, see Conclusions); "
-                  f"BLAS {_blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
-                  f"T = {T} energies, 2 components, float32 stack, lz4 Zarr, tile 256, results "
-                  "zstd level 1. Every Dask figure follows an unmeasured warm-up run on the same "
-                  "cluster.", "",
-                  "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
-                  "benchmarks/bench_engine.py`", ""]
+        lines += [
+            "# Engine benchmark",
+            "",
+            f"Machine: {os.cpu_count()} cores (shared); default LocalCluster 2 workers x "
+            f"1 thread (processes), 6 GB limit each, started by `get_client` (workers "
+            "without distributed's `MALLOC_TRIM_THRESHOLD_`, see Conclusions); "
+            f"BLAS {_blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+            f"T = {T} energies, 2 components, float32 stack, lz4 Zarr, tile 256, results "
+            "zstd level 1. Every Dask figure follows an unmeasured warm-up run on the same "
+            "cluster.",
+            "",
+            "Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+            "benchmarks/bench_engine.py`",
+            "",
+        ]
         # warm-up: imports and first-call costs in the workers
         run_dask(base, tmp / "o.zarr", "lcf", client, chunks=256)
 
         # ---- 1. Dask vs in-memory -------------------------------------------------------------
-        lines += [f"## Dask path vs in-memory path ({n}x{n}x{T} = {gb:.2f} GB float32, tile "
-                  "256)", "",
-                  f"LCF: {LCF_REPS} rounds, each round runs every column once in turn "
-                  "(interleaved, so load changes hit all columns); best of the rounds. Dask LCF "
-                  "is the whole `unmix_store` run: Zarr read of the stack, pre-edge baseline, "
-                  "NNLS, residual, data scale, mask, result write. In-memory *library* = "
-                  "`bigxanes.api.lcf` on the NumPy array (the same outputs, no I/O); in-memory "
-                  "*kernel* = `AᵀY`, NNLS and fractions only (no baseline, residual, mask or "
-                  "NaN check). `memory` keeps the pass-1 channels in the workers, `zarr` writes "
-                  "them to a Zarr work array and reads them back.", "",
-                  "| LCF (NNLS) | voxel-energies/s | Dask / this | peak RSS workers |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## Dask path vs in-memory path ({n}x{n}x{T} = {gb:.2f} GB float32, tile 256)",
+            "",
+            f"LCF: {LCF_REPS} rounds, each round runs every column once in turn "
+            "(interleaved, so load changes hit all columns); best of the rounds. Dask LCF "
+            "is the whole `unmix_store` run: Zarr read of the stack, pre-edge baseline, "
+            "NNLS, residual, data scale, mask, result write. In-memory *library* = "
+            "`bigxanes.api.lcf` on the NumPy array (the same outputs, no I/O); in-memory "
+            "*kernel* = `AᵀY`, NNLS and fractions only (no baseline, residual, mask or "
+            "NaN check). `memory` keeps the pass-1 channels in the workers, `zarr` writes "
+            "them to a Zarr work array and reads them back.",
+            "",
+            "| LCF (NNLS) | voxel-energies/s | Dask / this | peak RSS workers |",
+            "|---|---|---|---|",
+        ]
         t = {"kernel": [], "library": [], "memory": [], "zarr": []}
         pk_mode: dict[str, int] = {"memory": 0, "zarr": 0}
         for _ in range(LCF_REPS):
             t["kernel"].append(lcf_memory(Y, A))
             t["library"].append(lcf_library(Y, A, energy))
             for mode in ("memory", "zarr"):
-                dt, pk, _ = run_dask(base, tmp / "o.zarr", "lcf", client, chunks=256,
-                                     state_mode=mode)
+                dt, pk, _ = run_dask(
+                    base, tmp / "o.zarr", "lcf", client, chunks=256, state_mode=mode
+                )
                 t[mode].append(dt)
                 pk_mode[mode] = max(pk_mode[mode], pk.workers)
         best = {k: min(v) for k, v in t.items()}
-        for k, label in (("kernel", "in-memory kernel (one thread)"),
-                         ("library", "in-memory library `api.lcf` (one thread)")):
-            lines.append(f"| {label} | {fmt(N * T / best[k] / 1e6)} M | "
-                         f"memory {best[k] / best['memory']:.2f}, zarr "
-                         f"{best[k] / best['zarr']:.2f} | — |")
+        for k, label in (
+            ("kernel", "in-memory kernel (one thread)"),
+            ("library", "in-memory library `api.lcf` (one thread)"),
+        ):
+            lines.append(
+                f"| {label} | {fmt(N * T / best[k] / 1e6)} M | "
+                f"memory {best[k] / best['memory']:.2f}, zarr "
+                f"{best[k] / best['zarr']:.2f} | — |"
+            )
         for mode in ("memory", "zarr"):
-            lines.append(f"| Dask, {mode} mode (2 x 1) | {fmt(N * T / best[mode] / 1e6)} M | — |"
-                         f" {mib(pk_mode[mode])} |")
-        lines += ["", "Seconds per round (kernel, library, Dask memory, Dask zarr): "
-                  + "; ".join(", ".join(f"{t[k][r]:.2f}" for k in t) for r in range(LCF_REPS)),
-                  ""]
+            lines.append(
+                f"| Dask, {mode} mode (2 x 1) | {fmt(N * T / best[mode] / 1e6)} M | — |"
+                f" {mib(pk_mode[mode])} |"
+            )
+        lines += [
+            "",
+            "Seconds per round (kernel, library, Dask memory, Dask zarr): "
+            + "; ".join(", ".join(f"{t[k][r]:.2f}" for k in t) for r in range(LCF_REPS)),
+            "",
+        ]
         print("\n".join(lines[-8:]), flush=True)
 
-        lines += [f"RUM: {RUM_REPS} rounds of in-memory, Dask memory mode, Dask zarr mode in "
-                  f"turn, {N_IT} iterations each; per run the median iteration after the first "
-                  "(memory mode incl. the final Zarr checkpoint spread over the iterations); "
-                  "best of the rounds. In-memory = `unmix_rum_array`, float32 state, one "
-                  "thread.", "",
-                  "| method | in-memory s/it | Dask mode | Dask s/it | state tiles | voxels/s "
-                  "(voxel-energies/s) Dask | Dask / in-memory | peak RSS workers |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"RUM: {RUM_REPS} rounds of in-memory, Dask memory mode, Dask zarr mode in "
+            f"turn, {N_IT} iterations each; per run the median iteration after the first "
+            "(memory mode incl. the final Zarr checkpoint spread over the iterations); "
+            "best of the rounds. In-memory = `unmix_rum_array`, float32 state, one "
+            "thread.",
+            "",
+            "| method | in-memory s/it | Dask mode | Dask s/it | state tiles | voxels/s "
+            "(voxel-energies/s) Dask | Dask / in-memory | peak RSS workers |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         firsts = {}
         for method, kw in (("rum-tv", {}), ("rum-pnp", {"denoiser": "tv"})):
             p = RumParams(method=method, max_iter=N_IT, tol=1e-12, **kw)
@@ -448,8 +522,9 @@ def main() -> None:
                 sm.append(float(np.median(hm.seconds[1:])))
                 fm.append(hm.seconds[0])
                 for mode in ("memory", "zarr"):
-                    _, pk, hd = run_dask(base, tmp / "o.zarr", method, client, params=p,
-                                         chunks=256, state_mode=mode)
+                    _, pk, hd = run_dask(
+                        base, tmp / "o.zarr", method, client, params=p, chunks=256, state_mode=mode
+                    )
                     with xr.open_zarr(tmp / "o.zarr", consolidated=False) as o:
                         stt = o.attrs.get("state_tiles")
                     sd[mode].append(per_iteration(hd))
@@ -458,33 +533,45 @@ def main() -> None:
             for mode in ("memory", "zarr"):
                 b_m, b_d = min(sm), min(sd[mode])
                 firsts[(method, mode)] = (min(fm), b_m, min(fd[mode]), b_d)
-                lines.append(f"| {method} | {b_m:.2f} | {mode} | {b_d:.2f} | {stt} | "
-                             f"{fmt(N / b_d / 1e6)} M ({fmt(N * T / b_d / 1e6)} M) | "
-                             f"{b_m / b_d:.2f} | {mib(pkm[mode])} |")
+                lines.append(
+                    f"| {method} | {b_m:.2f} | {mode} | {b_d:.2f} | {stt} | "
+                    f"{fmt(N / b_d / 1e6)} M ({fmt(N * T / b_d / 1e6)} M) | "
+                    f"{b_m / b_d:.2f} | {mib(pkm[mode])} |"
+                )
                 print(lines[-1], flush=True)
-        lines += ["", "First iteration vs later ones (best of the rounds; Dask later incl. "
-                  "amortized checkpoint), seconds. The first iteration includes the LCF "
-                  "initialization and the data scale:", "",
-                  "| method | mode | in-memory first | in-memory later | Dask first | "
-                  "Dask later |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "First iteration vs later ones (best of the rounds; Dask later incl. "
+            "amortized checkpoint), seconds. The first iteration includes the LCF "
+            "initialization and the data scale:",
+            "",
+            "| method | mode | in-memory first | in-memory later | Dask first | Dask later |",
+            "|---|---|---|---|---|---|",
+        ]
         for (m, mode), (a, b, c, d) in firsts.items():
             lines.append(f"| {m} | {mode} | {a:.2f} | {b:.2f} | {c:.2f} | {d:.2f} |")
 
         # ---- 2. tile ----------------------------------------------------------------------
-        lines += ["", f"## Spatial tile, 2-D ({n}x{n}x{T}; LCF best of 2, then RUM-TV {N_IT} "
-                  "iterations, memory mode; the stack is stored in 256² chunks, 512 merges 4)",
-                  "", "| tile | LCF s | LCF voxel-energies/s | RUM-TV s/iteration | "
-                  "peak RSS workers |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Spatial tile, 2-D ({n}x{n}x{T}; LCF best of 2, then RUM-TV {N_IT} "
+            "iterations, memory mode; the stack is stored in 256² chunks, 512 merges 4)",
+            "",
+            "| tile | LCF s | LCF voxel-energies/s | RUM-TV s/iteration | peak RSS workers |",
+            "|---|---|---|---|---|",
+        ]
         p = RumParams(method="rum-tv", max_iter=N_IT, tol=1e-12)
         for tile in (128, 256, 512):
-            runs = [run_dask(base, tmp / "o.zarr", "lcf", client, chunks=tile)
-                    for _ in range(2)]
+            runs = [run_dask(base, tmp / "o.zarr", "lcf", client, chunks=tile) for _ in range(2)]
             t_l = min(r[0] for r in runs)
-            _, pk2, h = run_dask(base, tmp / "o.zarr", "rum-tv", client, chunks=tile, params=p,
-                                 state_mode="memory")
-            lines.append(f"| {tile} | {t_l:.2f} | {fmt(N * T / t_l / 1e6)} M | "
-                         f"{per_iteration(h):.2f} | "
-                         f"{mib(max(pk2.workers, *(r[1].workers for r in runs)))} |")
+            _, pk2, h = run_dask(
+                base, tmp / "o.zarr", "rum-tv", client, chunks=tile, params=p, state_mode="memory"
+            )
+            lines.append(
+                f"| {tile} | {t_l:.2f} | {fmt(N * T / t_l / 1e6)} M | "
+                f"{per_iteration(h):.2f} | "
+                f"{mib(max(pk2.workers, *(r[1].workers for r in runs)))} |"
+            )
             print(lines[-1], flush=True)
     finally:
         client.close()
@@ -494,32 +581,41 @@ def main() -> None:
     print("\n".join(lines[-6:]), flush=True)
 
     # ---- 3. cluster shape ---------------------------------------------------------------------
-    lines += ["", f"## Cluster shape ({n}x{n}x{T}, tile 256, memory mode)", "",
-              f"LCF best of 2; RUM-TV {N_IT} iterations; after a warm-up run. Ratios against the "
-              "best in-memory figures of the first table (library LCF).", "",
-              "| scheduler | LCF s | LCF / in-memory library | RUM-TV s/iteration | "
-              "RUM-TV / in-memory | peak RSS (this process + workers) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Cluster shape ({n}x{n}x{T}, tile 256, memory mode)",
+        "",
+        f"LCF best of 2; RUM-TV {N_IT} iterations; after a warm-up run. Ratios against the "
+        "best in-memory figures of the first table (library LCF).",
+        "",
+        "| scheduler | LCF s | LCF / in-memory library | RUM-TV s/iteration | "
+        "RUM-TV / in-memory | peak RSS (this process + workers) |",
+        "|---|---|---|---|---|---|",
+    ]
     sm_tv = firsts[("rum-tv", "memory")][1]
     for shape in ("2 processes x 1 thread", "1 process x 2 threads", "threaded (no cluster)"):
         if shape.startswith("threaded"):
             cl, kw = None, {"scheduler": "threads"}
         else:
             nw = int(shape[0])
-            cl = get_client(n_workers=nw, threads_per_worker=2 // nw,
-                            memory_limit=f"{12 // nw}GB")
+            cl = get_client(n_workers=nw, threads_per_worker=2 // nw, memory_limit=f"{12 // nw}GB")
             kw = {}
         try:
             run_dask(base, tmp / "o.zarr", "lcf", cl, chunks=256, **kw)  # warm-up
-            runs = [run_dask(base, tmp / "o.zarr", "lcf", cl, chunks=256, state_mode="memory",
-                             **kw) for _ in range(2)]
+            runs = [
+                run_dask(base, tmp / "o.zarr", "lcf", cl, chunks=256, state_mode="memory", **kw)
+                for _ in range(2)
+            ]
             t_l = min(r[0] for r in runs)
-            _, pk, h = run_dask(base, tmp / "o.zarr", "rum-tv", cl, chunks=256, params=p,
-                                state_mode="memory", **kw)
+            _, pk, h = run_dask(
+                base, tmp / "o.zarr", "rum-tv", cl, chunks=256, params=p, state_mode="memory", **kw
+            )
             it = per_iteration(h)
-            lines.append(f"| {shape} | {t_l:.2f} | {best['library'] / t_l:.2f} | {it:.2f} | "
-                         f"{sm_tv / it:.2f} | "
-                         f"{mib(max(pk.peak, *(r[1].peak for r in runs)))} |")
+            lines.append(
+                f"| {shape} | {t_l:.2f} | {best['library'] / t_l:.2f} | {it:.2f} | "
+                f"{sm_tv / it:.2f} | "
+                f"{mib(max(pk.peak, *(r[1].peak for r in runs)))} |"
+            )
             print(lines[-1], flush=True)
         finally:
             if cl is not None:
@@ -528,22 +624,28 @@ def main() -> None:
     del Y
 
     # ---- 4. scaling ---------------------------------------------------------------------------
-    lines += ["", "## Scaling (tile 256, 2 processes x 1 thread, 6 GB workers): time per voxel "
-              "and peak memory", "",
-              f"1x = the {n}² stack above; larger stacks are mirrored copies of it (all on disk "
-              f"before timing). {SCALE_REPS} rounds, each over all sizes in turn (interleaved); "
-              f"best of the rounds. LCF = whole run; RUM-TV = {N_IT} iterations, median after "
-              "the first (memory mode incl. the final checkpoint spread over the iterations). "
-              "Peak worker RSS = peak of the summed RSS of the workers (and nannies) during the "
-              "run; before each run the workers return freed heap memory to the OS "
-              "(`malloc_trim`), so an earlier run's high-water mark does not carry over. "
-              "Client = the growth of this process's RSS during the run (its peak minus its "
-              "RSS at the start; it holds other benchmark data, so its absolute RSS says "
-              "nothing about the run), the largest over the four runs of that size.", "",
-              "| data | pixels | stack GB | LCF µs/voxel zarr | LCF µs/voxel memory | "
-              "RUM-TV µs/voxel/it zarr | RUM-TV µs/voxel/it memory | peak workers LCF zarr | "
-              "peak workers RUM-TV zarr | peak workers LCF memory | peak workers RUM-TV memory "
-              "| client growth |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Scaling (tile 256, 2 processes x 1 thread, 6 GB workers): time per voxel "
+        "and peak memory",
+        "",
+        f"1x = the {n}² stack above; larger stacks are mirrored copies of it (all on disk "
+        f"before timing). {SCALE_REPS} rounds, each over all sizes in turn (interleaved); "
+        f"best of the rounds. LCF = whole run; RUM-TV = {N_IT} iterations, median after "
+        "the first (memory mode incl. the final checkpoint spread over the iterations). "
+        "Peak worker RSS = peak of the summed RSS of the workers (and nannies) during the "
+        "run; before each run the workers return freed heap memory to the OS "
+        "(`malloc_trim`), so an earlier run's high-water mark does not carry over. "
+        "Client = the growth of this process's RSS during the run (its peak minus its "
+        "RSS at the start; it holds other benchmark data, so its absolute RSS says "
+        "nothing about the run), the largest over the four runs of that size.",
+        "",
+        "| data | pixels | stack GB | LCF µs/voxel zarr | LCF µs/voxel memory | "
+        "RUM-TV µs/voxel/it zarr | RUM-TV µs/voxel/it memory | peak workers LCF zarr | "
+        "peak workers RUM-TV zarr | peak workers LCF memory | peak workers RUM-TV memory "
+        "| client growth |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     sizes = {}
     for k in (1, 2, 4, 8):
         nk = int(round(BASE * np.sqrt(k)))
@@ -559,28 +661,39 @@ def main() -> None:
                 for kind, mode in keys:
                     client.run(_trim)
                     kw = {"params": p} if kind == "rum-tv" else {}
-                    dt, pk, h = run_dask(path, tmp / "o.zarr", kind, client, chunks=256,
-                                         state_mode=mode, **kw)
+                    dt, pk, h = run_dask(
+                        path, tmp / "o.zarr", kind, client, chunks=256, state_mode=mode, **kw
+                    )
                     per = per_iteration(h) if kind == "rum-tv" else dt
                     us[k][(kind, mode)].append(per / nk**2 * 1e6)
                     peaks[k][(kind, mode)] = max(peaks[k][(kind, mode)], pk.workers)
                     cgrow[k] = max(cgrow[k], pk.main - pk.main_start)
                 print(k, {c: round(v[-1], 3) for c, v in us[k].items()}, flush=True)
         for k, (nk, _) in sizes.items():
-            lines.append(f"| {k}x | {nk}² | {nk * nk * T * 4 / 1e9:.2f} | "
-                         + " | ".join(f"{min(us[k][c]):.3f}" for c in keys) + " | "
-                         + " | ".join(mib(peaks[k][c]) for c in
-                                      (keys[0], keys[2], keys[1], keys[3]))
-                         + f" | {mib(cgrow[k])} |")
+            lines.append(
+                f"| {k}x | {nk}² | {nk * nk * T * 4 / 1e9:.2f} | "
+                + " | ".join(f"{min(us[k][c]):.3f}" for c in keys)
+                + " | "
+                + " | ".join(mib(peaks[k][c]) for c in (keys[0], keys[2], keys[1], keys[3]))
+                + f" | {mib(cgrow[k])} |"
+            )
         first = {c: min(us[1][c]) for c in keys}
-        lines += ["", "Time per voxel relative to 1x (best of the rounds): "
-                  + "; ".join(f"{kind} {mode} " + ", ".join(
-                      f"{min(us[k][(kind, mode)]) / first[(kind, mode)]:.2f}" for k in sizes)
-                      for kind, mode in keys),
-                  "", "All rounds, µs per voxel (per iteration for RUM-TV): "
-                  + "; ".join(f"{k}x {kind} {mode}: "
-                              + ", ".join(f"{v:.3f}" for v in us[k][(kind, mode)])
-                              for k in sizes for kind, mode in keys)]
+        lines += [
+            "",
+            "Time per voxel relative to 1x (best of the rounds): "
+            + "; ".join(
+                f"{kind} {mode} "
+                + ", ".join(f"{min(us[k][(kind, mode)]) / first[(kind, mode)]:.2f}" for k in sizes)
+                for kind, mode in keys
+            ),
+            "",
+            "All rounds, µs per voxel (per iteration for RUM-TV): "
+            + "; ".join(
+                f"{k}x {kind} {mode}: " + ", ".join(f"{v:.3f}" for v in us[k][(kind, mode)])
+                for k in sizes
+                for kind, mode in keys
+            ),
+        ]
     finally:
         client.close()
         client.cluster.close()
@@ -599,15 +712,21 @@ def main() -> None:
     write_dataset(ds[["stack", "references"]], path)
     truth = ds["true_fraction"].values
     mask = foreground_mask(ds["true_scale"].values)
-    lines += ["", f"## RUM-PnP (tv denoiser) seam error vs halo ({n}², tiles 32², 30 "
-              "iterations, threads; the state blocked like the 32² tiles "
-              "(`STATE_BLOCK_BYTES = 0`, the worst case: the default merges tiles into larger "
-              "state blocks, fewer seams); BM3D and BM4D: benchmarks/results/pnp_halo.md)", "",
-              "| halo | max abs diff of fractions vs in-memory, foreground | same, all pixels | "
-              "PSNR in-memory | PSNR Dask | loss (dB) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## RUM-PnP (tv denoiser) seam error vs halo ({n}², tiles 32², 30 "
+        "iterations, threads; the state blocked like the 32² tiles "
+        "(`STATE_BLOCK_BYTES = 0`, the worst case: the default merges tiles into larger "
+        "state blocks, fewer seams); BM3D and BM4D: benchmarks/results/pnp_halo.md)",
+        "",
+        "| halo | max abs diff of fractions vs in-memory, foreground | same, all pixels | "
+        "PSNR in-memory | PSNR Dask | loss (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
     p0 = RumParams(method="rum-pnp", max_iter=30, denoiser="tv")
-    Xm, *_ = unmix_rum_array(ds["stack"].values, ds["references"].values, p0,
-                             state_dtype=np.float32)
+    Xm, *_ = unmix_rum_array(
+        ds["stack"].values, ds["references"].values, p0, state_dtype=np.float32
+    )
     pm = psnr_foreground(Xm, truth, mask)
     saved = eu.STATE_BLOCK_BYTES
     eu.STATE_BLOCK_BYTES = 0
@@ -618,14 +737,24 @@ def main() -> None:
             if out.exists():
                 shutil.rmtree(out)
             # baseline "none": the in-memory reference above is unmix_rum_array on the raw stack
-            unmix_store(path, out, method="rum-pnp", params=p, chunks=32, baseline="none",
-                        scheduler="threads", progress=False)
+            unmix_store(
+                path,
+                out,
+                method="rum-pnp",
+                params=p,
+                chunks=32,
+                baseline="none",
+                scheduler="threads",
+                progress=False,
+            )
             with xr.open_zarr(out, consolidated=False) as o:
                 Xd = o["fraction"].values
             pd = psnr_foreground(Xd, truth, mask)
             d = np.abs(Xd - Xm)
-            lines.append(f"| {halo} | {d[:, mask].max():.2e} | {d.max():.2e} | {pm:.2f} | "
-                         f"{pd:.2f} | {pm - pd:.3f} |")
+            lines.append(
+                f"| {halo} | {d[:, mask].max():.2e} | {d.max():.2e} | {pm:.2f} | "
+                f"{pd:.2f} | {pm - pd:.3f} |"
+            )
     finally:
         eu.STATE_BLOCK_BYTES = saved
     shutil.rmtree(tmp, ignore_errors=True)
@@ -634,7 +763,7 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # the hand-written conclusions below the generated tables are kept
     old = OUT.read_text() if OUT.exists() else ""
-    tail = old[old.index(CONCLUSIONS):] if CONCLUSIONS in old else ""
+    tail = old[old.index(CONCLUSIONS) :] if CONCLUSIONS in old else ""
     OUT.write_text(text + ("\n" + tail if tail else ""))
 
 

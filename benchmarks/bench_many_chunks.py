@@ -35,10 +35,10 @@ def make_stack(path: Path, n: int, tile: int, T: int) -> np.ndarray:
     Y = (A @ np.stack([(1 - x2) * s, x2 * s]).reshape(2, -1)).reshape(T, n, n)
     Y = (Y + 0.01 * rng.standard_normal(Y.shape)).astype(np.float32)
     energy = 8333.0 + 10 * e
-    ds = xr.Dataset({"stack": (("energy", "y", "x"), Y),
-                     "references": (("energy", "component"), A)},
-                    coords={"energy": ("energy", energy, {"units": "eV"}),
-                            "component": ["a", "b"]})
+    ds = xr.Dataset(
+        {"stack": (("energy", "y", "x"), Y), "references": (("energy", "component"), A)},
+        coords={"energy": ("energy", energy, {"units": "eV"}), "component": ["a", "b"]},
+    )
     write_dataset(ds, path, chunks=tile, compressor=None)
     return Y, A
 
@@ -53,8 +53,16 @@ def run(inp: Path, out: Path, tile: int, scheduler: str) -> float:
         kw = {"client": client}
     try:
         t0 = time.perf_counter()
-        unmix_store(inp, out, method="lcf", chunks=tile, progress=False, overwrite=True,
-                    baseline="none", **kw)  # 4 energies: no pre-edge
+        unmix_store(
+            inp,
+            out,
+            method="lcf",
+            chunks=tile,
+            progress=False,
+            overwrite=True,
+            baseline="none",
+            **kw,
+        )  # 4 energies: no pre-edge
         return time.perf_counter() - t0
     finally:
         if client is not None:
@@ -83,8 +91,11 @@ def main(argv=None) -> int:
             t1 = run(d / "in1.zarr", d / "o1.zarr", a.size, sch)
             tn = run(d / "in.zarr", d / "on.zarr", a.tile, sch)
             rows.append((sch, n_chunks, tn, t1, (tn - t1) / n_chunks))
-            print(f"{sch:12s} {n_chunks} chunks: {tn:7.1f} s; 1 chunk: {t1:5.2f} s; "
-                  f"overhead {1e3 * (tn - t1) / n_chunks:.2f} ms/chunk", flush=True)
+            print(
+                f"{sch:12s} {n_chunks} chunks: {tn:7.1f} s; 1 chunk: {t1:5.2f} s; "
+                f"overhead {1e3 * (tn - t1) / n_chunks:.2f} ms/chunk",
+                flush=True,
+            )
     finally:
         shutil.rmtree(d, ignore_errors=True)
     cmd = "python benchmarks/bench_many_chunks.py " + " ".join(argv or sys.argv[1:])

@@ -94,8 +94,9 @@ class Case:
 
 
 FULL = [
-    Case("bm3d", (104, 112), (36, 40), 15,
-         {"stack tiles": (0, 8, 24), "engine, 2 threads": (0, 24)}),
+    Case(
+        "bm3d", (104, 112), (36, 40), 15, {"stack tiles": (0, 8, 24), "engine, 2 threads": (0, 24)}
+    ),
     Case("bm4d", (32, 32, 32), (16, 16, 16), 6, {"stack tiles": (0, 8, 16)}),
 ]
 #: ``--bm4d-long``: a volume longer than block + 2 halos along x, so the default BM4D halo (16)
@@ -161,14 +162,25 @@ def run_case(case: Case, tmp: Path) -> tuple[list[str], list[dict]]:
     def row(kind: str, st: str, halo: str, X: np.ndarray, seconds: float) -> dict:
         pd = psnr_foreground(X, truth, mask)
         d = np.abs(X - Xm)
-        rec = {"denoiser": case.denoiser, "blocking": kind, "state_block": st, "halo": halo,
-               "max_abs_diff": float(d.max()), "max_abs_diff_fg": float(d[:, mask].max()),
-               "psnr_memory": pm, "psnr_dask": pd, "loss_db": pm - pd,
-               "seconds_memory": t_mem, "seconds_dask": seconds}
+        rec = {
+            "denoiser": case.denoiser,
+            "blocking": kind,
+            "state_block": st,
+            "halo": halo,
+            "max_abs_diff": float(d.max()),
+            "max_abs_diff_fg": float(d[:, mask].max()),
+            "psnr_memory": pm,
+            "psnr_dask": pd,
+            "loss_db": pm - pd,
+            "seconds_memory": t_mem,
+            "seconds_dask": seconds,
+        }
         recs.append(rec)
-        rows.append(f"| {case.denoiser} | {kind} | {st} | {halo} | {d.max():.2e} | "
-                    f"{d[:, mask].max():.2e} | {pm:.2f} | {pd:.2f} | {pm - pd:.3f} | "
-                    f"{t_mem:.1f} | {seconds:.1f} |")
+        rows.append(
+            f"| {case.denoiser} | {kind} | {st} | {halo} | {d.max():.2e} | "
+            f"{d[:, mask].max():.2e} | {pm:.2f} | {pd:.2f} | {pm - pd:.3f} | "
+            f"{t_mem:.1f} | {seconds:.1f} |"
+        )
         print(rows[-1], flush=True)
         return rec
 
@@ -178,15 +190,23 @@ def run_case(case: Case, tmp: Path) -> tuple[list[str], list[dict]]:
     row("in-memory, run again", "whole", "-", X2, time.perf_counter() - t0)
     for kind, halos in case.runs.items():
         for halo in halos:
-            p = RumParams(method="rum-pnp", denoiser=case.denoiser, max_iter=case.max_iter,
-                          denoiser_halo=halo)
+            p = RumParams(
+                method="rum-pnp", denoiser=case.denoiser, max_iter=case.max_iter, denoiser_halo=halo
+            )
             out = tmp / f"{case.denoiser}_out.zarr"
             if out.exists():
                 shutil.rmtree(out)
             t0 = time.perf_counter()
             with blocking(kind):
-                unmix_store(path, out, method="rum-pnp", params=p, chunks=case.chunks,
-                            scheduler=case.scheduler, progress=False)
+                unmix_store(
+                    path,
+                    out,
+                    method="rum-pnp",
+                    params=p,
+                    chunks=case.chunks,
+                    scheduler=case.scheduler,
+                    progress=False,
+                )
             t_dask = time.perf_counter() - t0
             with xr.open_zarr(out, consolidated=False) as o:
                 Xd = o["fraction"].values
@@ -195,8 +215,9 @@ def run_case(case: Case, tmp: Path) -> tuple[list[str], list[dict]]:
                 assert o.attrs["halo"] == halo
             n_blocks = int(np.prod([-(-n // b) for n, b in zip(case.shape, st, strict=True)]))
             default = " (default)" if halo == DEFAULT_HALO[case.denoiser] else ""
-            rec = row(kind, f"{'x'.join(map(str, st))} ({n_blocks})", f"{halo}{default}", Xd,
-                      t_dask)
+            rec = row(
+                kind, f"{'x'.join(map(str, st))} ({n_blocks})", f"{halo}{default}", Xd, t_dask
+            )
             rec.update(tiles=tiles, state_tiles=st, n_blocks=n_blocks)
     return rows, recs
 
@@ -206,10 +227,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run, nothing written")
     ap.add_argument("--only", choices=("bm3d", "bm4d"), help="run one denoiser only")
-    ap.add_argument("--bm4d-long", action="store_true",
-                    help="BM4D on 16 x 16 x 96 in 16 x 16 x 24 blocks (seams at 3 faces, "
-                         "every halo up to 16 smaller than the volume); writes "
-                         "pnp_halo_bm4d_long.md")
+    ap.add_argument(
+        "--bm4d-long",
+        action="store_true",
+        help="BM4D on 16 x 16 x 96 in 16 x 16 x 24 blocks (seams at 3 faces, "
+        "every halo up to 16 smaller than the volume); writes "
+        "pnp_halo_bm4d_long.md",
+    )
     args = ap.parse_args(argv)
     full = BM4D_LONG if args.bm4d_long else FULL
     out_path = RESULTS / "pnp_halo_bm4d_long.md" if args.bm4d_long else OUT
@@ -228,36 +252,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = time.perf_counter() - t_start
     load = os.getloadavg()
     cmd = "nice -n 19 python " + " ".join(
-        shlex.quote(a) for a in ["benchmarks/bench_pnp_halo.py", *sys.argv[1:]])
+        shlex.quote(a) for a in ["benchmarks/bench_pnp_halo.py", *sys.argv[1:]]
+    )
     lines = [
-        "# RUM-PnP (BM3D / BM4D) seam error vs Dask halo", "",
+        "# RUM-PnP (BM3D / BM4D) seam error vs Dask halo",
+        "",
         f"Command: `{cmd}` (git {git_rev()}, {_dt.date.today().isoformat()}). "
         f"Machine: {os.cpu_count()} cores shared with other jobs (load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}), Python {platform.python_version()}, "
         f"bm3d {version('bm3d')}, bm4d {version('bm4d')}. "
-        f"Total {total / 60:.1f} min. Seconds are wall-clock and only indicative.", "",
-        "Phantom `simulate(\"particles\", shape, 2, sigma=3, seed=7)`; both paths subtract the "
+        f"Total {total / 60:.1f} min. Seconds are wall-clock and only indicative.",
+        "",
+        'Phantom `simulate("particles", shape, 2, sigma=3, seed=7)`; both paths subtract the '
         "pre-edge baseline and keep the state in float32; RUM-PnP defaults otherwise "
         "(lam_factor 0.1, gamma 1.05). In-memory = `unmix_rum_array` on the whole array; "
-        "Dask = `unmix_store(..., method=\"rum-pnp\", chunks=...)`. Loss = PSNR in-memory - "
+        'Dask = `unmix_store(..., method="rum-pnp", chunks=...)`. Loss = PSNR in-memory - '
         "PSNR Dask (foreground PSNR, dB). Blocking `stack tiles` = ADMM state blocked like the "
         "stack tiles (engine's `STATE_BLOCK_BYTES = 0`, the most seams); `engine, 2 threads` = "
         "the default `state_tiles` rule for 2 worker threads (engine thread count patched to 2)."
         " Synchronous scheduler: bm3d/bm4d abort the process when two threads call them at "
-        "once (see the script's docstring).", "",
+        "once (see the script's docstring).",
+        "",
     ]
     for c in cases:
         lines.append(
             f"- {c.denoiser}: {'x'.join(map(str, c.shape))}, stack tiles "
             f"{'x'.join(map(str, c.chunks))}, {c.max_iter} iterations, scheduler "
             f"`{c.scheduler}`; one {c.denoiser} call on one {'x'.join(map(str, c.shape))} map: "
-            f"{single[c.denoiser]:.2f} s.")
+            f"{single[c.denoiser]:.2f} s."
+        )
     lines += [
-        "", "| denoiser | blocking | state block (n blocks) | halo | max abs diff of fractions "
+        "",
+        "| denoiser | blocking | state block (n blocks) | halo | max abs diff of fractions "
         "vs in-memory | same, foreground only | PSNR in-memory | PSNR Dask | loss (dB) | "
-        "in-memory s | Dask s |", "|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
-        "Raw records (one JSON object per row):", "", "```json",
-        *(json.dumps(r) for r in recs), "```", ""]
+        "in-memory s | Dask s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Raw records (one JSON object per row):",
+        "",
+        "```json",
+        *(json.dumps(r) for r in recs),
+        "```",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if not args.quick:

@@ -69,8 +69,9 @@ METHODS = {
 RUM_LABELS = ("RUM-TV", "RUM-PnP(BM3D)", "RUM-PnP(tv)")
 
 
-def run_case(phantom: str, sigma: float, L: int, size: int, seed: int,
-             labels: list[str]) -> list[dict]:
+def run_case(
+    phantom: str, sigma: float, L: int, size: int, seed: int, labels: list[str]
+) -> list[dict]:
     sim = simulate_to_arrays(phantom, (size, size), L, sigma, seed=seed)
     mask = M.foreground_mask(sim.scale)
     rows = []
@@ -80,22 +81,30 @@ def run_case(phantom: str, sigma: float, L: int, size: int, seed: int,
         ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **params)
         dt = time.perf_counter() - t0
         X = np.nan_to_num(np.asarray(ds["fraction"].values, dtype=np.float64))
-        rows.append({
-            "phantom": phantom, "sigma": sigma, "L": L, "method": label,
-            "psnr_paper": M.psnr_paper(X, sim.fraction),
-            "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
-            "ssim_paper": M.ssim_paper(X, sim.fraction),
-            "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
-            "seconds": dt,
-            "iterations": ds.attrs.get("n_iterations"),
-            "lam": ds.attrs.get("lam"),
-            "fg_fraction": float(mask.mean()),
-            "params": ds.attrs.get("params"),
-        })
+        rows.append(
+            {
+                "phantom": phantom,
+                "sigma": sigma,
+                "L": L,
+                "method": label,
+                "psnr_paper": M.psnr_paper(X, sim.fraction),
+                "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
+                "ssim_paper": M.ssim_paper(X, sim.fraction),
+                "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
+                "seconds": dt,
+                "iterations": ds.attrs.get("n_iterations"),
+                "lam": ds.attrs.get("lam"),
+                "fg_fraction": float(mask.mean()),
+                "params": ds.attrs.get("params"),
+            }
+        )
         r = rows[-1]
-        print(f"  {phantom:9s} s={sigma:g} L={L} {label:14s} PSNR {r['psnr_paper']:6.2f} "
-              f"fgPSNR {r['psnr_fg']:6.2f} SSIM {r['ssim_paper']:.3f} fgSSIM {r['ssim_fg']:.3f} "
-              f"{dt:7.2f} s it={r['iterations']}", flush=True)
+        print(
+            f"  {phantom:9s} s={sigma:g} L={L} {label:14s} PSNR {r['psnr_paper']:6.2f} "
+            f"fgPSNR {r['psnr_fg']:6.2f} SSIM {r['ssim_paper']:.3f} fgSSIM {r['ssim_fg']:.3f} "
+            f"{dt:7.2f} s it={r['iterations']}",
+            flush=True,
+        )
     return rows
 
 
@@ -113,15 +122,19 @@ def _lg(r: dict) -> str:
 
 
 def long_table(rows: list[dict], key2: str) -> str:
-    head = (f"| phantom | {key2} | method | PSNR (paper) | PSNR (fg) | SSIM (paper) | SSIM (fg) "
-            "| iterations | seconds | lam_factor, gamma |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        f"| phantom | {key2} | method | PSNR (paper) | PSNR (fg) | SSIM (paper) | SSIM (fg) "
+        "| iterations | seconds | lam_factor, gamma |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     out = []
     for r in rows:
         it = "—" if r["iterations"] is None else str(r["iterations"])
-        out.append(f"| {r['phantom']} | {r[key2]:g} | {r['method']} | {_fmt(r['psnr_paper'])} | "
-                   f"{_fmt(r['psnr_fg'])} | {_fmt(r['ssim_paper'], 3)} | {_fmt(r['ssim_fg'], 3)} "
-                   f"| {it} | {_fmt(r['seconds'])} | {_lg(r)} |")
+        out.append(
+            f"| {r['phantom']} | {r[key2]:g} | {r['method']} | {_fmt(r['psnr_paper'])} | "
+            f"{_fmt(r['psnr_fg'])} | {_fmt(r['ssim_paper'], 3)} | {_fmt(r['ssim_fg'], 3)} "
+            f"| {it} | {_fmt(r['seconds'])} | {_lg(r)} |"
+        )
     return head + "\n".join(out) + "\n"
 
 
@@ -131,8 +144,13 @@ def gain_table(rows: list[dict], key2: str) -> str:
     for r in rows:
         groups.setdefault((r["phantom"], r[key2]), {})[r["method"]] = r
     labels = [m for m in RUM_LABELS if any(m in g for g in groups.values())]
-    head = (f"| phantom | {key2} | LCF fg PSNR | " + " | ".join(
-        f"{m} − LCF (fg / paper dB)" for m in labels) + " |\n|" + "---|" * (3 + len(labels)) + "\n")
+    head = (
+        f"| phantom | {key2} | LCF fg PSNR | "
+        + " | ".join(f"{m} − LCF (fg / paper dB)" for m in labels)
+        + " |\n|"
+        + "---|" * (3 + len(labels))
+        + "\n"
+    )
     out = []
     for (ph, k), g in groups.items():
         if "LCF" not in g:
@@ -141,8 +159,10 @@ def gain_table(rows: list[dict], key2: str) -> str:
         cells = []
         for m in labels:
             if m in g:
-                cells.append(f"{g[m]['psnr_fg'] - lcf['psnr_fg']:+.2f} / "
-                             f"{g[m]['psnr_paper'] - lcf['psnr_paper']:+.2f}")
+                cells.append(
+                    f"{g[m]['psnr_fg'] - lcf['psnr_fg']:+.2f} / "
+                    f"{g[m]['psnr_paper'] - lcf['psnr_paper']:+.2f}"
+                )
             else:
                 cells.append("—")
         out.append(f"| {ph} | {k:g} | {lcf['psnr_fg']:.2f} | " + " | ".join(cells) + " |")
@@ -151,10 +171,16 @@ def gain_table(rows: list[dict], key2: str) -> str:
 
 def rum_dirty() -> bool:
     import subprocess
+
     try:
         root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "status", "--porcelain", "bigxanes/rum.py"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "bigxanes/rum.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return bool(out.strip())
     except Exception:  # noqa: BLE001
         return False
@@ -174,14 +200,22 @@ def this_command() -> str:
 
 
 def header(title: str, args, extra: str, commands: list[str]) -> str:
-    ob = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                         "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    ob = {
+        k: os.environ.get(k)
+        for k in (
+            "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+        )
+    }
     cmd = "`, `".join(commands)
     tv = dataclasses.asdict(RumParams(method="rum-tv"))
     pnp_b = dataclasses.asdict(RumParams(method="rum-pnp", denoiser="bm3d"))
     pnp_t = dataclasses.asdict(RumParams(method="rum-pnp", denoiser="tv"))
     try:
         import bm3d  # noqa: F401
+
         bm3d_ver = getattr(bm3d, "__version__", "installed")
     except ImportError:
         bm3d_ver = "not installed"
@@ -217,8 +251,7 @@ def header(title: str, args, extra: str, commands: list[str]) -> str:
 def write(path: Path, text: str, rows: list[dict], commands: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    path.with_suffix(".json").write_text(json.dumps({"commands": commands, "rows": rows},
-                                                    indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"commands": commands, "rows": rows}, indent=1))
 
 
 def load_previous(path: Path, merge: bool) -> tuple[list[dict], list[str]]:
@@ -232,37 +265,50 @@ def load_previous(path: Path, merge: bool) -> tuple[list[dict], list[str]]:
 def merged(old: list[dict], new: list[dict], key2: str) -> list[dict]:
     def k(r):
         return (r["phantom"], r[key2], r["method"])
+
     keys = {k(r) for r in new}
     rows = [r for r in old if k(r) not in keys] + new
     ph_order = {p: i for i, p in enumerate(["particles", "electrode", "wedge"])}
     m_order = {m: i for i, m in enumerate(METHODS)}
-    return sorted(rows, key=lambda r: (ph_order.get(r["phantom"], 9), r[key2],
-                                       m_order.get(r["method"], 9)))
+    return sorted(
+        rows, key=lambda r: (ph_order.get(r["phantom"], 9), r[key2], m_order.get(r["method"], 9))
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="particles only, sigma 3 and 7, Table 2 only L = 3")
-    ap.add_argument("--phantoms", nargs="+", default=None,
-                    choices=["particles", "electrode", "wedge"])
+    ap.add_argument(
+        "--quick", action="store_true", help="particles only, sigma 3 and 7, Table 2 only L = 3"
+    )
+    ap.add_argument(
+        "--phantoms", nargs="+", default=None, choices=["particles", "electrode", "wedge"]
+    )
     ap.add_argument("--sigmas", nargs="+", type=float, default=None)
     ap.add_argument("--Ls", nargs="+", type=int, default=None, help="Table 2 state counts")
     ap.add_argument("--no-bm3d", action="store_true", help="skip RUM-PnP(BM3D) (slow)")
-    ap.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
-                    help="run only these methods (default: all)")
-    ap.add_argument("--merge", action="store_true",
-                    help="add the new rows to the existing results (JSON next to the .md), "
-                         "replacing rows of the same case and method; the header lists every "
-                         "command that contributed")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
+        help="run only these methods (default: all)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="add the new rows to the existing results (JSON next to the .md), "
+        "replacing rows of the same case and method; the header lists every "
+        "command that contributed",
+    )
     ap.add_argument("--tables", nargs="+", type=int, default=[1, 2], choices=[1, 2])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    phantoms = args.phantoms or (["particles"] if args.quick else
-                                 ["particles", "electrode", "wedge"])
+    phantoms = args.phantoms or (
+        ["particles"] if args.quick else ["particles", "electrode", "wedge"]
+    )
     phantoms2 = args.phantoms or (["particles"] if args.quick else ["particles", "wedge"])
     sigmas = args.sigmas or ([3.0, 7.0] if args.quick else [1.0, 3.0, 5.0, 7.0])
     Ls = args.Ls or ([3] if args.quick else [3, 4, 5])
@@ -280,11 +326,18 @@ def main(argv=None) -> int:
             for sg in sigmas:
                 rows += run_case(ph, sg, 2, args.size, args.seed, labels1)
                 allr = merged(old, rows, "sigma")
-                text = (header("Paper Table 1 protocol (L = 2, noise sweep)", args,
-                               cases_line(allr, "sigma") + ", L = 2", cmds)
-                        + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
-                        + gain_table(allr, "sigma")
-                        + "\n## All scores\n\n" + long_table(allr, "sigma"))
+                text = (
+                    header(
+                        "Paper Table 1 protocol (L = 2, noise sweep)",
+                        args,
+                        cases_line(allr, "sigma") + ", L = 2",
+                        cmds,
+                    )
+                    + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
+                    + gain_table(allr, "sigma")
+                    + "\n## All scores\n\n"
+                    + long_table(allr, "sigma")
+                )
                 write(out, text, allr, cmds)  # after every case: partial results survive
         print("\n" + text, flush=True)
 
@@ -298,11 +351,18 @@ def main(argv=None) -> int:
             for L in Ls:
                 rows += run_case(ph, 3.0, L, args.size, args.seed, labels2)
                 allr = merged(old, rows, "L")
-                text = (header("Paper Table 2 protocol (L = 3, 4, 5 at sigma = 3)", args,
-                               cases_line(allr, "L") + ", sigma = 3", cmds)
-                        + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
-                        + gain_table(allr, "L")
-                        + "\n## All scores\n\n" + long_table(allr, "L"))
+                text = (
+                    header(
+                        "Paper Table 2 protocol (L = 3, 4, 5 at sigma = 3)",
+                        args,
+                        cases_line(allr, "L") + ", sigma = 3",
+                        cmds,
+                    )
+                    + "## RUM gain over LCF (PSNR dB: foreground / paper)\n\n"
+                    + gain_table(allr, "L")
+                    + "\n## All scores\n\n"
+                    + long_table(allr, "L")
+                )
                 write(out, text, allr, cmds)
         print("\n" + text, flush=True)
 

@@ -64,10 +64,16 @@ LAM_EXT_PNP = [m * DEF_PNP.lam_factor for m in LAM_MULT_EXT]
 
 def rum_dirty() -> bool:
     import subprocess
+
     try:
         root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "status", "--porcelain", "bigxanes/rum.py"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "bigxanes/rum.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return bool(out.strip())
     except Exception:  # noqa: BLE001
         return False
@@ -78,12 +84,21 @@ def run(sim, mask, method: str, **params) -> dict:
     ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **params)
     dt = time.perf_counter() - t0
     X = np.asarray(ds["fraction"].values, dtype=np.float64)
-    r = {"method": method, **params, "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
-         "psnr_paper": M.psnr_paper(X, sim.fraction),
-         "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
-         "iterations": ds.attrs.get("n_iterations"), "lam": ds.attrs.get("lam"), "seconds": dt}
-    print(f"    {method:8s} {json.dumps(params):60s} fgPSNR {r['psnr_fg']:6.2f} "
-          f"it={r['iterations']} {dt:6.2f} s", flush=True)
+    r = {
+        "method": method,
+        **params,
+        "psnr_fg": M.psnr_foreground(X, sim.fraction, mask),
+        "psnr_paper": M.psnr_paper(X, sim.fraction),
+        "ssim_fg": M.ssim_foreground(X, sim.fraction, mask),
+        "iterations": ds.attrs.get("n_iterations"),
+        "lam": ds.attrs.get("lam"),
+        "seconds": dt,
+    }
+    print(
+        f"    {method:8s} {json.dumps(params):60s} fgPSNR {r['psnr_fg']:6.2f} "
+        f"it={r['iterations']} {dt:6.2f} s",
+        flush=True,
+    )
     return r
 
 
@@ -100,49 +115,82 @@ def within(rows, best, keys) -> str:
     return "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vs)}}}" for k, vs in vals.items())
 
 
-def section(sigma: float, lcf: dict, tv: list[dict], tv_ext: list[dict], pnp: list[dict],
-            pnp_ext: list[dict]) -> str:
-    out = [f"## sigma = {sigma:g}\n",
-           f"LCF (NNLS) baseline: foreground PSNR **{lcf['psnr_fg']:.2f} dB** "
-           f"(paper PSNR {lcf['psnr_paper']:.2f}).\n"]
+def section(
+    sigma: float,
+    lcf: dict,
+    tv: list[dict],
+    tv_ext: list[dict],
+    pnp: list[dict],
+    pnp_ext: list[dict],
+) -> str:
+    out = [
+        f"## sigma = {sigma:g}\n",
+        f"LCF (NNLS) baseline: foreground PSNR **{lcf['psnr_fg']:.2f} dB** "
+        f"(paper PSNR {lcf['psnr_paper']:.2f}).\n",
+    ]
     # RUM-TV grid
     best_tv = max(r["psnr_fg"] for r in tv)
     best_all = max(r["psnr_fg"] for r in tv + tv_ext)
     bt = max(tv, key=lambda r: r["psnr_fg"])
-    d = next(r for r in tv if r["lam_factor"] == DEF_TV.lam_factor and r["rho"] == DEF_TV.rho
-             and r["tv_sweeps"] == DEF_TV.tv_sweeps)
-    out.append("### RUM-TV: foreground PSNR dB (iterations); bold = within 1 dB of the grid's "
-               "best, ◀ = defaults\n")
-    out.append("| tv_sweeps | rho | " + " | ".join(f"lam_factor {v:g}" for v in LAM_FACTORS_TV)
-               + " |\n|" + "---|" * (2 + len(LAM_FACTORS_TV)))
+    d = next(
+        r
+        for r in tv
+        if r["lam_factor"] == DEF_TV.lam_factor
+        and r["rho"] == DEF_TV.rho
+        and r["tv_sweeps"] == DEF_TV.tv_sweeps
+    )
+    out.append(
+        "### RUM-TV: foreground PSNR dB (iterations); bold = within 1 dB of the grid's "
+        "best, ◀ = defaults\n"
+    )
+    out.append(
+        "| tv_sweeps | rho | "
+        + " | ".join(f"lam_factor {v:g}" for v in LAM_FACTORS_TV)
+        + " |\n|"
+        + "---|" * (2 + len(LAM_FACTORS_TV))
+    )
     for sw, rho in itertools.product(SWEEPS, RHOS):
         cells = []
         for lf in LAM_FACTORS_TV:
-            r = next(x for x in tv if x["tv_sweeps"] == sw and x["rho"] == rho
-                     and x["lam_factor"] == lf)
+            r = next(
+                x for x in tv if x["tv_sweeps"] == sw and x["rho"] == rho and x["lam_factor"] == lf
+            )
             cells.append(cell(r, best_tv, r is d))
         out.append(f"| {sw} | {rho:g} | " + " | ".join(cells) + " |")
     out.append("")
-    out.append(f"- Grid best {best_tv:.2f} dB at lam_factor {bt['lam_factor']:g}, rho "
-               f"{bt['rho']:g}, tv_sweeps {bt['tv_sweeps']}; defaults give {d['psnr_fg']:.2f} dB "
-               f"({d['psnr_fg'] - best_tv:+.2f}); LCF {lcf['psnr_fg']:.2f} dB.")
-    near = within(tv, best_tv, ['lam_factor', 'rho', 'tv_sweeps'])
-    out.append(f"- Within 1 dB of the grid's best: {near} "
-               f"({sum(r['psnr_fg'] >= best_tv - 1 for r in tv)}/{len(tv)} settings).")
+    out.append(
+        f"- Grid best {best_tv:.2f} dB at lam_factor {bt['lam_factor']:g}, rho "
+        f"{bt['rho']:g}, tv_sweeps {bt['tv_sweeps']}; defaults give {d['psnr_fg']:.2f} dB "
+        f"({d['psnr_fg'] - best_tv:+.2f}); LCF {lcf['psnr_fg']:.2f} dB."
+    )
+    near = within(tv, best_tv, ["lam_factor", "rho", "tv_sweeps"])
+    out.append(
+        f"- Within 1 dB of the grid's best: {near} "
+        f"({sum(r['psnr_fg'] >= best_tv - 1 for r in tv)}/{len(tv)} settings)."
+    )
     if tv_ext:
-        out.append(f"- Extended lam_factor (rho {DEF_TV.rho:g}, tv_sweeps {DEF_TV.tv_sweeps}): "
-                   + ", ".join(f"{r['lam_factor']:g} → {r['psnr_fg']:.2f} dB ({r['iterations']} it)"
-                               for r in tv_ext)
-                   + f". Best over all RUM-TV runs: {best_all:.2f} dB.")
+        out.append(
+            f"- Extended lam_factor (rho {DEF_TV.rho:g}, tv_sweeps {DEF_TV.tv_sweeps}): "
+            + ", ".join(
+                f"{r['lam_factor']:g} → {r['psnr_fg']:.2f} dB ({r['iterations']} it)"
+                for r in tv_ext
+            )
+            + f". Best over all RUM-TV runs: {best_all:.2f} dB."
+        )
     out.append("")
     # PnP grid
     best_p = max(r["psnr_fg"] for r in pnp)
     bp = max(pnp, key=lambda r: r["psnr_fg"])
-    dp = next(r for r in pnp if r["lam_factor"] == DEF_PNP.lam_factor
-              and r["gamma"] == DEF_PNP.gamma)
+    dp = next(
+        r for r in pnp if r["lam_factor"] == DEF_PNP.lam_factor and r["gamma"] == DEF_PNP.gamma
+    )
     out.append("### RUM-PnP (tv denoiser): foreground PSNR dB (iterations)\n")
-    out.append("| gamma | " + " | ".join(f"lam_factor {v:g}" for v in LAM_FACTORS_PNP)
-               + " |\n|" + "---|" * (1 + len(LAM_FACTORS_PNP)))
+    out.append(
+        "| gamma | "
+        + " | ".join(f"lam_factor {v:g}" for v in LAM_FACTORS_PNP)
+        + " |\n|"
+        + "---|" * (1 + len(LAM_FACTORS_PNP))
+    )
     for g in GAMMAS:
         cells = []
         for lf in LAM_FACTORS_PNP:
@@ -150,14 +198,21 @@ def section(sigma: float, lcf: dict, tv: list[dict], tv_ext: list[dict], pnp: li
             cells.append(cell(r, best_p, r is dp))
         out.append(f"| {g:g} | " + " | ".join(cells) + " |")
     out.append("")
-    out.append(f"- Grid best {best_p:.2f} dB at lam_factor {bp['lam_factor']:g}, gamma "
-               f"{bp['gamma']:g}; defaults give {dp['psnr_fg']:.2f} dB "
-               f"({dp['psnr_fg'] - best_p:+.2f}).")
+    out.append(
+        f"- Grid best {best_p:.2f} dB at lam_factor {bp['lam_factor']:g}, gamma "
+        f"{bp['gamma']:g}; defaults give {dp['psnr_fg']:.2f} dB "
+        f"({dp['psnr_fg'] - best_p:+.2f})."
+    )
     out.append(f"- Within 1 dB of the grid's best: {within(pnp, best_p, ['lam_factor', 'gamma'])}.")
     if pnp_ext:
-        out.append(f"- Extended lam_factor (gamma {DEF_PNP.gamma:g}): "
-                   + ", ".join(f"{r['lam_factor']:g} → {r['psnr_fg']:.2f} dB ({r['iterations']} it)"
-                               for r in pnp_ext) + ".")
+        out.append(
+            f"- Extended lam_factor (gamma {DEF_PNP.gamma:g}): "
+            + ", ".join(
+                f"{r['lam_factor']:g} → {r['psnr_fg']:.2f} dB ({r['iterations']} it)"
+                for r in pnp_ext
+            )
+            + "."
+        )
     out.append("")
     return "\n".join(out)
 
@@ -168,8 +223,9 @@ def main(argv=None) -> int:
     ap.add_argument("--phantom", default="particles", choices=["particles", "electrode", "wedge"])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-extended", action="store_true",
-                    help="skip the lam_factor values beyond the main grid")
+    ap.add_argument(
+        "--no-extended", action="store_true", help="skip the lam_factor values beyond the main grid"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "param_sensitivity.md")
     args = ap.parse_args(argv)
 
@@ -193,7 +249,7 @@ def main(argv=None) -> int:
         f"RUM-PnP `{json.dumps(dataclasses.asdict(DEF_PNP))}`.\n"
         "- `lam_factor` grids are multiples of the package default: RUM-TV "
         f"{LAM_MULT_TV} × {DEF_TV.lam_factor:g} (extended {[round(m, 4) for m in LAM_MULT_EXT]}), "
-        f"RUM-PnP(tv) {LAM_MULT_PNP} × {DEF_PNP.lam_factor:g}. With `lam=\"auto\"` λ is "
+        f'RUM-PnP(tv) {LAM_MULT_PNP} × {DEF_PNP.lam_factor:g}. With `lam="auto"` λ is '
         "lam_factor times a data-derived noise term (see `bigxanes.rum.resolve_lambda` at the "
         "recorded git HEAD), so lam_factor is the prior strength relative to the noise.\n\n"
     )
@@ -203,19 +259,32 @@ def main(argv=None) -> int:
         sim = simulate_to_arrays(args.phantom, (args.size, args.size), 2, sigma, seed=args.seed)
         mask = M.foreground_mask(sim.scale)
         lcf = run(sim, mask, "lcf")
-        tv = [run(sim, mask, "rum-tv", lam_factor=lf, rho=rho, tv_sweeps=sw)
-              for sw, rho, lf in itertools.product(SWEEPS, RHOS, LAM_FACTORS_TV)]
-        tv_ext = [] if args.no_extended else [
-            run(sim, mask, "rum-tv", lam_factor=lf, rho=DEF_TV.rho, tv_sweeps=DEF_TV.tv_sweeps)
-            for lf in LAM_EXT_TV]
-        pnp = [run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=g)
-               for g, lf in itertools.product(GAMMAS, LAM_FACTORS_PNP)]
-        pnp_ext = [] if args.no_extended else [
-            run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=DEF_PNP.gamma)
-            for lf in LAM_EXT_PNP]
+        tv = [
+            run(sim, mask, "rum-tv", lam_factor=lf, rho=rho, tv_sweeps=sw)
+            for sw, rho, lf in itertools.product(SWEEPS, RHOS, LAM_FACTORS_TV)
+        ]
+        tv_ext = (
+            []
+            if args.no_extended
+            else [
+                run(sim, mask, "rum-tv", lam_factor=lf, rho=DEF_TV.rho, tv_sweeps=DEF_TV.tv_sweeps)
+                for lf in LAM_EXT_TV
+            ]
+        )
+        pnp = [
+            run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=g)
+            for g, lf in itertools.product(GAMMAS, LAM_FACTORS_PNP)
+        ]
+        pnp_ext = (
+            []
+            if args.no_extended
+            else [
+                run(sim, mask, "rum-pnp", denoiser="tv", lam_factor=lf, gamma=DEF_PNP.gamma)
+                for lf in LAM_EXT_PNP
+            ]
+        )
         body.append(section(sigma, lcf, tv, tv_ext, pnp, pnp_ext))
-        raw[str(sigma)] = {"lcf": lcf, "tv": tv, "tv_ext": tv_ext, "pnp": pnp,
-                           "pnp_ext": pnp_ext}
+        raw[str(sigma)] = {"lcf": lcf, "tv": tv, "tv_ext": tv_ext, "pnp": pnp, "pnp_ext": pnp_ext}
         text = head + "\n".join(body)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

@@ -109,14 +109,24 @@ def _remove_baseline(Y: np.ndarray, A: np.ndarray, energy: np.ndarray, baseline:
     window = resolve_baseline(baseline, energy, A)
     if window is None:
         return Y, A, {"baseline": "none"}
-    attrs = {"baseline": baseline,
-             "baseline_window_eV": [float(energy[window].min()), float(energy[window].max())]}
+    attrs = {
+        "baseline": baseline,
+        "baseline_window_eV": [float(energy[window].min()), float(energy[window].max())],
+    }
     return subtract_pre_edge(Y, window), subtract_pre_edge(A, window), attrs
 
 
 def _dataset(
-    method: str, X: np.ndarray, s: np.ndarray, resid_rms: np.ndarray, names: list[str],
-    energy: np.ndarray, coords: dict, bad: np.ndarray, attrs: dict, data_scale: float,
+    method: str,
+    X: np.ndarray,
+    s: np.ndarray,
+    resid_rms: np.ndarray,
+    names: list[str],
+    energy: np.ndarray,
+    coords: dict,
+    bad: np.ndarray,
+    attrs: dict,
+    data_scale: float,
     references: np.ndarray | None = None,
 ) -> xr.Dataset:
     dims = _spatial_dims(s.ndim)
@@ -135,15 +145,21 @@ def _dataset(
         coords=c,
     )
     ds.attrs.update(
-        method=method, version=__version__, n_energies=int(energy.size),
-        energy_min=float(energy[0]), energy_max=float(energy[-1]),
-        n_nonfinite=int(bad.sum()), mask_threshold=MASK_THRESHOLD,
-        data_scale=float(data_scale), **attrs,
+        method=method,
+        version=__version__,
+        n_energies=int(energy.size),
+        energy_min=float(energy[0]),
+        energy_max=float(energy[-1]),
+        n_nonfinite=int(bad.sum()),
+        mask_threshold=MASK_THRESHOLD,
+        data_scale=float(data_scale),
+        **attrs,
     )
     if references is not None:  # as fitted (baseline removed), like the engine's results
         ds["references"] = (("energy", "component"), np.asarray(references, dtype=np.float64))
         ds["references"].attrs["description"] = (
-            "reference spectra as fitted (pre-edge baseline removed when baseline='pre-edge')")
+            "reference spectra as fitted (pre-edge baseline removed when baseline='pre-edge')"
+        )
     ds["fraction"].attrs["description"] = "fraction of each chemical state (sums to one)"
     ds["scale"].attrs["description"] = "per-pixel scale s of Y = A X diag(s)"
     ds["residual_rms"].attrs["description"] = "RMS over energies of Y - A X s"
@@ -160,8 +176,15 @@ def _residual_rms(Y: np.ndarray, A: np.ndarray, M: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(R * R, axis=0)).reshape(Y.shape[1:])
 
 
-def lcf(stack, references, *, energy=None, variant: str = "nnls",
-        nan_policy: str = "raise", baseline: str = "pre-edge") -> xr.Dataset:
+def lcf(
+    stack,
+    references,
+    *,
+    energy=None,
+    variant: str = "nnls",
+    nan_policy: str = "raise",
+    baseline: str = "pre-edge",
+) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
     Variants:
@@ -217,12 +240,31 @@ def lcf(stack, references, *, energy=None, variant: str = "nnls",
     X = X.reshape((L,) + spatial)
     s = s.reshape(spatial)
     M = M.reshape((L,) + spatial)
-    return _dataset(f"lcf-{variant}", X, s, _residual_rms(Y, A, M), names, energy, coords, bad,
-                    {"lcf_variant": variant, **battrs}, c, references=A)
+    return _dataset(
+        f"lcf-{variant}",
+        X,
+        s,
+        _residual_rms(Y, A, M),
+        names,
+        energy,
+        coords,
+        bad,
+        {"lcf_variant": variant, **battrs},
+        c,
+        references=A,
+    )
 
 
-def edge50(stack, references=None, *, energy=None, e0: float | None = None,
-           level: float = 0.5, nan_policy: str = "raise", **norm_kwargs) -> xr.Dataset:
+def edge50(
+    stack,
+    references=None,
+    *,
+    energy=None,
+    e0: float | None = None,
+    level: float = 0.5,
+    nan_policy: str = "raise",
+    **norm_kwargs,
+) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
 
     Each spectrum is edge-step normalized (:func:`bigxanes.normalize.normalize_spectra`, one e0
@@ -250,12 +292,16 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
     attrs = {"e0": float(e0), "level": float(level)}
     if A is None or A.shape[1] != 2:
         # the Edge-50 energy is a map of its own; it reads as fractions only for two states
-        ds = xr.Dataset({"edge50": (dims, e50.astype(np.float32))},
-                        coords={d: coords[d] for d in dims if d in coords})
+        ds = xr.Dataset(
+            {"edge50": (dims, e50.astype(np.float32))},
+            coords={d: coords[d] for d in dims if d in coords},
+        )
         ds.attrs.update(method="edge50", version=__version__, **attrs)
         if A is not None:
-            ds.attrs["note"] = (f"no fractions: Edge-50 reads fractions only for two references, "
-                                f"got {A.shape[1]}; use lcf or rum-tv for more states")
+            ds.attrs["note"] = (
+                f"no fractions: Edge-50 reads fractions only for two references, "
+                f"got {A.shape[1]}; use lcf or rum-tv for more states"
+            )
     else:
         ref_norm = normalize_spectra(energy, A, e0=e0, **norm_kwargs).norm
         e_refs = edge50_energy(energy, ref_norm, level)
@@ -270,17 +316,35 @@ def edge50(stack, references=None, *, energy=None, e0: float | None = None,
         M = lstsq_coefficients(AtA, AtY)
         s = M.sum(axis=0).reshape(Y.shape[1:])
         c = robust_scale(nnls_coefficients(AtA, AtY).sum(axis=0))
-        ds = _dataset("edge50", X, s, _residual_rms(Y, A, M), names, energy, coords,
-                      bad | ~np.isfinite(e50),
-                      {**attrs, "edge50_references": [float(v) for v in e_refs]}, c,
-                      references=A)
+        ds = _dataset(
+            "edge50",
+            X,
+            s,
+            _residual_rms(Y, A, M),
+            names,
+            energy,
+            coords,
+            bad | ~np.isfinite(e50),
+            {**attrs, "edge50_references": [float(v) for v in e_refs]},
+            c,
+            references=A,
+        )
         ds["edge50"] = (dims, e50.astype(np.float32))
     ds["edge50"].attrs.update(units="eV", description=f"energy of the first {level} crossing")
     return ds
 
 
-def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy: str = "raise",
-          baseline: str = "pre-edge", state_dtype=np.float64, **params) -> xr.Dataset:
+def unmix(
+    stack,
+    references,
+    *,
+    method: str = "rum-tv",
+    energy=None,
+    nan_policy: str = "raise",
+    baseline: str = "pre-edge",
+    state_dtype=np.float64,
+    **params,
+) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
 
     Solves ``min_{X,s} ½||Y - A X diag(s)||² + λ Σ_j Φ(x_j)`` s.t. X >= 0, 1ᵀX = 1, s >= 0
@@ -306,8 +370,9 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
     objective, ρ).
     """
     if method == "lcf":
-        return lcf(stack, references, energy=energy, nan_policy=nan_policy, baseline=baseline,
-                   **params)
+        return lcf(
+            stack, references, energy=energy, nan_policy=nan_policy, baseline=baseline, **params
+        )
     if method == "edge50":
         return edge50(stack, references, energy=energy, nan_policy=nan_policy, **params)
     p = RumParams(method=method, **params)
@@ -317,18 +382,33 @@ def unmix(stack, references, *, method: str = "rum-tv", energy=None, nan_policy:
     Y, A, battrs = _remove_baseline(Y, A, energy, baseline)
     X, s, M, history, init = unmix_rum_array(Y, A, p, state_dtype=state_dtype)
     attrs = {
-        "params": json.dumps(p.as_dict()), "lam": init.lam,
+        "params": json.dumps(p.as_dict()),
+        "lam": init.lam,
         "noise_sigma": float(np.sqrt(init.noise_var) * init.scale),
-        "n_iterations": len(history.iteration), "history": json.dumps(history.as_dict()),
+        "n_iterations": len(history.iteration),
+        "history": json.dumps(history.as_dict()),
         **battrs,
     }
-    ds = _dataset(method, X, s, _residual_rms(Y, A, M), names, energy, coords, bad, attrs,
-                  init.scale, references=A)
+    ds = _dataset(
+        method,
+        X,
+        s,
+        _residual_rms(Y, A, M),
+        names,
+        energy,
+        coords,
+        bad,
+        attrs,
+        init.scale,
+        references=A,
+    )
     T, L = A.shape
     M0 = nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1))
     X0, _ = fractions_from_coefficients(M0)
-    ds["lcf_fraction"] = (("component",) + _spatial_dims(s.ndim),
-                          X0.reshape((L,) + s.shape).astype(np.float32))
+    ds["lcf_fraction"] = (
+        ("component",) + _spatial_dims(s.ndim),
+        X0.reshape((L,) + s.shape).astype(np.float32),
+    )
     return ds
 
 

@@ -45,8 +45,9 @@ def subtract_pre_edge(spectra, window: np.ndarray):
     return spectra - spectra[idx].mean(axis=0, keepdims=True)
 
 
-def resolve_baseline(baseline: str, energy: np.ndarray, references: np.ndarray | None,
-                     gap: float = 5.0) -> np.ndarray | None:
+def resolve_baseline(
+    baseline: str, energy: np.ndarray, references: np.ndarray | None, gap: float = 5.0
+) -> np.ndarray | None:
     """The pre-edge window for ``baseline="pre-edge"``, None for ``"none"`` or no references."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")

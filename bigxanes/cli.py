@@ -29,8 +29,15 @@ import numpy as np
 __all__ = ["main", "build_parser", "engine_available"]
 
 PROG = "bigxanes"
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
 
 
@@ -69,8 +76,10 @@ def _ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
     except ValueError:
         raise UserError(f"cannot read {what} {text!r}: give integers separated by commas") from None
     if not vals or (n is not None and len(vals) != n):
-        raise UserError(f"cannot read {what} {text!r}: expected "
-                        f"{n if n else 'one or more'} integers separated by commas")
+        raise UserError(
+            f"cannot read {what} {text!r}: expected "
+            f"{n if n else 'one or more'} integers separated by commas"
+        )
     return vals
 
 
@@ -80,8 +89,9 @@ def _energy_range(text: str | None) -> tuple[float, float] | None:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"cannot read --energy-range {text!r}: write EMIN,EMAX in eV "
-                        "(e.g. 8330,8400)") from None
+        raise UserError(
+            f"cannot read --energy-range {text!r}: write EMIN,EMAX in eV (e.g. 8330,8400)"
+        ) from None
     if not lo < hi:
         raise UserError(f"--energy-range {text!r}: EMIN must be smaller than EMAX")
     from .energy import as_ev
@@ -142,8 +152,10 @@ def _open_result(path: str | os.PathLike):
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist; check the path")
     if not is_complete(p):
-        raise ValueError(f"{p} is incomplete (an interrupted run?); re-run the command that made "
-                         "it (bigxanes unmix ... --resume continues an interrupted run)")
+        raise ValueError(
+            f"{p} is incomplete (an interrupted run?); re-run the command that made "
+            "it (bigxanes unmix ... --resume continues an interrupted run)"
+        )
     return xr.open_zarr(p, consolidated=False, zarr_format=3, chunks={})
 
 
@@ -162,13 +174,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UserError(f"--shape {args.shape!r}: give 2 (y,x) or 3 (z,y,x) sizes")
     if args.phantom not in PHANTOMS:
         raise UserError(f"unknown phantom {args.phantom!r}; choose one of {', '.join(PHANTOMS)}")
-    ds = simulate(args.phantom, shape=shape, n_components=args.components, sigma=args.noise,
-                  poisson=args.poisson, seed=args.seed)
+    ds = simulate(
+        args.phantom,
+        shape=shape,
+        n_components=args.components,
+        sigma=args.noise,
+        poisson=args.poisson,
+        seed=args.seed,
+    )
     write_dataset(ds, args.output, overwrite=args.overwrite)
     st = ds["stack"]
-    _info(f"wrote {args.output}: stack {tuple(st.shape)} ({st.dims[0]}, {', '.join(st.dims[1:])}),"
-          f" {ds.sizes['component']} references, truth (true_fraction, true_scale); "
-          f"energies {float(ds.energy[0]):.1f}-{float(ds.energy[-1]):.1f} eV", args.quiet)
+    _info(
+        f"wrote {args.output}: stack {tuple(st.shape)} ({st.dims[0]}, {', '.join(st.dims[1:])}),"
+        f" {ds.sizes['component']} references, truth (true_fraction, true_scale); "
+        f"energies {float(ds.energy[0]):.1f}-{float(ds.energy[-1]):.1f} eV",
+        args.quiet,
+    )
     return 0
 
 
@@ -185,13 +206,24 @@ def cmd_import(args: argparse.Namespace) -> int:
     if tile is not None and len(tile) == 1:
         tile = tile[0]
     with _dask_progress(not args.quiet, "import"):
-        out = import_stack(args.input, args.output, energies=args.energies, dataset=args.dataset,
-                           i0=args.i0, quantity=args.quantity, overwrite=args.overwrite, tile=tile,
-                           normalize=args.normalize)
+        out = import_stack(
+            args.input,
+            args.output,
+            energies=args.energies,
+            dataset=args.dataset,
+            i0=args.i0,
+            quantity=args.quantity,
+            overwrite=args.overwrite,
+            tile=tile,
+            normalize=args.normalize,
+        )
     info = stack_info(out)
-    _info(f"wrote {out}: stack {info['shape']} chunks {info['chunks']}, {info['n_energies']} "
-          f"energies {info['energy_min']:.2f}-{info['energy_max']:.2f} eV, "
-          f"{info['quantity']}, {_fmt_bytes(info['nbytes_disk'])} on disk", args.quiet)
+    _info(
+        f"wrote {out}: stack {info['shape']} chunks {info['chunks']}, {info['n_energies']} "
+        f"energies {info['energy_min']:.2f}-{info['energy_max']:.2f} eV, "
+        f"{info['quantity']}, {_fmt_bytes(info['nbytes_disk'])} on disk",
+        args.quiet,
+    )
     return 0
 
 
@@ -239,8 +271,9 @@ def _auto_references(stack_da, n: int | None, seed: int, denoise: str | None, qu
     applied = ex.denoise or "none"
     if ex.denoise_choice is not None:
         applied = f"auto: {applied}"
-    ref.attrs.update(method="vca+refine", edge_step_scaled=1, refine_rounds=len(ex.history),
-                     denoise=applied)
+    ref.attrs.update(
+        method="vca+refine", edge_step_scaled=1, refine_rounds=len(ex.history), denoise=applied
+    )
     return ref, ns, L
 
 
@@ -273,8 +306,11 @@ def cmd_refs(args: argparse.Namespace) -> int:
     _atomic_write_text(out, "\n".join(lines) + "\n")
     _info(f"estimated number of states ({ns.method}): {ns.n}", args.quiet)
     _info(f"eigenvalues: {_eigen_text(ns.eigenvalues)}", args.quiet)
-    _info(f"wrote {out}: {L} VCA references ({', '.join(names)}) on {e.size} energies "
-          f"(denoise {ref.attrs['denoise']})", args.quiet)
+    _info(
+        f"wrote {out}: {L} VCA references ({', '.join(names)}) on {e.size} energies "
+        f"(denoise {ref.attrs['denoise']})",
+        args.quiet,
+    )
     return 0
 
 
@@ -307,8 +343,14 @@ def _rum_params(args: argparse.Namespace):
     kw: dict[str, Any] = {"method": args.method}
     if args.lam is not None:
         kw["lam"] = args.lam if args.lam == "auto" else float(args.lam)
-    for name, attr in (("lam_factor", "lam_factor"), ("max_iter", "iters"), ("tol", "tol"),
-                       ("rho", "rho"), ("denoiser", "denoiser"), ("tv_sweeps", "tv_sweeps")):
+    for name, attr in (
+        ("lam_factor", "lam_factor"),
+        ("max_iter", "iters"),
+        ("tol", "tol"),
+        ("rho", "rho"),
+        ("denoiser", "denoiser"),
+        ("tv_sweeps", "tv_sweeps"),
+    ):
         v = getattr(args, attr)
         if v is not None:
             kw[name] = v
@@ -322,7 +364,8 @@ def _select_energies(energy: np.ndarray, erange: tuple[float, float] | None) -> 
     if sel.size < 3:
         raise UserError(
             f"--energy-range {erange[0]:.2f},{erange[1]:.2f} keeps {sel.size} of the stack's "
-            f"energies ({energy[0]:.2f}-{energy[-1]:.2f} eV); widen it")
+            f"energies ({energy[0]:.2f}-{energy[-1]:.2f} eV); widen it"
+        )
     return sel
 
 
@@ -339,9 +382,15 @@ def _on_full_grid(ref, energy: np.ndarray):
         return ref
     A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
     full = np.stack([np.interp(energy, e_sel, A[:, j]) for j in range(A.shape[1])], axis=1)
-    return xr.DataArray(full, dims=("energy", "component"),
-                        coords={"energy": ("energy", energy, {"units": "eV"}),
-                                "component": ref["component"].values}, name="references")
+    return xr.DataArray(
+        full,
+        dims=("energy", "component"),
+        coords={
+            "energy": ("energy", energy, {"units": "eV"}),
+            "component": ref["component"].values,
+        },
+        name="references",
+    )
 
 
 def _references_for(args, src, energy_sel: np.ndarray):
@@ -354,7 +403,8 @@ def _references_for(args, src, energy_sel: np.ndarray):
         if "references" not in src:
             raise UserError(
                 f"{args.input} holds no reference spectra; pass --refs FILE [FILE ...] "
-                "(or --refs auto to extract them with VCA)")
+                "(or --refs auto to extract them with VCA)"
+            )
         ref = src["references"].load()
         if args.components:
             have = [str(c) for c in ref["component"].values]
@@ -367,15 +417,19 @@ def _references_for(args, src, energy_sel: np.ndarray):
     if [r.lower() for r in args.refs] == ["auto"]:
         st = src["stack"].sel(energy=energy_sel)
         ref, ns, L = _auto_references(st, args.components_count, args.seed, None, args.quiet)
-        _info(f"VCA: {L} references extracted (estimated number of states {ns.n}; "
-              f"eigenvalues {_eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
-              args.quiet)
+        _info(
+            f"VCA: {L} references extracted (estimated number of states {ns.n}; "
+            f"eigenvalues {_eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
+            args.quiet,
+        )
         return ref, "auto", ns
     _, A, names = read_references(args.refs, energy=energy_sel, components=args.components)
     ref = xr.DataArray(
-        A, dims=("energy", "component"),
+        A,
+        dims=("energy", "component"),
         coords={"energy": ("energy", energy_sel, {"units": "eV"}), "component": names},
-        name="references")
+        name="references",
+    )
     return ref, "files", None
 
 
@@ -398,20 +452,33 @@ def cmd_unmix(args: argparse.Namespace) -> int:
         "input": str(Path(args.input).resolve()),
         "references_source": ref_source,
         "references_files": json.dumps([str(Path(f).resolve()) for f in args.refs])
-        if ref_source == "files" else "[]",
+        if ref_source == "files"
+        else "[]",
         "command": " ".join(["bigxanes", "unmix"] + list(args._argv)),
     }
     if engine_available():
         from . import engine
 
         out = engine.unmix_store(
-            args.input, args.output, method=args.method,
-            references=_on_full_grid(ref, energy), params=params,
-            lcf_variant=args.lcf_variant, energy_range=erange, chunks=chunks,
-            scheduler=args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit,
-            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-            nan_policy="mask", baseline=args.baseline, state_mode=args.state_mode,
-            checkpoint_every=args.checkpoint_every)
+            args.input,
+            args.output,
+            method=args.method,
+            references=_on_full_grid(ref, energy),
+            params=params,
+            lcf_variant=args.lcf_variant,
+            energy_range=erange,
+            chunks=chunks,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            memory_limit=args.memory_limit,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            nan_policy="mask",
+            baseline=args.baseline,
+            state_mode=args.state_mode,
+            checkpoint_every=args.checkpoint_every,
+        )
         out = Path(out)
         mode = "engine"
     else:  # in-memory fallback while bigxanes.engine is not installed
@@ -419,8 +486,10 @@ def cmd_unmix(args: argparse.Namespace) -> int:
         from .store import write_dataset
 
         if args.scheduler or args.workers:
-            _warn("bigxanes.engine is not installed: running in memory, ignoring "
-                  "--scheduler/--workers")
+            _warn(
+                "bigxanes.engine is not installed: running in memory, ignoring "
+                "--scheduler/--workers"
+            )
         stack = src["stack"].sel(energy=energy_sel)
         with _dask_progress(not args.quiet, "read stack"):
             stack = stack.load()
@@ -441,13 +510,18 @@ def cmd_unmix(args: argparse.Namespace) -> int:
     a = res.attrs
     nbad = int(a.get("n_nonfinite", 0) or 0)
     if nbad:
-        _warn(f"{nbad} pixel(s) of {args.input} hold NaN/Inf values: they were masked (mask = "
-              "False, fraction not fitted) and not used for their neighbours")
+        _warn(
+            f"{nbad} pixel(s) of {args.input} hold NaN/Inf values: they were masked (mask = "
+            "False, fraction not fitted) and not used for their neighbours"
+        )
     its = a.get("n_iterations")
-    _info(f"wrote {out}: {a.get('method', args.method)} ({mode})"
-          + (f", {its} iterations" if its else "")
-          + f", {int(res['mask'].sum())} of {int(res['mask'].size)} pixels in mask, "
-          f"{time.perf_counter() - t0:.1f} s", args.quiet)
+    _info(
+        f"wrote {out}: {a.get('method', args.method)} ({mode})"
+        + (f", {its} iterations" if its else "")
+        + f", {int(res['mask'].sum())} of {int(res['mask'].size)} pixels in mask, "
+        f"{time.perf_counter() - t0:.1f} s",
+        args.quiet,
+    )
     return 0
 
 
@@ -480,8 +554,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     res = _open_result(src)
     if "fraction" not in res:
         if "stack" in res:
-            raise UserError(f"{src} is a stack store, not a result; run `bigxanes unmix "
-                            f"{src} OUT.zarr ...` first and plot OUT.zarr")
+            raise UserError(
+                f"{src} is a stack store, not a result; run `bigxanes unmix "
+                f"{src} OUT.zarr ...` first and plot OUT.zarr"
+            )
         raise UserError(f"{src} has no 'fraction' variable; plot the output of `bigxanes unmix`")
     stack_path = args.stack or res.attrs.get("input")
     stack = refs = None
@@ -492,8 +568,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
             sds = open_stack(stack_path)
             stack = sds["stack"]
             refs = _result_references(res, sds, stack)
-    out = plot_result(res, args.output, stack=stack, references=refs, pixels=pixels,
-                      slice_index=args.slice)
+    out = plot_result(
+        res, args.output, stack=stack, references=refs, pixels=pixels, slice_index=args.slice
+    )
     _info(f"wrote {out}", args.quiet)
     return 0
 
@@ -529,8 +606,9 @@ def _result_references(res, sds, stack):
         e = e_all[(e_all >= float(lo) - 1e-6) & (e_all <= float(hi) + 1e-6)]
         comps = [str(c) for c in res["component"].values] if "component" in res.coords else None
         _, A, names = read_references(files, energy=e, components=comps)
-        return xr.DataArray(A, dims=("energy", "component"),
-                            coords={"energy": e, "component": names})
+        return xr.DataArray(
+            A, dims=("energy", "component"), coords={"energy": e, "component": names}
+        )
     return None
 
 
@@ -551,14 +629,18 @@ def cmd_info(args: argparse.Namespace) -> int:
             from .references import read_references
 
             e, A, names = read_references([p])
-            print(f"{p}: references table, {A.shape[1]} reference(s) {names}, {e.size} energies "
-                  f"{e[0]:.2f}-{e[-1]:.2f} eV")
+            print(
+                f"{p}: references table, {A.shape[1]} reference(s) {names}, {e.size} energies "
+                f"{e[0]:.2f}-{e[-1]:.2f} eV"
+            )
             ev, n = _read_refs_csv_eigen(p)
             if ev is not None:
                 print(f"estimated number of states: {n}; eigenvalues: {_eigen_text(ev)}")
             return 0
-        raise UserError(f"{p} is not a Zarr store; `bigxanes info` reads stores and reference "
-                        f"tables: import it first (bigxanes import {p} OUT.zarr --energies FILE)")
+        raise UserError(
+            f"{p} is not a Zarr store; `bigxanes info` reads stores and reference "
+            f"tables: import it first (bigxanes import {p} OUT.zarr --energies FILE)"
+        )
     complete = is_complete(p)
     try:
         g = zarr.open_group(str(p), mode="r")
@@ -568,18 +650,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"path: {p}")
     print(f"complete: {'yes' if complete else 'NO (interrupted write or run in progress)'}")
     if not complete:
-        raise UserError(f"{p} is incomplete (an interrupted write, or a run still in progress): "
-                        "its data are not valid; re-run the command that made it (bigxanes "
-                        "unmix ... --resume continues an interrupted run)")
+        raise UserError(
+            f"{p} is incomplete (an interrupted write, or a run still in progress): "
+            "its data are not valid; re-run the command that made it (bigxanes "
+            "unmix ... --resume continues an interrupted run)"
+        )
     if "stack" in arrays and complete:
         info = stack_info(p)
         print(f"kind: stack store ({info['quantity']})")
         print(f"shape: {info['shape']} dims {info['dims']}")
         print(f"chunks: {info['chunks']}  dtype: {info['dtype']}")
-        print(f"energies: {info['n_energies']}, {info['energy_min']:.3f}-"
-              f"{info['energy_max']:.3f} eV")
-        print(f"size: {_fmt_bytes(info['nbytes_memory'])} in memory, "
-              f"{_fmt_bytes(info['nbytes_disk'])} on disk")
+        print(
+            f"energies: {info['n_energies']}, {info['energy_min']:.3f}-{info['energy_max']:.3f} eV"
+        )
+        print(
+            f"size: {_fmt_bytes(info['nbytes_memory'])} in memory, "
+            f"{_fmt_bytes(info['nbytes_disk'])} on disk"
+        )
         print(f"variables: {', '.join(info['variables'])}")
         if info["components"]:
             print(f"references: {', '.join(info['components'])}")
@@ -592,14 +679,20 @@ def cmd_info(args: argparse.Namespace) -> int:
                 except Exception as exc:  # noqa: BLE001
                     print(f"resources ({method}): unavailable ({exc})")
                     continue
-                print(f"resources ({method}): " + ", ".join(
-                    f"{k}={_fmt_bytes(v) if 'bytes' in k else v}" for k, v in est.items()))
+                print(
+                    f"resources ({method}): "
+                    + ", ".join(
+                        f"{k}={_fmt_bytes(v) if 'bytes' in k else v}" for k, v in est.items()
+                    )
+                )
         else:
             T = info["n_energies"]
             nvox = int(np.prod(info["shape"][1:]))
-            print("resources (rough, engine not installed): in-memory run needs about "
-                  f"{_fmt_bytes(nvox * T * 8 * 3)}; result on disk about "
-                  f"{_fmt_bytes(nvox * 4 * 6)}")
+            print(
+                "resources (rough, engine not installed): in-memory run needs about "
+                f"{_fmt_bytes(nvox * T * 8 * 3)}; result on disk about "
+                f"{_fmt_bytes(nvox * 4 * 6)}"
+            )
         return 0
     if "fraction" in arrays:
         a = dict(g.attrs)
@@ -614,8 +707,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             with contextlib.suppress(json.JSONDecodeError):
                 h = json.loads(hist)
                 if h.get("primal"):
-                    print(f"final residuals: primal {h['primal'][-1]:.3g}, "
-                          f"dual {h.get('dual', [float('nan')])[-1]:.3g}")
+                    print(
+                        f"final residuals: primal {h['primal'][-1]:.3g}, "
+                        f"dual {h.get('dual', [float('nan')])[-1]:.3g}"
+                    )
         for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
             if k in a:
                 print(f"{k}: {a[k]}")
@@ -668,18 +763,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 from .rum import RumParams
 
                 out = Path(tmp) / f"{method}.zarr"
-                engine.unmix_store(store, out, method=method,
-                                   params=RumParams(method=method, **kw) if kw else None,
-                                   n_workers=args.workers, progress=False)
+                engine.unmix_store(
+                    store,
+                    out,
+                    method=method,
+                    params=RumParams(method=method, **kw) if kw else None,
+                    n_workers=args.workers,
+                    progress=False,
+                )
                 frac = xr.open_zarr(out, consolidated=False)["fraction"].values
             dt = time.perf_counter() - t0
-            diff = (float(np.nanmax(np.abs(frac - mem[method])))
-                    if path == "engine" and method in mem else float("nan"))
+            diff = (
+                float(np.nanmax(np.abs(frac - mem[method])))
+                if path == "engine" and method in mem
+                else float("nan")
+            )
             rows.append((method, path, dt, _fg_psnr(frac, truth, ts), diff))
-    print(f"benchmark: particles {shape}, {ds.sizes['energy']} energies, 2 states, "
-          f"RUM-TV {args.iters} iterations")
-    print(f"{'method':<8} {'path':<7} {'seconds':>8} {'PSNR fg (dB)':>13} "
-          f"{'max |engine-memory|':>20}")
+    print(
+        f"benchmark: particles {shape}, {ds.sizes['energy']} energies, 2 states, "
+        f"RUM-TV {args.iters} iterations"
+    )
+    print(
+        f"{'method':<8} {'path':<7} {'seconds':>8} {'PSNR fg (dB)':>13} {'max |engine-memory|':>20}"
+    )
     for m, pth, dt, ps, d in rows:
         print(f"{m:<8} {pth:<7} {dt:8.2f} {ps:13.2f} {d:20.2e}")
     if not engine_available():
@@ -702,8 +808,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shape = size * 2 if len(size) == 1 else size
     stack_path, result_path, png = out / "stack.zarr", out / "rum-tv.zarr", out / "rum-tv.png"
     t0 = time.perf_counter()
-    _info(f"1/4 simulate a particles stack {shape}, 2 states, noise sigma 7 -> {stack_path}",
-          args.quiet)
+    _info(
+        f"1/4 simulate a particles stack {shape}, 2 states, noise sigma 7 -> {stack_path}",
+        args.quiet,
+    )
     ds = simulate("particles", shape=shape, n_components=2, sigma=7, seed=0)
     write_dataset(ds, stack_path, overwrite=True)
     _info("2/4 LCF (in memory)", args.quiet)
@@ -716,12 +824,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .rum import RumParams
 
         params = RumParams(method="rum-tv", max_iter=args.iters) if args.iters else None
-        engine.unmix_store(stack_path, result_path, method="rum-tv", params=params,
-                           n_workers=args.workers, memory_limit="auto", overwrite=True,
-                           progress=not args.quiet)
+        engine.unmix_store(
+            stack_path,
+            result_path,
+            method="rum-tv",
+            params=params,
+            n_workers=args.workers,
+            memory_limit="auto",
+            overwrite=True,
+            progress=not args.quiet,
+        )
     else:
-        _info(f"3/4 RUM-TV in memory (bigxanes.engine not installed) -> {result_path}",
-              args.quiet)
+        _info(f"3/4 RUM-TV in memory (bigxanes.engine not installed) -> {result_path}", args.quiet)
         kw = {"max_iter": args.iters} if args.iters else {}
         r = api.unmix(ds["stack"], ds["references"], method="rum-tv", nan_policy="mask", **kw)
         r.attrs["input"] = str(stack_path.resolve())
@@ -738,8 +852,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  LCF     {p_lcf:6.2f}")
     its = res.attrs.get("n_iterations", "?")
     print(f"  RUM-TV  {p_rum:6.2f}   ({its} iterations)")
-    print(f"outputs in {out}/ ({time.perf_counter() - t0:.0f} s): stack.zarr, rum-tv.zarr, "
-          "rum-tv.png")
+    print(
+        f"outputs in {out}/ ({time.perf_counter() - t0:.0f} s): stack.zarr, rum-tv.zarr, rum-tv.png"
+    )
     return 0
 
 
@@ -802,15 +917,17 @@ EXAMPLES = {
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``bigxanes`` command."""
     p = _Parser(
-        prog=PROG, formatter_class=_FMT,
+        prog=PROG,
+        formatter_class=_FMT,
         description="Chemical phase maps from TXM-XANES stacks (robust unmixing RUM-TV/RUM-PnP, "
-                    "LCF, Edge-50), in memory or out-of-core on Dask/Zarr.",
+        "LCF, Edge-50), in memory or out-of-core on Dask/Zarr.",
         epilog="""first steps:
   bigxanes demo                                    # simulate, unmix, plot, compare (~1 min)
   bigxanes import stack.tif stack.zarr --energies energies.txt
   bigxanes unmix stack.zarr result.zarr --method rum-tv --refs ref1.txt ref2.txt
   bigxanes plot result.zarr result.png
-run 'bigxanes COMMAND --help' for the options and examples of each command.""")
+run 'bigxanes COMMAND --help' for the options and examples of each command.""",
+    )
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"bigxanes {__version__}")
@@ -818,8 +935,9 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                            formatter_class=_FMT)
+        sp = sub.add_parser(
+            name, help=help_, description=help_, epilog=EXAMPLES[name], formatter_class=_FMT
+        )
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return sp
@@ -829,10 +947,19 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--phantom", default="particles", help="particles | electrode | wedge")
     s.add_argument("--shape", default="128,128", help="y,x or z,y,x (default 128,128)")
     s.add_argument("--components", type=int, default=2, help="number of chemical states")
-    s.add_argument("--noise", type=float, default=7.0,
-                   help="Gaussian noise sigma on the 0-255 scale of the paper (default 7)")
-    s.add_argument("--poisson", type=float, default=None, metavar="I0",
-                   help="add Poisson counting noise with I0 incident counts")
+    s.add_argument(
+        "--noise",
+        type=float,
+        default=7.0,
+        help="Gaussian noise sigma on the 0-255 scale of the paper (default 7)",
+    )
+    s.add_argument(
+        "--poisson",
+        type=float,
+        default=None,
+        metavar="I0",
+        help="add Poisson counting noise with I0 incident counts",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_simulate)
@@ -840,18 +967,29 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s = add("import", "import a TIFF / HDF5 / npy / Zarr stack into the Zarr stack store")
     s.add_argument("input", metavar="INPUT", help=".tif stack, folder of TIFFs, .h5, .npy, .zarr")
     s.add_argument("output", metavar="OUT.zarr")
-    s.add_argument("--energies", metavar="FILE",
-                   help="one energy per image (eV or keV), text file; optional for HDF5 "
-                        "with /X_eng")
+    s.add_argument(
+        "--energies",
+        metavar="FILE",
+        help="one energy per image (eV or keV), text file; optional for HDF5 with /X_eng",
+    )
     s.add_argument("--dataset", metavar="PATH", help="HDF5 dataset (default /img_xanes)")
-    s.add_argument("--i0", metavar="FILE|background:y0:y1,x0:x1",
-                   help="convert counts to optical density -ln(I/I0): I0 file (one per energy "
-                        "or energy,I0 columns), a sample-free region, or a mask .tif/.npy")
-    s.add_argument("--normalize", action="store_true",
-                   help="store the edge-step normalized stack (pre-edge line, post-edge "
-                        "polynomial, one e0), computed chunk-wise; needs absorbance")
-    s.add_argument("--quantity", choices=("counts", "absorbance"),
-                   help="what the input holds when no conversion is made")
+    s.add_argument(
+        "--i0",
+        metavar="FILE|background:y0:y1,x0:x1",
+        help="convert counts to optical density -ln(I/I0): I0 file (one per energy "
+        "or energy,I0 columns), a sample-free region, or a mask .tif/.npy",
+    )
+    s.add_argument(
+        "--normalize",
+        action="store_true",
+        help="store the edge-step normalized stack (pre-edge line, post-edge "
+        "polynomial, one e0), computed chunk-wise; needs absorbance",
+    )
+    s.add_argument(
+        "--quantity",
+        choices=("counts", "absorbance"),
+        help="what the input holds when no conversion is made",
+    )
     s.add_argument("--tile", help="spatial chunk edge, e.g. 256 or 64,64,64")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_import)
@@ -860,13 +998,22 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("input", metavar="IN.zarr")
     s.add_argument("output", metavar="OUT.zarr")
     s.add_argument("--method", default="rum-tv", choices=METHODS)
-    s.add_argument("--refs", nargs="+", metavar="FILE",
-                   help="reference spectra files (text/CSV/XDI/Athena .nor; eV or keV); "
-                        "default: the references stored in IN.zarr; 'auto' = VCA extraction")
-    s.add_argument("--components", nargs="+", metavar="NAME",
-                   help="use only these references, in this order")
-    s.add_argument("--components-count", type=int, metavar="L",
-                   help="with --refs auto: number of states (default: estimated)")
+    s.add_argument(
+        "--refs",
+        nargs="+",
+        metavar="FILE",
+        help="reference spectra files (text/CSV/XDI/Athena .nor; eV or keV); "
+        "default: the references stored in IN.zarr; 'auto' = VCA extraction",
+    )
+    s.add_argument(
+        "--components", nargs="+", metavar="NAME", help="use only these references, in this order"
+    )
+    s.add_argument(
+        "--components-count",
+        type=int,
+        metavar="L",
+        help="with --refs auto: number of states (default: estimated)",
+    )
     s.add_argument("--seed", type=int, default=0, help="seed of --refs auto")
     s.add_argument("--lam", help="regularization weight λ, or 'auto' (default)")
     s.add_argument("--lam-factor", type=float, help="prior strength used by --lam auto")
@@ -876,21 +1023,34 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s.add_argument("--tv-sweeps", type=int, help="Jacobi sweeps per TV step")
     s.add_argument("--denoiser", choices=("tv", "bm3d", "bm4d"), help="RUM-PnP denoiser")
     s.add_argument("--lcf-variant", default="nnls", choices=("nnls", "lstsq", "sum-to-one"))
-    s.add_argument("--energy-range", metavar="EMIN,EMAX",
-                   help="analyse only these energies (eV)")
+    s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
     s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
     s.add_argument("--workers", type=int, help="LocalCluster workers (default: machine-sized)")
     s.add_argument("--memory-limit", metavar="SIZE", help="per worker, e.g. 2GB")
-    s.add_argument("--scheduler", metavar="ADDRESS",
-                   help="join an existing Dask cluster (tcp://host:8786)")
-    s.add_argument("--baseline", default="pre-edge", choices=("pre-edge", "none"),
-                   help="remove each spectrum's pre-edge mean (data and references) before "
-                        "fitting: measured OD carries a flat background (default pre-edge)")
-    s.add_argument("--state-mode", default="auto", choices=("auto", "memory", "zarr"),
-                   help="RUM state between iterations: in the cluster's memory (checkpointed "
-                        "to Zarr) or the Zarr double buffer; auto: memory when it fits")
-    s.add_argument("--checkpoint-every", type=int, default=10, metavar="K",
-                   help="memory state mode: checkpoint to Zarr every K iterations (default 10)")
+    s.add_argument(
+        "--scheduler", metavar="ADDRESS", help="join an existing Dask cluster (tcp://host:8786)"
+    )
+    s.add_argument(
+        "--baseline",
+        default="pre-edge",
+        choices=("pre-edge", "none"),
+        help="remove each spectrum's pre-edge mean (data and references) before "
+        "fitting: measured OD carries a flat background (default pre-edge)",
+    )
+    s.add_argument(
+        "--state-mode",
+        default="auto",
+        choices=("auto", "memory", "zarr"),
+        help="RUM state between iterations: in the cluster's memory (checkpointed "
+        "to Zarr) or the Zarr double buffer; auto: memory when it fits",
+    )
+    s.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="memory state mode: checkpoint to Zarr every K iterations (default 10)",
+    )
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_unmix)
@@ -898,16 +1058,25 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s = add("refs", "extract reference spectra with VCA and estimate the number of states")
     s.add_argument("input", metavar="IN.zarr")
     s.add_argument("output", metavar="OUT.csv")
-    s.add_argument("--components", type=int, metavar="L",
-                   help="number of references (default: the estimated number of states)")
-    s.add_argument("--denoise", nargs="?", const="gaussian", choices=DENOISE_CHOICES,
-                   metavar="METHOD",
-                   help="spatial denoising of the images before extraction: gaussian (a "
-                        "1-pixel Gaussian filter, linear: every pixel stays a mixture of the "
-                        "references; the flag alone), tv (total variation; bends the spectra), "
-                        "none, auto (the filter or none, whichever its estimated bias vs noise "
-                        "favours). Default: that of bigxanes.extract.extract_references "
-                        "(gaussian)")
+    s.add_argument(
+        "--components",
+        type=int,
+        metavar="L",
+        help="number of references (default: the estimated number of states)",
+    )
+    s.add_argument(
+        "--denoise",
+        nargs="?",
+        const="gaussian",
+        choices=DENOISE_CHOICES,
+        metavar="METHOD",
+        help="spatial denoising of the images before extraction: gaussian (a "
+        "1-pixel Gaussian filter, linear: every pixel stays a mixture of the "
+        "references; the flag alone), tv (total variation; bends the spectra), "
+        "none, auto (the filter or none, whichever its estimated bias vs noise "
+        "favours). Default: that of bigxanes.extract.extract_references "
+        "(gaussian)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--energy-range", metavar="EMIN,EMAX")
     s.add_argument("--overwrite", action="store_true")
@@ -916,11 +1085,15 @@ run 'bigxanes COMMAND --help' for the options and examples of each command.""")
     s = add("plot", "PNG of a result: phase maps, RGB, scale, pixel fits, convergence")
     s.add_argument("result", metavar="OUT.zarr", help="result store (or a refs .csv)")
     s.add_argument("output", metavar="FIG.png")
-    s.add_argument("--stack", metavar="IN.zarr",
-                   help="the unmixed stack (default: the result's recorded input)")
+    s.add_argument(
+        "--stack",
+        metavar="IN.zarr",
+        help="the unmixed stack (default: the result's recorded input)",
+    )
     s.add_argument("--pixels", nargs="+", metavar="Y,X", help="pixels whose spectra are shown")
-    s.add_argument("--slice", type=int, metavar="Z",
-                   help="z slice of a 3-D result (default middle)")
+    s.add_argument(
+        "--slice", type=int, metavar="Z", help="z slice of a 3-D result (default middle)"
+    )
     s.set_defaults(func=cmd_plot)
 
     s = add("info", "describe a stack store, a result store or a references table")
@@ -966,7 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    args._argv = [a for a in argv[argv.index(args.command) + 1:]] if args.command in argv else []
+    args._argv = [a for a in argv[argv.index(args.command) + 1 :]] if args.command in argv else []
     old = warnings.showwarning
     warnings.showwarning = _showwarning
     try:
@@ -982,8 +1155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(msg) or type(exc).__name__)
         return 2
     except KeyboardInterrupt:
-        _err("interrupted" + (" (bigxanes unmix ... --resume continues)"
-                              if args.command == "unmix" else ""))
+        _err(
+            "interrupted"
+            + (" (bigxanes unmix ... --resume continues)" if args.command == "unmix" else "")
+        )
         return 130
     finally:
         warnings.showwarning = old

@@ -91,7 +91,7 @@ def edge_step_scale(spectra: np.ndarray) -> np.ndarray:
     """
     E = np.asarray(spectra, dtype=np.float64)
     T = E.shape[0]
-    step = E[-max(T // 5, 1):].mean(axis=0) - E[: max(T // 10, 1)].mean(axis=0)
+    step = E[-max(T // 5, 1) :].mean(axis=0) - E[: max(T // 10, 1)].mean(axis=0)
     if np.any(~np.isfinite(step)) or np.any(np.abs(step) < 1e-12):
         raise ValueError("an extracted spectrum has no edge step (flat spectrum); check the mask")
     return E / step

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkError", "check_chunks", "checked_dask", "check_energy_order",
-           "tree_checksum", "missing_chunks"]
+__all__ = [
+    "ChunkError",
+    "check_chunks",
+    "checked_dask",
+    "check_energy_order",
+    "tree_checksum",
+    "missing_chunks",
+]
 
 
 class ChunkError(ValueError):
@@ -48,7 +54,7 @@ def _list_keys(arr) -> set[str]:
 
     prefix = f"{arr.path}/" if arr.path else ""
     keys = sync(collect(arr.store.list_prefix(prefix)))
-    return {k[len(prefix):] if k.startswith(prefix) else k for k in keys}
+    return {k[len(prefix) :] if k.startswith(prefix) else k for k in keys}
 
 
 def missing_chunks(path: str | os.PathLike, name: str = "stack") -> list[str]:
@@ -72,13 +78,13 @@ def check_chunks(path: str | os.PathLike, name: str = "stack") -> None:
         raise ChunkError(
             f"input {path}: {len(missing)} of {arr._nshards} chunk(s) of {name!r} are missing "
             f"({shown}{more}); Zarr would silently read them as fill values "
-            f"({arr.fill_value}): restore the store from its source (re-run `bigxanes import`)")
+            f"({arr.fill_value}): restore the store from its source (re-run `bigxanes import`)"
+        )
 
 
 def check_energy_order(energy: Iterable[float], where: str = "the stack") -> None:
     """Raise ValueError unless the energies are finite and strictly increasing."""
-    e = np.asarray(list(energy) if not isinstance(energy, np.ndarray) else energy,
-                   dtype=np.float64)
+    e = np.asarray(list(energy) if not isinstance(energy, np.ndarray) else energy, dtype=np.float64)
     if e.ndim != 1 or not np.all(np.isfinite(e)):
         raise ValueError(f"energies of {where} must be a finite 1-D axis")
     if e.size > 1 and not np.all(np.diff(e) > 0):
@@ -86,7 +92,8 @@ def check_energy_order(energy: Iterable[float], where: str = "the stack") -> Non
         raise ValueError(
             f"energies of {where} are not strictly increasing (energy[{i}] = {e[i]:g} >= "
             f"energy[{i + 1}] = {e[i + 1]:g}); sort the images by energy and drop duplicates "
-            "(`bigxanes import` does this)")
+            "(`bigxanes import` does this)"
+        )
 
 
 def _read_block(arr, path: str, var: str, block_id=None, block_info=None):
@@ -100,7 +107,8 @@ def _read_block(arr, path: str, var: str, block_id=None, block_info=None):
         raise ChunkError(
             f"input {path}: chunk {var}/{key} (chunk index {idx}) cannot be read "
             f"({type(exc).__name__}: {exc}); the file is corrupted: restore the store from its "
-            "source (re-run `bigxanes import`)") from None
+            "source (re-run `bigxanes import`)"
+        ) from None
 
 
 def checked_dask(path: str | os.PathLike, name: str = "stack") -> Any:
@@ -112,8 +120,15 @@ def checked_dask(path: str | os.PathLike, name: str = "stack") -> Any:
     if arr.shards is not None:
         raise ValueError(f"{path}/{name} is sharded; bigxanes stack stores are not")
     chunks = da.core.normalize_chunks(arr.chunks, arr.shape)
-    return da.map_blocks(_read_block, arr=arr, path=str(path), var=name, chunks=chunks,
-                         dtype=arr.dtype, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+    return da.map_blocks(
+        _read_block,
+        arr=arr,
+        path=str(path),
+        var=name,
+        chunks=chunks,
+        dtype=arr.dtype,
+        meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
+    )
 
 
 def tree_checksum(path: str | os.PathLike) -> str:

@@ -47,8 +47,7 @@ def normalize_stack(stack: xr.DataArray, *, e0: float | None = None, **kw) -> xr
     if e0 is None:
         mean = np.asarray(da.nanmean(data.reshape(data.shape[0], -1), axis=1).compute())
         e0 = float(find_e0(energy, mean))
-    out = data.map_blocks(_normalize_block, energy=energy, e0=float(e0), kw=kw,
-                          dtype=np.float32)
+    out = data.map_blocks(_normalize_block, energy=energy, e0=float(e0), kw=kw, dtype=np.float32)
     res = stack.copy(data=out)
     res.attrs.update(stack.attrs)
     res.attrs.update(quantity="normalized", e0=float(e0))

@@ -161,9 +161,7 @@ def particles(
     m = min(shape)
     if n_particles is None:
         n_particles = 8 if len(shape) == 2 else 24
-    cen, rad = _place(
-        rng, shape, n_particles, radius_range[0] * m, radius_range[1] * m, 1.05, 400
-    )
+    cen, rad = _place(rng, shape, n_particles, radius_range[0] * m, radius_range[1] * m, 1.05, 400)
     k = rad.size
     span = max(L - 1, 1)
     core = rng.uniform(-0.5, L - 0.5, k)
@@ -279,7 +277,5 @@ def make_phantom(
     try:
         fn = PHANTOMS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown phantom {name!r}; choose one of {sorted(PHANTOMS)}."
-        ) from None
+        raise ValueError(f"unknown phantom {name!r}; choose one of {sorted(PHANTOMS)}.") from None
     return fn(tuple(shape), n_components, seed)

@@ -142,7 +142,10 @@ def default_pixels(scale: np.ndarray, mask: np.ndarray | None, n: int = 3) -> li
 
 
 def fit_spectra(
-    stack: np.ndarray, references: np.ndarray, fraction: np.ndarray, scale: np.ndarray,
+    stack: np.ndarray,
+    references: np.ndarray,
+    fraction: np.ndarray,
+    scale: np.ndarray,
     pixels: Sequence[tuple[int, int]],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Measured and modelled spectra ``(y, s A x)`` at chosen pixels of a 2-D slice.
@@ -167,8 +170,9 @@ def fit_spectra(
     return out
 
 
-def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window=None,
-                result_energy=None):
+def _pixel_fits(
+    stack, references, frac, scale, mask, pixels, z, baseline_window=None, result_energy=None
+):
     """Measured spectra at a few pixels (read pixel by pixel: never the whole stack) and fits.
 
     ``baseline_window`` (EMIN, EMAX in eV): the run removed each spectrum's mean over these
@@ -190,8 +194,11 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window
         if ref is not None and "energy" in ref.coords and sdat.sizes["energy"] != A.shape[0]:
             # the run used an energy range: select the same energies
             sdat = sdat.sel(energy=ref["energy"].values, method="nearest")
-        energy = (np.asarray(sdat["energy"].values, dtype=np.float64) if "energy" in sdat.coords
-                  else np.arange(sdat.sizes["energy"], dtype=float))
+        energy = (
+            np.asarray(sdat["energy"].values, dtype=np.float64)
+            if "energy" in sdat.coords
+            else np.arange(sdat.sizes["energy"], dtype=float)
+        )
         ny, nx = sdat.sizes["y"], sdat.sizes["x"]
 
         def get(y, x):
@@ -201,14 +208,21 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window
         if z is not None and arr.ndim == 4:
             arr = arr[:, z]
         # a bare array has no energies: take the references' (or the result's) when they match
-        ref_e = (np.asarray(ref["energy"].values, dtype=np.float64)
-                 if ref is not None and "energy" in ref.coords else result_energy)
-        energy = (ref_e if ref_e is not None and ref_e.size == arr.shape[0]
-                  else np.arange(arr.shape[0], dtype=float))
+        ref_e = (
+            np.asarray(ref["energy"].values, dtype=np.float64)
+            if ref is not None and "energy" in ref.coords
+            else result_energy
+        )
+        energy = (
+            ref_e
+            if ref_e is not None and ref_e.size == arr.shape[0]
+            else np.arange(arr.shape[0], dtype=float)
+        )
         ny, nx = arr.shape[1], arr.shape[2]
 
         def get(y, x):
             return np.asarray(arr[:, y, x], dtype=np.float64)
+
     if A.shape[0] != energy.size:
         raise ValueError(
             f"references have {A.shape[0]} energies but the stack has {energy.size}; "
@@ -228,7 +242,8 @@ def _pixel_fits(stack, references, frac, scale, mask, pixels, z, baseline_window
             raise ValueError(
                 f"the run removed a pre-edge baseline over {lo:g}..{hi:g} eV but the stack's "
                 "energies do not reach it; pass the stack as an xarray DataArray with its "
-                "'energy' coordinate (or the stack store)")
+                "'energy' coordinate (or the stack store)"
+            )
         A = subtract_pre_edge(A, win)
     fits = []
     for y, x in pix:
@@ -333,7 +348,8 @@ def plot_result(
     frac = _2d(result["fraction"].transpose("component", ...), z).astype(np.float64)
     L = frac.shape[0]
     names = (
-        [str(c) for c in result["component"].values] if "component" in result.coords
+        [str(c) for c in result["component"].values]
+        if "component" in result.coords
         else [f"state {j + 1}" for j in range(L)]
     )
     scale = _2d(result["scale"], z).astype(np.float64) if "scale" in result else None
@@ -345,13 +361,28 @@ def plot_result(
         references = result["references"]
     spectra = None
     if stack is not None and references is not None and scale is not None:
-        spectra = _pixel_fits(stack, references, frac, scale, mask, pixels, z,
-                              result.attrs.get("baseline_window_eV"),
-                              np.asarray(result["energy"].values, dtype=np.float64)
-                              if "energy" in result.coords else None)
+        spectra = _pixel_fits(
+            stack,
+            references,
+            frac,
+            scale,
+            mask,
+            pixels,
+            z,
+            result.attrs.get("baseline_window_eV"),
+            np.asarray(result["energy"].values, dtype=np.float64)
+            if "energy" in result.coords
+            else None,
+        )
 
-    panels = L + 1 + (scale is not None) + (spectra is not None) + bool(hist.get("primal")) + (
-        ev is not None)
+    panels = (
+        L
+        + 1
+        + (scale is not None)
+        + (spectra is not None)
+        + bool(hist.get("primal"))
+        + (ev is not None)
+    )
     ncol = min(4, panels)
     nrow = int(np.ceil(panels / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
@@ -409,8 +440,11 @@ def plot_result(
     if title is None:
         meth = result.attrs.get("method", "result")
         its = result.attrs.get("n_iterations")
-        title = f"{meth}" + (f", {its} iterations" if its else "") + (
-            f", slice z={z}" if z is not None else "")
+        title = (
+            f"{meth}"
+            + (f", {its} iterations" if its else "")
+            + (f", slice z={z}" if z is not None else "")
+        )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     try:
@@ -420,8 +454,14 @@ def plot_result(
 
 
 def plot_references(
-    energy: np.ndarray, references: np.ndarray, names: Sequence[str], path: str | os.PathLike,
-    *, eigenvalues: Sequence[float] | None = None, n_states: int | None = None, dpi: int = 110,
+    energy: np.ndarray,
+    references: np.ndarray,
+    names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    eigenvalues: Sequence[float] | None = None,
+    n_states: int | None = None,
+    dpi: int = 110,
 ) -> Path:
     """Plot reference spectra (e.g. from ``bigxanes refs``) and optionally the eigenvalues.
 

@@ -304,8 +304,10 @@ def read_references(
         if not lo < hi:
             raise ValueError(
                 "the reference files do not overlap in energy: "
-                + ", ".join(f"{Path(p).name}: {e[0]:.1f}-{e[-1]:.1f} eV" for p, (e, _, _) in
-                            zip(paths, parts, strict=True))
+                + ", ".join(
+                    f"{Path(p).name}: {e[0]:.1f}-{e[-1]:.1f} eV"
+                    for p, (e, _, _) in zip(paths, parts, strict=True)
+                )
                 + "; check units or use references of the same edge."
             )
         e0 = parts[0][0]

@@ -108,7 +108,8 @@ class RumParams:
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if self.noise_sigma is not None and not (
-            isinstance(self.noise_sigma, int | float) and math.isfinite(self.noise_sigma)
+            isinstance(self.noise_sigma, int | float)
+            and math.isfinite(self.noise_sigma)
             and self.noise_sigma > 0
         ):
             raise ValueError(
@@ -126,8 +127,14 @@ class RumParams:
 
     @property
     def halo(self) -> int:
-        return self.tv_sweeps + 2 if self.reg == "tv" else (
-            self.denoiser_halo if self.denoiser_halo is not None else DEFAULT_HALO[self.denoiser]
+        return (
+            self.tv_sweeps + 2
+            if self.reg == "tv"
+            else (
+                self.denoiser_halo
+                if self.denoiser_halo is not None
+                else DEFAULT_HALO[self.denoiser]
+            )
         )
 
     def as_dict(self) -> dict:
@@ -228,12 +235,20 @@ def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
 
 
 def history_entry(
-    history: History, k: int, rho: float, sums: dict[str, float], lam: float, n_pixels: int,
-    n_components: int, seconds: float,
+    history: History,
+    k: int,
+    rho: float,
+    sums: dict[str, float],
+    lam: float,
+    n_pixels: int,
+    n_components: int,
+    seconds: float,
 ) -> tuple[float, float]:
     """Append iteration k's residual norms to ``history``; return (relative primal, dual)."""
-    r = {name: math.sqrt(max(sums[name], 0.0)) for name in ("r_scale", "r_simplex",
-                                                            "r_positive", "r_reg")}
+    r = {
+        name: math.sqrt(max(sums[name], 0.0))
+        for name in ("r_scale", "r_simplex", "r_positive", "r_reg")
+    }
     primal = math.sqrt(sum(v * v for v in r.values()))
     dual = math.sqrt(max(sums["dual"], 0.0))
     data = 0.5 * max(sums["data"], 0.0)
@@ -274,8 +289,9 @@ def run_admm(
         rho_next = next_rho(params, k, rho, history)
         t0 = time.perf_counter()
         sums = step(k, rho, rho_next)
-        rp, rd = history_entry(history, k, rho, sums, lam, n_pixels, n_components,
-                               time.perf_counter() - t0)
+        rp, rd = history_entry(
+            history, k, rho, sums, lam, n_pixels, n_components, time.perf_counter() - t0
+        )
         history.rho_next = rho_next
         rho = rho_next
         if on_iteration is not None:
@@ -295,8 +311,9 @@ class Initialization:
     AtA: np.ndarray  # AᵀA (references are not scaled; the data are)
 
 
-def noise_variance(sum_sq_residual: float, n_pixels: int, n_energies: int, n_components: int,
-                   scale: float) -> float:
+def noise_variance(
+    sum_sq_residual: float, n_pixels: int, n_energies: int, n_components: int, scale: float
+) -> float:
     """σ̂² of the scaled data from the NNLS residual: ``Σ|y - A m0|² / (N (T - L) c²)``."""
     dof = max(n_pixels * (n_energies - n_components), 1)
     return float(sum_sq_residual) / dof / (scale * scale)
@@ -341,16 +358,26 @@ def unmix_rum_array(
     lam = resolve_lambda(params, nv, A, c)
     init = Initialization(scale=c, noise_var=nv, lam=lam, AtA=AtA)
     S = initial_state(
-        (aty / c).reshape((L,) + spatial), (yty / (c * c)).reshape(spatial),
-        (M0 / c).reshape((L,) + spatial), layout, dtype=state_dtype,
+        (aty / c).reshape((L,) + spatial),
+        (yty / (c * c)).reshape(spatial),
+        (M0 / c).reshape((L,) + spatial),
+        layout,
+        dtype=state_dtype,
     )
     n = layout.n_channels
     holder = {"S": S}
 
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        out = admm_iteration(holder["S"], layout=layout, AtA=AtA, lam=lam, rho=rho,
-                             rho_next=rho_next, tv_sweeps=params.tv_sweeps,
-                             denoiser=params.denoiser)
+        out = admm_iteration(
+            holder["S"],
+            layout=layout,
+            AtA=AtA,
+            lam=lam,
+            rho=rho,
+            rho_next=rho_next,
+            tv_sweeps=params.tv_sweeps,
+            denoiser=params.denoiser,
+        )
         holder["S"] = out[:n].astype(state_dtype, copy=False)
         return {name: float(out[n + i].sum()) for i, name in enumerate(RESIDUALS)}
 

@@ -130,8 +130,7 @@ def spatial_mask(mask: Any, arr: Any) -> Any:
     m, _ = _unwrap(mask)
     if tuple(m.shape) != tuple(arr.shape[1:]):
         raise ValueError(
-            f"mask shape {tuple(m.shape)} does not match the spatial shape "
-            f"{tuple(arr.shape[1:])}."
+            f"mask shape {tuple(m.shape)} does not match the spatial shape {tuple(arr.shape[1:])}."
         )
     return m
 

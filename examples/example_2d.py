@@ -31,9 +31,14 @@ def main(out_dir: Path) -> None:
     from bigxanes.engine import unmix_store
 
     stack_path = write_dataset(ds, out_dir / "stack.zarr", overwrite=True)
-    res_path = unmix_store(stack_path, out_dir / "rum-tv.zarr", method="rum-tv",
-                           params=bx.RumParams(method="rum-tv", max_iter=200), overwrite=True,
-                           chunks=64)
+    res_path = unmix_store(
+        stack_path,
+        out_dir / "rum-tv.zarr",
+        method="rum-tv",
+        params=bx.RumParams(method="rum-tv", max_iter=200),
+        overwrite=True,
+        chunks=64,
+    )
     eng = xr.open_zarr(res_path, consolidated=False).load()
 
     print("foreground PSNR vs truth (dB):")
@@ -42,8 +47,7 @@ def main(out_dir: Path) -> None:
     print(f"  RUM-TV engine     {psnr_foreground(eng['fraction'].values, truth, fg):6.2f}")
     diff = np.abs(eng["fraction"].values - rum["fraction"].values)
     print(f"max |engine - in memory| = {diff.max():.2e}")
-    png = plot_result(eng, out_dir / "rum-tv.png", stack=ds["stack"],
-                      references=ds["references"])
+    png = plot_result(eng, out_dir / "rum-tv.png", stack=ds["stack"], references=ds["references"])
     print(f"figure: {png}")
 
 

@@ -33,15 +33,18 @@ def main(argv: list[str]) -> None:
     frac = res["fraction"].sel(component=comp)
     mask = res["mask"].values
     labels, n = ndimage.label(ndimage.binary_opening(mask, iterations=1))
-    lab = xr.DataArray(labels, dims=frac.dims, coords={d: frac[d] for d in frac.dims
-                                                        if d in frac.coords})
+    lab = xr.DataArray(
+        labels, dims=frac.dims, coords={d: frac[d] for d in frac.dims if d in frac.coords}
+    )
     print(f"{n} particles; fraction of {comp!r} per particle:")
     print(f"{'label':>5} {'pixels':>7} {'mean':>6} {'std':>6} {'p10':>6} {'p90':>6}")
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
     for k in range(1, n + 1):
         vals = frac.values[labels == k]
-        print(f"{k:5d} {int(sizes[k - 1]):7d} {vals.mean():6.3f} {vals.std():6.3f} "
-              f"{np.percentile(vals, 10):6.3f} {np.percentile(vals, 90):6.3f}")
+        print(
+            f"{k:5d} {int(sizes[k - 1]):7d} {vals.mean():6.3f} {vals.std():6.3f} "
+            f"{np.percentile(vals, 10):6.3f} {np.percentile(vals, 90):6.3f}"
+        )
     # the same statistics with xarray groupby
     per = frac.where(lab > 0).groupby(lab.rename("particle")).mean()
     print("xarray groupby means:", np.round(per.values[1:], 3))
@@ -66,8 +69,11 @@ def main(argv: list[str]) -> None:
     ax[0].imshow(labels, cmap="nipy_spectral", interpolation="nearest")
     ax[0].axhline(cy, color="w")
     ax[0].set_title(f"{n} particles")
-    ax[1].plot(profile["x"].values if "x" in profile.coords else np.arange(profile.size),
-               profile.values, "o-")
+    ax[1].plot(
+        profile["x"].values if "x" in profile.coords else np.arange(profile.size),
+        profile.values,
+        "o-",
+    )
     ax[1].set_title(f"fraction of {comp} along y = {cy}")
     fig.tight_layout()
     out = Path(tempfile.gettempdir()) / "bigxanes-downstream.png"

@@ -36,12 +36,36 @@ def main(out_dir: Path) -> int:
     stack = out_dir / "fe.zarr"
     refs = [str(d / "ref_fe2_reduced.txt"), str(d / "ref_fe3_oxidized.txt")]
     steps = [
-        ["import", str(d / "stack_counts.tif"), str(stack), "--energies",
-         str(d / "energies_eV.txt"), "--i0", str(d / "i0_counts.txt"), "--overwrite"],
-        ["unmix", str(stack), str(out_dir / "lcf.zarr"), "--method", "lcf", "--refs", *refs,
-         "--overwrite"],
-        ["unmix", str(stack), str(out_dir / "rum-tv.zarr"), "--method", "rum-tv", "--refs",
-         *refs, "--overwrite"],
+        [
+            "import",
+            str(d / "stack_counts.tif"),
+            str(stack),
+            "--energies",
+            str(d / "energies_eV.txt"),
+            "--i0",
+            str(d / "i0_counts.txt"),
+            "--overwrite",
+        ],
+        [
+            "unmix",
+            str(stack),
+            str(out_dir / "lcf.zarr"),
+            "--method",
+            "lcf",
+            "--refs",
+            *refs,
+            "--overwrite",
+        ],
+        [
+            "unmix",
+            str(stack),
+            str(out_dir / "rum-tv.zarr"),
+            "--method",
+            "rum-tv",
+            "--refs",
+            *refs,
+            "--overwrite",
+        ],
         ["plot", str(out_dir / "rum-tv.zarr"), str(out_dir / "fe-rum-tv.png")],
     ]
     for argv in steps:
@@ -55,12 +79,15 @@ def main(out_dir: Path) -> int:
     for m in ("lcf", "rum-tv"):
         r = xr.open_zarr(out_dir / f"{m}.zarr", consolidated=False)
         f = r["fraction"].sel(component="ref_fe3_oxidized").values[mask]
-        print(f"{m:7s} Fe(III) fraction in the sample: mean {f.mean():.3f}, "
-              f"std {f.std():.3f}; mean residual {float(r['residual_rms'].values[mask].mean()):.4f}"
-              f"; pixels with Fe(III) > 0.5: {np.mean(f > 0.5):.1%}")
+        print(
+            f"{m:7s} Fe(III) fraction in the sample: mean {f.mean():.3f}, "
+            f"std {f.std():.3f}; mean residual {float(r['residual_rms'].values[mask].mean()):.4f}"
+            f"; pixels with Fe(III) > 0.5: {np.mean(f > 0.5):.1%}"
+        )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else
-                  Path(tempfile.mkdtemp(prefix="bx-stxm-"))))
+    sys.exit(
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="bx-stxm-")))
+    )

@@ -40,8 +40,11 @@ def test_nonfinite_references(sim):
 
 def test_references_not_covering(sim):
     e = sim.energy
-    refs = xr.DataArray(sim.references[10:], dims=("energy", "component"),
-                        coords={"energy": e[10:], "component": ["a", "b"]})
+    refs = xr.DataArray(
+        sim.references[10:],
+        dims=("energy", "component"),
+        coords={"energy": e[10:], "component": ["a", "b"]},
+    )
     with pytest.raises(ValueError, match="cover"):
         api.lcf(sim.stack, refs, energy=e)
 
@@ -54,8 +57,13 @@ def test_more_references_than_energies(sim):
 
 
 def test_rank_deficient_references(sim):
-    A = np.column_stack([sim.references[:, 0], sim.references[:, 1],
-                         0.5 * (sim.references[:, 0] + sim.references[:, 1])])
+    A = np.column_stack(
+        [
+            sim.references[:, 0],
+            sim.references[:, 1],
+            0.5 * (sim.references[:, 0] + sim.references[:, 1]),
+        ]
+    )
     with pytest.raises(ValueError, match="linearly dependent|rank"):
         api.lcf(sim.stack, A, energy=sim.energy)
 
@@ -71,10 +79,16 @@ def test_negative_simulation_sigma():
         simulate("particles", (16, 16), 2, sigma=-1.0)
 
 
-@pytest.mark.parametrize("kw,match", [({"rho": 0}, "rho"), ({"lam": -1.0}, "lam"),
-                                      ({"method": "nope"}, "unknown method"),
-                                      ({"denoiser": "nope"}, "unknown denoiser"),
-                                      ({"gamma": 0.5}, "gamma")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"rho": 0}, "rho"),
+        ({"lam": -1.0}, "lam"),
+        ({"method": "nope"}, "unknown method"),
+        ({"denoiser": "nope"}, "unknown denoiser"),
+        ({"gamma": 0.5}, "gamma"),
+    ],
+)
 def test_bad_parameters(sim, kw, match):
     with pytest.raises(ValueError, match=match):
         api.unmix(sim.stack, sim.references, energy=sim.energy, **kw)

@@ -26,8 +26,7 @@ def test_pre_edge_window_below_the_edge(offset_sim):
 def test_subtraction_is_linear_and_removes_offsets(offset_sim):
     sim, Y = offset_sim
     w = pre_edge_window(sim.energy, sim.references)
-    np.testing.assert_allclose(subtract_pre_edge(Y, w), subtract_pre_edge(sim.stack, w),
-                               atol=1e-12)
+    np.testing.assert_allclose(subtract_pre_edge(Y, w), subtract_pre_edge(sim.stack, w), atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["lcf", "rum-tv"])

@@ -45,8 +45,26 @@ def assert_png_has_content(path):
 def sim2d(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli2d")
     out = d / "sim.zarr"
-    assert main(["simulate", str(out), "--phantom", "particles", "--shape", "48,48",
-                 "--components", "2", "--noise", "7", "--seed", "0", "-q"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(out),
+                "--phantom",
+                "particles",
+                "--shape",
+                "48,48",
+                "--components",
+                "2",
+                "--noise",
+                "7",
+                "--seed",
+                "0",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -96,8 +114,21 @@ def test_unmix_with_reference_files_components_and_energy_range(sim2d, tmp_path,
     np.savetxt(f1, np.c_[e, refs[:, 0]], header="energy_eV value")
     np.savetxt(f2, np.c_[e, refs[:, 1]], header="energy_eV value")
     out = tmp_path / "r.zarr"
-    rc, _, err = run(capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", f1, f2,
-                     "--components", "b", "a", "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        sim2d,
+        out,
+        "--method",
+        "lcf",
+        "--refs",
+        f1,
+        f2,
+        "--components",
+        "b",
+        "a",
+        "-q",
+    )
     assert rc == 0, err
     r = open_result(out)
     assert [str(c) for c in r["component"].values] == ["b", "a"]
@@ -109,8 +140,22 @@ def test_unmix_with_reference_files_components_and_energy_range(sim2d, tmp_path,
     # energy window
     lo, hi = float(e[10]), float(e[-10])
     out2 = tmp_path / "rw.zarr"
-    rc, _, err = run(capsys, "unmix", sim2d, out2, "--method", "rum-tv", "--iters", "5",
-                     "--refs", f1, f2, "--energy-range", f"{lo},{hi}", "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        sim2d,
+        out2,
+        "--method",
+        "rum-tv",
+        "--iters",
+        "5",
+        "--refs",
+        f1,
+        f2,
+        "--energy-range",
+        f"{lo},{hi}",
+        "-q",
+    )
     assert rc == 0, err
     r2 = open_result(out2)
     assert r2["references"].sizes["energy"] == len(e) - 19
@@ -135,19 +180,33 @@ def test_refs_vca_csv_then_unmix(sim2d, tmp_path, capsys):
     rc, _, err = run(capsys, "unmix", sim2d, out_r, "--method", "lcf", "--refs", csv, "-q")
     assert rc == 0, err
     out_a = tmp_path / "ra.zarr"
-    rc, _, err = run(capsys, "unmix", sim2d, out_a, "--method", "lcf", "--refs", "auto",
-                     "--components-count", "2", "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        sim2d,
+        out_a,
+        "--method",
+        "lcf",
+        "--refs",
+        "auto",
+        "--components-count",
+        "2",
+        "-q",
+    )
     assert rc == 0, err
     assert open_result(out_a).sizes["component"] == 2
 
 
-@pytest.mark.parametrize("flag, applied", [
-    ((), "gaussian"),  # no flag: the library default
-    (("--denoise",), "gaussian"),  # the flag alone: the Gaussian filter
-    (("--denoise", "none"), "none"),
-    (("--denoise", "tv"), "tv"),
-    (("--denoise", "auto"), "auto: "),
-])
+@pytest.mark.parametrize(
+    "flag, applied",
+    [
+        ((), "gaussian"),  # no flag: the library default
+        (("--denoise",), "gaussian"),  # the flag alone: the Gaussian filter
+        (("--denoise", "none"), "none"),
+        (("--denoise", "tv"), "tv"),
+        (("--denoise", "auto"), "auto: "),
+    ],
+)
 def test_refs_denoise_follows_the_library(sim2d, tmp_path, capsys, flag, applied):
     from bigxanes.extract import extract_references
 
@@ -167,8 +226,9 @@ def test_refs_denoise_follows_the_library(sim2d, tmp_path, capsys, flag, applied
 
 def test_unmix_refs_auto_uses_the_library_default(sim2d, tmp_path, capsys):
     out = tmp_path / "ra.zarr"
-    rc, stdout, err = run(capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", "auto",
-                          "--components-count", "2")
+    rc, stdout, err = run(
+        capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", "auto", "--components-count", "2"
+    )
     assert rc == 0, err
     assert "denoise gaussian" in stdout
 
@@ -214,8 +274,17 @@ def test_import_tiff_roundtrip(tmp_path, capsys):
     e = np.linspace(7100.0, 7160.0, 7)
     np.savetxt(tmp_path / "e.txt", e)
     out = tmp_path / "s.zarr"
-    rc, _, err = run(capsys, "import", tmp_path / "s.tif", out, "--energies", tmp_path / "e.txt",
-                     "--quantity", "absorbance", "-q")
+    rc, _, err = run(
+        capsys,
+        "import",
+        tmp_path / "s.tif",
+        out,
+        "--energies",
+        tmp_path / "e.txt",
+        "--quantity",
+        "absorbance",
+        "-q",
+    )
     assert rc == 0, err
     ds = open_stack(out)
     np.testing.assert_array_equal(ds["stack"].values, data)
@@ -247,8 +316,19 @@ def test_import_hdf5_3d_volume(tmp_path, capsys):
     e = np.array([700.0, 705.0, 708.0, 710.0, 720.0])
     np.savetxt(tmp_path / "e.txt", e)
     out = tmp_path / "vol.zarr"
-    rc, _, err = run(capsys, "import", tmp_path / "vol.h5", out, "--dataset", "/exchange/volumes",
-                     "--energies", tmp_path / "e.txt", "--quantity", "absorbance", "-q")
+    rc, _, err = run(
+        capsys,
+        "import",
+        tmp_path / "vol.h5",
+        out,
+        "--dataset",
+        "/exchange/volumes",
+        "--energies",
+        tmp_path / "e.txt",
+        "--quantity",
+        "absorbance",
+        "-q",
+    )
     assert rc == 0, err
     ds = open_stack(out)
     assert ds["stack"].dims == ("energy", "z", "y", "x")
@@ -263,8 +343,17 @@ def test_import_with_i0_background_region(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "c.tif", counts, photometric="minisblack")
     np.savetxt(tmp_path / "e.txt", [700, 701, 702, 703])
     out = tmp_path / "od.zarr"
-    rc, _, err = run(capsys, "import", tmp_path / "c.tif", out, "--energies", tmp_path / "e.txt",
-                     "--i0", "background:0:4,0:4", "-q")
+    rc, _, err = run(
+        capsys,
+        "import",
+        tmp_path / "c.tif",
+        out,
+        "--energies",
+        tmp_path / "e.txt",
+        "--i0",
+        "background:0:4,0:4",
+        "-q",
+    )
     assert rc == 0, err
     od = open_stack(out)["stack"].values
     np.testing.assert_allclose(od[:, 7, 7], np.log(2.0), rtol=1e-5)
@@ -278,8 +367,16 @@ def test_import_with_i0_background_region(tmp_path, capsys):
 def test_help_has_examples_for_every_command(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"simulate", "import", "unmix", "refs", "plot", "info", "bench",
-                                "demo"}
+    assert set(sub.choices) == {
+        "simulate",
+        "import",
+        "unmix",
+        "refs",
+        "plot",
+        "info",
+        "bench",
+        "demo",
+    }
     for name in sub.choices:
         rc, out, _ = run(capsys, name, "--help")
         assert rc == 0
@@ -295,8 +392,19 @@ def test_bench_small(capsys):
 
 
 def test_demo_small(tmp_path, capsys):
-    rc, out, err = run(capsys, "demo", "--out", tmp_path / "demo", "--size", "40", "--iters", "15",
-                       "--workers", "1", "-q")
+    rc, out, err = run(
+        capsys,
+        "demo",
+        "--out",
+        tmp_path / "demo",
+        "--size",
+        "40",
+        "--iters",
+        "15",
+        "--workers",
+        "1",
+        "-q",
+    )
     assert rc == 0, err
     assert "LCF" in out and "RUM-TV" in out
     assert_png_has_content(tmp_path / "demo" / "rum-tv.png")
@@ -306,14 +414,22 @@ def test_installed_command_subprocess(tmp_path):
     exe = shutil.which("bigxanes") or str(Path(sys.executable).with_name("bigxanes"))
     if not os.path.exists(exe):
         pytest.skip("bigxanes console script not installed")
-    p = subprocess.run([exe, "unmix", str(tmp_path / "missing.zarr"), str(tmp_path / "o.zarr"),
-                        "--method", "lcf"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [exe, "unmix", str(tmp_path / "missing.zarr"), str(tmp_path / "o.zarr"), "--method", "lcf"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bigxanes: error: ")
     assert "missing.zarr" in lines[0] and "Traceback" not in p.stderr
-    p = subprocess.run([exe, "simulate", str(tmp_path / "s.zarr"), "--shape", "24,24", "-q"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [exe, "simulate", str(tmp_path / "s.zarr"), "--shape", "24,24", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert is_complete(tmp_path / "s.zarr")
 

@@ -73,11 +73,20 @@ def test_kev_references_with_ev_stack_work(sim, tmp_path, capsys):
     e, A = ds["energy"].values, ds["references"].values
     for j, name in enumerate(("a", "b")):
         np.savetxt(tmp_path / f"{name}_kev.txt", np.c_[e / 1000.0, A[:, j]])
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "kev.zarr", "--method", "lcf",
-                     "--refs", tmp_path / "a_kev.txt", tmp_path / "b_kev.txt", "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        d / "sim.zarr",
+        tmp_path / "kev.zarr",
+        "--method",
+        "lcf",
+        "--refs",
+        tmp_path / "a_kev.txt",
+        tmp_path / "b_kev.txt",
+        "-q",
+    )
     assert rc == 0, err
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "ev.zarr", "--method", "lcf",
-                     "-q")
+    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "ev.zarr", "--method", "lcf", "-q")
     assert rc == 0, err
     f_kev = xr.open_zarr(tmp_path / "kev.zarr", consolidated=False)["fraction"].values
     f_ev = xr.open_zarr(tmp_path / "ev.zarr", consolidated=False)["fraction"].values
@@ -85,8 +94,17 @@ def test_kev_references_with_ev_stack_work(sim, tmp_path, capsys):
     # and a stack imported with keV energies is stored in eV
     np.savetxt(tmp_path / "e_kev.txt", e / 1000.0)
     np.save(tmp_path / "s.npy", ds["stack"].values)
-    rc, _, err = run(capsys, "import", tmp_path / "s.npy", tmp_path / "s.zarr", "--energies",
-                     tmp_path / "e_kev.txt", "--quantity", "absorbance", "-q")
+    rc, _, err = run(
+        capsys,
+        "import",
+        tmp_path / "s.npy",
+        tmp_path / "s.zarr",
+        "--energies",
+        tmp_path / "e_kev.txt",
+        "--quantity",
+        "absorbance",
+        "-q",
+    )
     assert rc == 0, err
     np.testing.assert_allclose(open_stack(tmp_path / "s.zarr")["energy"].values, e, atol=1e-6)
 
@@ -95,8 +113,16 @@ def test_references_of_another_edge_or_wrong_units(sim, tmp_path, capsys):
     d, ds = sim
     e, A = ds["energy"].values, ds["references"].values
     np.savetxt(tmp_path / "other.txt", np.c_[e - 1000.0, A[:, 0]])  # no overlap at all
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "o.zarr", "--method", "lcf",
-                     "--refs", tmp_path / "other.txt")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        d / "sim.zarr",
+        tmp_path / "o.zarr",
+        "--method",
+        "lcf",
+        "--refs",
+        tmp_path / "other.txt",
+    )
     assert_user_error(rc, err, "do not overlap", "units")
 
 
@@ -112,14 +138,32 @@ def test_nan_inf_pixels_masked_reported_not_spread(sim, tmp_path, capsys):
     write_dataset(ds.assign(stack=(ds["stack"].dims, st_zero)), tmp_path / "zero.zarr")
     res = {}
     for name in ("nan", "zero"):
-        rc, _, err = run(capsys, "unmix", tmp_path / f"{name}.zarr", tmp_path / f"r_{name}.zarr",
-                         "--method", "rum-tv", "--iters", "10", "-q")
+        rc, _, err = run(
+            capsys,
+            "unmix",
+            tmp_path / f"{name}.zarr",
+            tmp_path / f"r_{name}.zarr",
+            "--method",
+            "rum-tv",
+            "--iters",
+            "10",
+            "-q",
+        )
         assert rc == 0, err
         if name == "nan":
             assert "3 pixel(s)" in err and "NaN/Inf" in err and "Traceback" not in err
         res[name] = xr.open_zarr(tmp_path / f"r_{name}.zarr", consolidated=False).load()
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "r_clean.zarr", "--method",
-                     "rum-tv", "--iters", "10", "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        d / "sim.zarr",
+        tmp_path / "r_clean.zarr",
+        "--method",
+        "rum-tv",
+        "--iters",
+        "10",
+        "-q",
+    )
     assert rc == 0, err
     clean = xr.open_zarr(tmp_path / "r_clean.zarr", consolidated=False).load()
     r = res["nan"]
@@ -130,8 +174,9 @@ def test_nan_inf_pixels_masked_reported_not_spread(sim, tmp_path, capsys):
     assert np.all(np.isfinite(r["fraction"].values))
     assert np.all(np.isfinite(r["scale"].values))
     # identical to a run where those pixels were set to 0
-    np.testing.assert_allclose(r["fraction"].values[:, ~badmask],
-                               res["zero"]["fraction"].values[:, ~badmask], atol=1e-5)
+    np.testing.assert_allclose(
+        r["fraction"].values[:, ~badmask], res["zero"]["fraction"].values[:, ~badmask], atol=1e-5
+    )
     # neighbours stay close to the clean run
     for y, x in bad:
         sl = (slice(None), slice(y - 1, y + 2), slice(x - 1, x + 2))
@@ -145,13 +190,33 @@ def test_references_outside_energy_range(sim, tmp_path, capsys):
     e, A = ds["energy"].values, ds["references"].values
     for j, name in enumerate(("a", "b")):
         np.savetxt(tmp_path / f"{name}.txt", np.c_[e[20:], A[20:, j]])
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "o.zarr", "--method", "lcf",
-                     "--refs", tmp_path / "a.txt", tmp_path / "b.txt")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        d / "sim.zarr",
+        tmp_path / "o.zarr",
+        "--method",
+        "lcf",
+        "--refs",
+        tmp_path / "a.txt",
+        tmp_path / "b.txt",
+    )
     line = assert_user_error(rc, err, "cover", "--energy-range")
     suggested = line.split("--energy-range ")[1].split()[0]
-    rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "o.zarr", "--method", "lcf",
-                     "--refs", tmp_path / "a.txt", tmp_path / "b.txt", "--energy-range",
-                     suggested, "-q")
+    rc, _, err = run(
+        capsys,
+        "unmix",
+        d / "sim.zarr",
+        tmp_path / "o.zarr",
+        "--method",
+        "lcf",
+        "--refs",
+        tmp_path / "a.txt",
+        tmp_path / "b.txt",
+        "--energy-range",
+        suggested,
+        "-q",
+    )
     assert rc == 0, err
     r = xr.open_zarr(tmp_path / "o.zarr", consolidated=False)
     assert r["references"].sizes["energy"] == e.size - 20
@@ -162,8 +227,11 @@ def test_output_exists_without_overwrite(sim, tmp_path, capsys):
     out = tmp_path / "o.zarr"
     assert main(["unmix", str(d / "sim.zarr"), str(out), "--method", "lcf", "-q"]) == 0
     before = sorted(p.name for p in out.rglob("*"))
-    for argv in (["unmix", d / "sim.zarr", out, "--method", "lcf"],
-                 ["simulate", out], ["import", d / "sim.zarr", out]):
+    for argv in (
+        ["unmix", d / "sim.zarr", out, "--method", "lcf"],
+        ["simulate", out],
+        ["import", d / "sim.zarr", out],
+    ):
         rc, _, err = run(capsys, *argv)
         assert_user_error(rc, err, "already exists", "--overwrite")
     assert sorted(p.name for p in out.rglob("*")) == before

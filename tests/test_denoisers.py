@@ -62,6 +62,5 @@ def test_bm3d_from_two_threads_does_not_abort_the_process():
         assert np.abs(outs[3] - ref).max() < 1e-5  # BM3D works in float32 internally
         print("ok")
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -23,8 +23,7 @@ def test_edge50_through_normalization_of_synthetic_spectra():
     # a smooth erf-like edge on a sloping pre-edge, with a flat post-edge: half height at e0
     from scipy.special import erf
 
-    mu = (0.1 + 1e-4 * (energy[:, None] - 8200.0)
-          + 0.5 * (1 + erf((energy[:, None] - e0s) / 3.0)))
+    mu = 0.1 + 1e-4 * (energy[:, None] - 8200.0) + 0.5 * (1 + erf((energy[:, None] - e0s) / 3.0))
     ds = api.edge50(mu.reshape(energy.size, 1, 2), energy=energy)
     np.testing.assert_allclose(ds["edge50"].values.ravel(), e0s, atol=0.05)
 

@@ -12,8 +12,15 @@ def test_worker_environ_drops_malloc_trim_threshold():
     """distributed's MALLOC_TRIM_THRESHOLD_ made NumPy temporaries page-fault in workers (5x
     slower ADMM blocks); the thread caps stay."""
     base = dask.config.get("distributed.nanny.pre-spawn-environ")
-    with dask.config.set({"distributed.nanny.pre-spawn-environ":
-                          {**base, "MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": 1}}):
+    with dask.config.set(
+        {
+            "distributed.nanny.pre-spawn-environ": {
+                **base,
+                "MALLOC_TRIM_THRESHOLD_": 65536,
+                "OMP_NUM_THREADS": 1,
+            }
+        }
+    ):
         env = worker_spawn_environ()
     assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert env["OMP_NUM_THREADS"] == 1
@@ -40,14 +47,12 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
     inp = tmp_path / "in.zarr"
     write_dataset(ds[["stack", "references"]], inp, chunks=16)
     params = RumParams(method="rum-tv", max_iter=7, tv_sweeps=3, tol=1e-12)
-    kw = dict(method="rum-tv", params=params, chunks=(16, 18), progress=False,
-              checkpoint_every=3)
+    kw = dict(method="rum-tv", params=params, chunks=(16, 18), progress=False, checkpoint_every=3)
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="1GB")
     try:
         got = {}
         for mode in ("memory", "zarr"):
-            out = unmix_store(inp, tmp_path / f"{mode}.zarr", client=client, state_mode=mode,
-                              **kw)
+            out = unmix_store(inp, tmp_path / f"{mode}.zarr", client=client, state_mode=mode, **kw)
             with xr.open_zarr(out, consolidated=False) as o:
                 got[mode] = o.load()
     finally:
@@ -58,10 +63,14 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
     assert m.attrs["state_mode"] == "memory" and json.loads(m.attrs["state_tiles"]) == [16, 18]
     for name in ("fraction", "scale", "residual_rms"):
         assert np.abs(m[name].values - z[name].values).max() <= 1e-6, name
-    np.testing.assert_allclose(json.loads(m.attrs["history"])["primal"],
-                               json.loads(z.attrs["history"])["primal"], rtol=1e-6)
+    np.testing.assert_allclose(
+        json.loads(m.attrs["history"])["primal"],
+        json.loads(z.attrs["history"])["primal"],
+        rtol=1e-6,
+    )
     Y, A = ds["stack"].values, ds["references"].values
     window = resolve_baseline("pre-edge", ds["energy"].values, A)
-    X, *_ = unmix_rum_array(subtract_pre_edge(Y, window), subtract_pre_edge(A, window), params,
-                            state_dtype=np.float32)
+    X, *_ = unmix_rum_array(
+        subtract_pre_edge(Y, window), subtract_pre_edge(A, window), params, state_dtype=np.float32
+    )
     assert np.abs(m["fraction"].values - X).max() <= 1e-4

@@ -58,8 +58,11 @@ def _lcf_memory(Y, A, variant):
     T = Y.shape[0]
     Yf = Y.reshape(T, -1).astype(np.float64)
     AtA, aty = A.T @ A, A.T @ Yf
-    fn = {"nnls": nnls_coefficients, "lstsq": lstsq_coefficients,
-          "sum-to-one": sum_to_one_coefficients}[variant]
+    fn = {
+        "nnls": nnls_coefficients,
+        "lstsq": lstsq_coefficients,
+        "sum-to-one": sum_to_one_coefficients,
+    }[variant]
     X, s = fractions_from_coefficients(fn(AtA, aty))
     return X.reshape((-1,) + Y.shape[1:]), s.reshape(Y.shape[1:])
 
@@ -67,8 +70,9 @@ def _lcf_memory(Y, A, variant):
 @pytest.mark.parametrize("variant", ["nnls", "lstsq", "sum-to-one"])
 def test_lcf_matches_memory_2d(data2d, tmp_path, variant):
     ds, path = data2d
-    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", lcf_variant=variant,
-                      chunks=(7, 9), progress=False)
+    out = unmix_store(
+        path, tmp_path / "o.zarr", method="lcf", lcf_variant=variant, chunks=(7, 9), progress=False
+    )
     assert is_complete(out)
     o = _open(out)
     X, s = _lcf_memory(*_memory_inputs(ds), variant)
@@ -95,8 +99,7 @@ def test_results_carry_the_fitted_references(data2d, tmp_path):
 
 def test_lcf_matches_memory_3d(data3d, tmp_path):
     ds, path = data3d
-    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", chunks=(7, 9, 11),
-                      progress=False)
+    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", chunks=(7, 9, 11), progress=False)
     o = _open(out)
     X, _ = _lcf_memory(*_memory_inputs(ds), "nnls")
     assert o["fraction"].dims == ("component", "z", "y", "x")
@@ -105,8 +108,7 @@ def test_lcf_matches_memory_3d(data3d, tmp_path):
 
 def test_edge50_matches_memory(data2d, tmp_path):
     ds, path = data2d
-    out = unmix_store(path, tmp_path / "o.zarr", method="edge50", chunks=(7, 9),
-                      progress=False)
+    out = unmix_store(path, tmp_path / "o.zarr", method="edge50", chunks=(7, 9), progress=False)
     o = _open(out)
     E = ds["energy"].values
     A = ds["references"].values
@@ -121,13 +123,19 @@ def test_edge50_matches_memory(data2d, tmp_path):
 
 
 def _rum_compare(ds, path, tmp_path, params, chunks, state_mode="auto"):
-    out = unmix_store(path, tmp_path / "o.zarr", method=params.method, params=params,
-                      chunks=chunks, progress=False, state_mode=state_mode)
+    out = unmix_store(
+        path,
+        tmp_path / "o.zarr",
+        method=params.method,
+        params=params,
+        chunks=chunks,
+        progress=False,
+        state_mode=state_mode,
+    )
     o = _open(out)
     if state_mode != "auto":
         assert o.attrs["state_mode"] == state_mode
-    X, s, _, hist, _ = unmix_rum_array(*_memory_inputs(ds), params,
-                                       state_dtype=np.float32)
+    X, s, _, hist, _ = unmix_rum_array(*_memory_inputs(ds), params, state_dtype=np.float32)
     h = json.loads(o.attrs["history"])
     assert len(h["iteration"]) == len(hist.iteration)
     return o, X, s, hist
@@ -238,10 +246,16 @@ def _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, halo):
 
     monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
     ds, path = data2d
-    params = RumParams(method="rum-pnp", denoiser="bm3d", max_iter=BM3D_ITER,
-                       denoiser_halo=halo)
-    out = unmix_store(path, tmp_path / "o.zarr", method="rum-pnp", params=params,
-                      chunks=(32, 36), scheduler="synchronous", progress=False)
+    params = RumParams(method="rum-pnp", denoiser="bm3d", max_iter=BM3D_ITER, denoiser_halo=halo)
+    out = unmix_store(
+        path,
+        tmp_path / "o.zarr",
+        method="rum-pnp",
+        params=params,
+        chunks=(32, 36),
+        scheduler="synchronous",
+        progress=False,
+    )
     o = _open(out)
     assert json.loads(o.attrs["state_tiles"]) == [32, 36]
     X, psnr_mem = bm3d_memory
@@ -275,31 +289,43 @@ def test_nan_pixels_masked(tmp_path):
     st[:, 10, 11] = np.inf
     ds["stack"] = (ds["stack"].dims, st)
     write_dataset(ds[["stack", "references"]], tmp_path / "in.zarr")
-    out = unmix_store(tmp_path / "in.zarr", tmp_path / "o.zarr", method="rum-tv",
-                      params=RumParams(method="rum-tv", max_iter=5, tv_sweeps=3),
-                      chunks=(16, 16), progress=False)
+    out = unmix_store(
+        tmp_path / "in.zarr",
+        tmp_path / "o.zarr",
+        method="rum-tv",
+        params=RumParams(method="rum-tv", max_iter=5, tv_sweeps=3),
+        chunks=(16, 16),
+        progress=False,
+    )
     o = _open(out)
     assert o.attrs["n_nonfinite"] == 2
     assert not o["mask"].values[3, 4] and not o["mask"].values[10, 11]
     assert np.isfinite(o["fraction"].values).all()
     assert o["scale"].values[3, 4] == 0
     with pytest.raises(ValueError, match="NaN"):
-        unmix_store(tmp_path / "in.zarr", tmp_path / "o2.zarr", method="lcf",
-                    nan_policy="raise", progress=False)
+        unmix_store(
+            tmp_path / "in.zarr",
+            tmp_path / "o2.zarr",
+            method="lcf",
+            nan_policy="raise",
+            progress=False,
+        )
 
 
 def test_errors_and_resources(data2d, tmp_path):
     _, path = data2d
-    out = unmix_store(path, tmp_path / "o.zarr", method="lcf", progress=False,
-                      energy_range=(8300, 8500))
+    out = unmix_store(
+        path, tmp_path / "o.zarr", method="lcf", progress=False, energy_range=(8300, 8500)
+    )
     assert _open(out).attrs["energy_range"] == "[8300, 8500]"
     with pytest.raises(FileExistsError):
         unmix_store(path, out, method="lcf", progress=False)
     with pytest.raises(ValueError, match="method"):
         unmix_store(path, tmp_path / "x.zarr", method="pca", progress=False)
     with pytest.raises(ValueError, match="references"):
-        unmix_store(path, tmp_path / "x.zarr", method="lcf", references=np.ones((3, 2)),
-                    progress=False)
+        unmix_store(
+            path, tmp_path / "x.zarr", method="lcf", references=np.ones((3, 2)), progress=False
+        )
     r = estimate_resources(path, "rum-tv")
     assert r["memory_per_worker"] > r["task_bytes"] > 0 and r["work_disk_bytes"] > 0
 
@@ -318,8 +344,17 @@ def test_rum_pnp_bm4d_default_halo_psnr(tmp_path, monkeypatch):
     write_dataset(ds[["stack", "references"]], path)
     params = RumParams(method="rum-pnp", denoiser="bm4d", max_iter=3)
     assert params.halo == DEFAULT_HALO["bm4d"] and 16 + 2 * params.halo < 64
-    o = _open(unmix_store(path, tmp_path / "o.zarr", method="rum-pnp", params=params,
-                          chunks=(16, 16, 16), scheduler="synchronous", progress=False))
+    o = _open(
+        unmix_store(
+            path,
+            tmp_path / "o.zarr",
+            method="rum-pnp",
+            params=params,
+            chunks=(16, 16, 16),
+            scheduler="synchronous",
+            progress=False,
+        )
+    )
     assert json.loads(o.attrs["state_tiles"]) == [16, 16, 16]
     X, *_ = unmix_rum_array(*_memory_inputs(ds), params, state_dtype=np.float32)
     truth, mask = ds["true_fraction"].values, foreground_mask(ds["true_scale"].values)

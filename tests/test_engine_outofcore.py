@@ -24,7 +24,7 @@ TILE = 64  # 9.8 MB chunks: leaves headroom under the limit when the machine is 
 def _references() -> np.ndarray:
     e = np.linspace(-1.0, 1.0, T)
     a = 1.0 / (1.0 + np.exp(-(e + 0.1) / 0.03))
-    b = 1.0 / (1.0 + np.exp(-(e - 0.1) / 0.03)) + 0.2 * np.exp(-((e - 0.15) / 0.05) ** 2)
+    b = 1.0 / (1.0 + np.exp(-(e - 0.1) / 0.03)) + 0.2 * np.exp(-(((e - 0.15) / 0.05) ** 2))
     return np.stack([a, b], axis=1)
 
 
@@ -46,13 +46,16 @@ def _block(block_id=None, A=None):
 @pytest.fixture(scope="module")
 def big_stack(tmp_path_factory):
     A = _references()
-    lazy = da.map_blocks(_block, A=A, dtype=np.float32,
-                         chunks=((T,), *(da.core.normalize_chunks(TILE, (n,))[0]
-                                          for n in (NY, NX))))
-    ds = xr.Dataset({"stack": (("energy", "y", "x"), lazy),
-                     "references": (("energy", "component"), A)},
-                    coords={"energy": np.linspace(8300.0, 8500.0, T),
-                            "component": ["a", "b"]})
+    lazy = da.map_blocks(
+        _block,
+        A=A,
+        dtype=np.float32,
+        chunks=((T,), *(da.core.normalize_chunks(TILE, (n,))[0] for n in (NY, NX))),
+    )
+    ds = xr.Dataset(
+        {"stack": (("energy", "y", "x"), lazy), "references": (("energy", "component"), A)},
+        coords={"energy": np.linspace(8300.0, 8500.0, T), "component": ["a", "b"]},
+    )
     path = tmp_path_factory.mktemp("ooc") / "big.zarr"
     with __import__("dask").config.set(scheduler="threads", num_workers=2):
         write_dataset(ds, path, compressor=None, chunks=TILE)  # streamed, tile by tile
@@ -88,12 +91,24 @@ def test_out_of_core_lcf_and_rum_tv(big_stack, tmp_path):
         th.start()
         try:
             t0 = time.perf_counter()
-            lcf = unmix_store(big_stack, tmp_path / "lcf.zarr", method="lcf", client=client,
-                              chunks=TILE, progress=False)
+            lcf = unmix_store(
+                big_stack,
+                tmp_path / "lcf.zarr",
+                method="lcf",
+                client=client,
+                chunks=TILE,
+                progress=False,
+            )
             t1 = time.perf_counter()
-            rum = unmix_store(big_stack, tmp_path / "tv.zarr", method="rum-tv", client=client,
-                              chunks=TILE, progress=False,
-                              params=RumParams(method="rum-tv", max_iter=3, tv_sweeps=3))
+            rum = unmix_store(
+                big_stack,
+                tmp_path / "tv.zarr",
+                method="rum-tv",
+                client=client,
+                chunks=TILE,
+                progress=False,
+                params=RumParams(method="rum-tv", max_iter=3, tv_sweeps=3),
+            )
             print(f"LCF {t1 - t0:.1f} s, RUM-TV 3 iterations {time.perf_counter() - t1:.1f} s")
         finally:
             stop.set()

@@ -28,13 +28,20 @@ def _load(p):
         return o.load()
 
 
-@pytest.mark.parametrize("method,state_mode", [("rum-tv", "zarr"), ("rum-pnp", "zarr"),
-                                               ("rum-tv", "memory"), ("rum-pnp", "memory")])
+@pytest.mark.parametrize(
+    "method,state_mode",
+    [("rum-tv", "zarr"), ("rum-pnp", "zarr"), ("rum-tv", "memory"), ("rum-pnp", "memory")],
+)
 def test_resume_equals_uninterrupted(stack, tmp_path, method, state_mode, monkeypatch):
-    params = RumParams(method=method, max_iter=8, tv_sweeps=3, denoiser="tv",
-                       denoiser_halo=8)
-    kw = dict(method=method, params=params, chunks=(20, 22), progress=False,
-              state_mode=state_mode, checkpoint_every=2)
+    params = RumParams(method=method, max_iter=8, tv_sweeps=3, denoiser="tv", denoiser_halo=8)
+    kw = dict(
+        method=method,
+        params=params,
+        chunks=(20, 22),
+        progress=False,
+        state_mode=state_mode,
+        checkpoint_every=2,
+    )
     ref = _load(unmix_store(stack, tmp_path / "ref.zarr", **kw))
     assert ref.attrs["state_mode"] == state_mode
 
@@ -87,18 +94,21 @@ def test_resume_env_hook_and_mismatch(stack, tmp_path, monkeypatch):
 @pytest.mark.parametrize("method", ["rum-tv", "rum-pnp"])
 def test_memory_mode_equals_zarr_mode(stack, tmp_path, method):
     """The persisted in-memory state is float32 like the Zarr one: the same numbers."""
-    params = RumParams(method=method, max_iter=6, tv_sweeps=3, denoiser="tv",
-                       denoiser_halo=8)
+    params = RumParams(method=method, max_iter=6, tv_sweeps=3, denoiser="tv", denoiser_halo=8)
     kw = dict(method=method, params=params, chunks=(20, 22), progress=False)
     z = _load(unmix_store(stack, tmp_path / "z.zarr", state_mode="zarr", **kw))
-    m = _load(unmix_store(stack, tmp_path / "m.zarr", state_mode="memory", checkpoint_every=4,
-                          **kw))
+    m = _load(
+        unmix_store(stack, tmp_path / "m.zarr", state_mode="memory", checkpoint_every=4, **kw)
+    )
     assert (z.attrs["state_mode"], m.attrs["state_mode"]) == ("zarr", "memory")
     assert m.attrs["checkpoint_every"] == 4
     for name in ("fraction", "scale", "residual_rms"):
         assert np.abs(m[name].values - z[name].values).max() <= 1e-6, name
-    np.testing.assert_allclose(json.loads(m.attrs["history"])["primal"],
-                               json.loads(z.attrs["history"])["primal"], rtol=1e-6)
+    np.testing.assert_allclose(
+        json.loads(m.attrs["history"])["primal"],
+        json.loads(z.attrs["history"])["primal"],
+        rtol=1e-6,
+    )
     # small state on the threaded scheduler: auto keeps it in memory
     a = _load(unmix_store(stack, tmp_path / "a.zarr", **kw))
     assert a.attrs["state_mode"] == "memory"

@@ -13,8 +13,9 @@ from bigxanes.vca import vca_stack
 
 
 def _match(E, A):
-    ang = np.array([[spectral_angle(E[:, i], A[:, j]) for j in range(A.shape[1])]
-                    for i in range(E.shape[1])])
+    ang = np.array(
+        [[spectral_angle(E[:, i], A[:, j]) for j in range(A.shape[1])] for i in range(E.shape[1])]
+    )
     r, c = linear_sum_assignment(ang)
     return E[:, np.argsort(c)], ang[r, c]
 
@@ -60,8 +61,9 @@ def test_linear_denoising_keeps_the_spectra(sim):
     # a Gaussian filter keeps every pixel a mixture of the references, TV bends the spectra
     # (seed 0: 0.1-0.2 deg with the default against 0.5-0.8 deg with TV)
     _, a_lin = _match(extract_references(sim.stack, 2, seed=0).references, sim.references)
-    _, a_tv = _match(extract_references(sim.stack, 2, seed=0, denoise="tv", als=0).references,
-                     sim.references)
+    _, a_tv = _match(
+        extract_references(sim.stack, 2, seed=0, denoise="tv", als=0).references, sim.references
+    )
     assert a_lin.max() < 0.35
     assert a_lin.max() < a_tv.max()
 
@@ -75,8 +77,9 @@ def test_als_keeps_exact_references():
 
 
 def _aligned(E, R):
-    c = np.array([[np.linalg.norm(E[:, i] - R[:, j]) for j in range(R.shape[1])]
-                  for i in range(E.shape[1])])
+    c = np.array(
+        [[np.linalg.norm(E[:, i] - R[:, j]) for j in range(R.shape[1])] for i in range(E.shape[1])]
+    )
     return E[:, np.argsort(linear_sum_assignment(c)[1])]
 
 
@@ -111,14 +114,12 @@ def test_auto_denoise_chooses_by_noise():
     auto = extract_references(noisy, 2, seed=0, denoise="auto")
     assert auto.denoise == "gaussian"
     assert auto.denoise_choice.error_filtered < 0.5 * auto.denoise_choice.error_unfiltered
-    np.testing.assert_array_equal(auto.references,
-                                  extract_references(noisy, 2, seed=0).references)
+    np.testing.assert_array_equal(auto.references, extract_references(noisy, 2, seed=0).references)
 
 
 def test_auto_denoise_dask_equals_in_memory(sim):
     a = extract_references(sim.stack, 2, seed=0, denoise="auto")
-    b = extract_references(da.from_array(sim.stack, chunks=(-1, 50, 50)), 2, seed=0,
-                           denoise="auto")
+    b = extract_references(da.from_array(sim.stack, chunks=(-1, 50, 50)), 2, seed=0, denoise="auto")
     assert a.denoise == b.denoise
     np.testing.assert_allclose(a.references, b.references, atol=1e-8)
 

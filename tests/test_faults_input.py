@@ -40,8 +40,11 @@ def _load(p):
 
 @pytest.mark.parametrize("method", ["lcf", "edge50", "rum-tv", "rum-pnp"])
 def test_input_never_modified(store, tmp_path, method, input_guard):
-    params = RumParams(method=method, max_iter=2, tv_sweeps=2, denoiser="tv",
-                       denoiser_halo=4) if method.startswith("rum") else None
+    params = (
+        RumParams(method=method, max_iter=2, tv_sweeps=2, denoiser="tv", denoiser_halo=4)
+        if method.startswith("rum")
+        else None
+    )
     with input_guard(store):
         out = unmix_store(store, tmp_path / "o.zarr", method=method, params=params, **KW)
         assert is_complete(out)
@@ -50,8 +53,9 @@ def test_input_never_modified(store, tmp_path, method, input_guard):
     # even a failing run (here: injected after one iteration) leaves the input alone
     if method == "rum-tv":
         with input_guard(store), pytest.raises(RuntimeError):
-            unmix_store(store, tmp_path / "f.zarr", method=method, params=params,
-                        _fail_after=1, **KW)
+            unmix_store(
+                store, tmp_path / "f.zarr", method=method, params=params, _fail_after=1, **KW
+            )
 
 
 def test_checksum_detects_change(tmp_path):
@@ -79,8 +83,11 @@ def test_missing_chunk_is_named(broken, tmp_path):
     # what zarr alone does: silently reads fill values
     assert np.isnan(open_stack(broken)["stack"][:, 12:, :12].values).all()
     for method in ("lcf", "rum-tv"):
-        with pytest.raises(ChunkError, match=r"1 of 6 chunk\(s\) of 'stack' are missing "
-                                             r"\(stack/c/0/1/0\)"):
+        with pytest.raises(
+            ChunkError,
+            match=r"1 of 6 chunk\(s\) of 'stack' are missing "
+            r"\(stack/c/0/1/0\)",
+        ):
             unmix_store(broken, tmp_path / f"{method}.zarr", method=method, **KW)
     assert not (tmp_path / "lcf.zarr.work").exists()
     code = cli.main(["unmix", str(broken), str(tmp_path / "c.zarr"), "--method", "lcf", "-q"])
@@ -90,8 +97,11 @@ def test_missing_chunk_is_named(broken, tmp_path):
 def test_corrupt_chunk_is_named(broken, tmp_path, capsys):
     f = broken / "stack" / "c" / "0" / "0" / "1"
     f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
-    with pytest.raises(ChunkError, match=r"chunk stack/c/0/0/1 \(chunk index \(0, 0, 1\)\) "
-                                         r"cannot be read"):
+    with pytest.raises(
+        ChunkError,
+        match=r"chunk stack/c/0/0/1 \(chunk index \(0, 0, 1\)\) "
+        r"cannot be read",
+    ):
         unmix_store(broken, tmp_path / "o.zarr", method="lcf", **KW)
     assert not (tmp_path / "o.zarr").exists()
     code = cli.main(["unmix", str(broken), str(tmp_path / "c.zarr"), "--method", "lcf", "-q"])
@@ -103,8 +113,13 @@ def test_truncated_chunk_is_named(broken, tmp_path):
     f = broken / "stack" / "c" / "0" / "1" / "2"
     f.write_bytes(f.read_bytes()[:10])
     with pytest.raises(ChunkError, match=r"stack/c/0/1/2"):
-        unmix_store(broken, tmp_path / "o.zarr", method="rum-tv",
-                    params=RumParams(method="rum-tv", max_iter=1), **KW)
+        unmix_store(
+            broken,
+            tmp_path / "o.zarr",
+            method="rum-tv",
+            params=RumParams(method="rum-tv", max_iter=1),
+            **KW,
+        )
 
 
 def test_unsorted_energies_rejected(store, tmp_path):
@@ -121,8 +136,11 @@ def test_unsorted_energies_rejected(store, tmp_path):
 def test_second_run_refuses_live_lock(store, tmp_path, input_guard):
     out = tmp_path / "o.zarr"
     with OutputLock(out):  # this (live) process holds the lock: like a concurrent run
-        with pytest.raises(OutputLockedError, match=r"is in use by another run \(pid "
-                                                    rf"{os.getpid()} on "):
+        with pytest.raises(
+            OutputLockedError,
+            match=r"is in use by another run \(pid "
+            rf"{os.getpid()} on ",
+        ):
             unmix_store(store, out, method="lcf", **KW)
         assert not out.exists() and not (tmp_path / "o.zarr.work").exists()
         assert cli.main(["unmix", str(store), str(out), "--method", "lcf", "-q"]) == 2
@@ -135,8 +153,9 @@ def test_stale_lock_taken_over(store, tmp_path):
     out = tmp_path / "o.zarr"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock_path(out).write_text(f'{{"pid": {dead.pid}, "host": "{os.uname().nodename}", '
-                              f'"time": {time.time()}}}')
+    lock_path(out).write_text(
+        f'{{"pid": {dead.pid}, "host": "{os.uname().nodename}", "time": {time.time()}}}'
+    )
     with pytest.warns(RuntimeWarning, match=rf"stale lock .* pid {dead.pid}"):
         unmix_store(store, out, method="lcf", **KW)
     assert is_complete(out) and not lock_path(out).exists()
@@ -165,8 +184,9 @@ def test_unwritable_directory(store, tmp_path, monkeypatch):
     d = tmp_path / "ro"
     d.mkdir()
     real = os.access
-    monkeypatch.setattr(preflight.os, "access",
-                        lambda p, m, **k: False if str(p) == str(d) else real(p, m, **k))
+    monkeypatch.setattr(
+        preflight.os, "access", lambda p, m, **k: False if str(p) == str(d) else real(p, m, **k)
+    )
     with pytest.raises(PermissionError, match="is not writable"):
         unmix_store(store, d / "o.zarr", method="rum-tv", **KW)
     assert not any(d.iterdir())
@@ -174,13 +194,15 @@ def test_unwritable_directory(store, tmp_path, monkeypatch):
 
 def test_disk_full_before_compute(store, tmp_path, monkeypatch, capsys):
     _no_compute(monkeypatch)
-    monkeypatch.setattr(preflight.shutil, "disk_usage",
-                        lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    monkeypatch.setattr(
+        preflight.shutil,
+        "disk_usage",
+        lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000),
+    )
     with pytest.raises(ValueError, match=r"not enough free disk .* has 1000\.0 B free"):
         unmix_store(store, tmp_path / "o.zarr", method="rum-tv", **KW)
     assert not (tmp_path / "o.zarr.work").exists() and not lock_path(tmp_path / "o.zarr").exists()
-    assert cli.main(["unmix", str(store), str(tmp_path / "o.zarr"), "--method", "lcf",
-                     "-q"]) == 2
+    assert cli.main(["unmix", str(store), str(tmp_path / "o.zarr"), "--method", "lcf", "-q"]) == 2
     assert "not enough free disk" in capsys.readouterr().err
 
 

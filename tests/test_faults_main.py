@@ -22,9 +22,21 @@ from bigxanes.engine.state import WorkDir
 from bigxanes.simulate import simulate
 from bigxanes.store import is_complete, open_stack, write_dataset
 
-ARGS = ["--method", "rum-tv", "--iters", "12", "--tv-sweeps", "2", "--chunks", "16,16",
-        "--checkpoint-every", "2",
-        "--tol", "1e-12", "-q"]
+ARGS = [
+    "--method",
+    "rum-tv",
+    "--iters",
+    "12",
+    "--tv-sweeps",
+    "2",
+    "--chunks",
+    "16,16",
+    "--checkpoint-every",
+    "2",
+    "--tol",
+    "1e-12",
+    "-q",
+]
 TIMEOUT = 90
 
 
@@ -42,17 +54,22 @@ def case(tmp_path_factory):
 
 def _start(inp: Path, out: Path, pause: str) -> subprocess.Popen:
     env = dict(os.environ, BIGXANES_TEST_PAUSE=pause, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "bigxanes.cli", "unmix", str(inp), str(out)]
-                            + ARGS, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bigxanes.cli", "unmix", str(inp), str(out)] + ARGS,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _wait_for(cond, proc: subprocess.Popen, what: str) -> None:
     t0 = time.monotonic()
     while not cond():
         if proc.poll() is not None:
-            raise AssertionError(f"run ended (code {proc.returncode}) before {what}: "
-                                 f"{proc.stderr.read()}")
+            raise AssertionError(
+                f"run ended (code {proc.returncode}) before {what}: {proc.stderr.read()}"
+            )
         if time.monotonic() - t0 > TIMEOUT:
             proc.kill()
             raise AssertionError(f"timeout waiting for {what}")
@@ -87,8 +104,9 @@ def test_kill_after_iterations_then_resume(case, tmp_path, input_guard, capsys):
     with input_guard(inp):
         proc = _start(inp, out, "after_commit=0.3")
         try:
-            _wait_for(lambda: (work.last_commit or {}).get("completed", 0) >= 3, proc,
-                      "3 iterations")
+            _wait_for(
+                lambda: (work.last_commit or {}).get("completed", 0) >= 3, proc, "3 iterations"
+            )
             # a second run on the same output, while the first is alive: refused
             with pytest.raises(OutputLockedError, match=f"pid {proc.pid}"):
                 unmix_store(inp, out, method="rum-tv", progress=False)
@@ -109,10 +127,16 @@ def test_kill_during_output_write_then_resume(case, tmp_path, input_guard, capsy
         proc = _start(inp, out, "before_complete=120")
         partial = out.with_name(f"{out.name}.partial-{proc.pid}")
         try:
-            _wait_for(lambda: (partial / "fraction" / "zarr.json").exists()
-                      and not (partial / "zarr.json").read_text().count("bigxanes_complete")
-                      and (WorkDir(tmp_path / "out.zarr.work").last_commit or {})
-                      .get("completed") == 12, proc, "the output write")
+            _wait_for(
+                lambda: (
+                    (partial / "fraction" / "zarr.json").exists()
+                    and not (partial / "zarr.json").read_text().count("bigxanes_complete")
+                    and (WorkDir(tmp_path / "out.zarr.work").last_commit or {}).get("completed")
+                    == 12
+                ),
+                proc,
+                "the output write",
+            )
             line = ""
             while "before_complete" not in line:  # the pause point is reached
                 line = proc.stderr.readline()

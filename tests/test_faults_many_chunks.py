@@ -28,8 +28,15 @@ def test_ten_thousand_input_chunks(tmp_path, input_guard):
     t0 = time.perf_counter()
     with input_guard(inp):
         # 4 energies: no pre-edge to take a baseline from
-        out = unmix_store(inp, tmp_path / "o.zarr", method="lcf", chunks=100,
-                          progress=False, scheduler="threads", baseline="none")
+        out = unmix_store(
+            inp,
+            tmp_path / "o.zarr",
+            method="lcf",
+            chunks=100,
+            progress=False,
+            scheduler="threads",
+            baseline="none",
+        )
     wall = time.perf_counter() - t0
     assert is_complete(out)
     with xr.open_zarr(out, consolidated=False) as o:
@@ -37,5 +44,6 @@ def test_ten_thousand_input_chunks(tmp_path, input_guard):
     ref = api.lcf(xr.open_zarr(inp, consolidated=False)["stack"].load(), A, baseline="none")
     assert np.abs(got["fraction"].values - ref["fraction"].values).max() <= 1e-4
     assert np.abs(got["scale"].values - ref["scale"].values).max() <= 1e-4 * float(
-        ref["scale"].max())
+        ref["scale"].max()
+    )
     print(f"10,000 input chunks: LCF in {wall:.1f} s")

@@ -32,8 +32,14 @@ def test_worker_killed_mid_iteration(tmp_path, input_guard, state_mode):
     params = RumParams(method="rum-tv", max_iter=10, tv_sweeps=3, tol=1e-12)
     # memory mode: the persisted state of the killed worker is recomputed from the last
     # checkpoint (every 2 iterations here), the result is unchanged
-    kw = dict(method="rum-tv", params=params, chunks=16, progress=False, state_mode=state_mode,
-              checkpoint_every=2)
+    kw = dict(
+        method="rum-tv",
+        params=params,
+        chunks=16,
+        progress=False,
+        state_mode=state_mode,
+        checkpoint_every=2,
+    )
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="1GB")
     try:
         with input_guard(inp):

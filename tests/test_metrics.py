@@ -78,7 +78,11 @@ def test_phase_map_scores_and_mask():
     t = np.stack([np.full((16, 16), 0.3), np.full((16, 16), 0.7)])
     sc = phase_map_scores(t + 0.01, t, m)
     assert set(sc) == {
-        "psnr_paper", "ssim_paper", "psnr_foreground", "ssim_foreground", "rmse_foreground"
+        "psnr_paper",
+        "ssim_paper",
+        "psnr_foreground",
+        "ssim_foreground",
+        "rmse_foreground",
     }
     assert sc["psnr_foreground"] == pytest.approx(40.0)
     assert sc["rmse_foreground"] == pytest.approx(0.01)
@@ -92,5 +96,4 @@ def test_spectral_angle():
     assert spectral_angle(a, 3 * a) == pytest.approx(0.0, abs=1e-6)
     assert spectral_angle(a, np.array([1.0, 1.0, 0.0])) == pytest.approx(45.0)
     A = np.array([[1.0, 1.0], [0.0, 1.0]])
-    np.testing.assert_allclose(spectral_angle(A, np.array([[1.0], [0.0]])), [0.0, 45.0],
-                               atol=1e-6)
+    np.testing.assert_allclose(spectral_angle(A, np.array([[1.0], [0.0]])), [0.0, 45.0], atol=1e-6)

@@ -20,8 +20,9 @@ def test_chunked_equals_in_memory(ds):
     st = ds["stack"]
     chunked = normalize_stack(st.chunk({"y": 7, "x": 9}))
     whole = normalize_stack(st)
-    ref = normalize_spectra(st["energy"].values, st.values.astype(np.float64),
-                            e0=chunked.attrs["e0"]).norm
+    ref = normalize_spectra(
+        st["energy"].values, st.values.astype(np.float64), e0=chunked.attrs["e0"]
+    ).norm
     assert chunked.chunks[1] == (7,) * 5 + (5,)
     np.testing.assert_array_equal(chunked.values, whole.values)
     np.testing.assert_allclose(chunked.values, ref, atol=1e-4, equal_nan=True)
@@ -49,12 +50,38 @@ def test_import_normalize_cli(ds, tmp_path):
     e = tmp_path / "e.txt"
     np.savetxt(e, ds["energy"].values)
     out = tmp_path / "n.zarr"
-    assert cli.main(["import", str(tif), str(out), "--energies", str(e), "--quantity",
-                     "absorbance", "--normalize", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "import",
+                str(tif),
+                str(out),
+                "--energies",
+                str(e),
+                "--quantity",
+                "absorbance",
+                "--normalize",
+                "-q",
+            ]
+        )
+        == 0
+    )
     st = open_stack(out)
     assert st.attrs["quantity"] == "normalized"
     ref = normalize_stack(ds["stack"]).values
     np.testing.assert_allclose(st["stack"].values, ref, atol=1e-5, equal_nan=True)
     # counts cannot be normalized without I0
-    assert cli.main(["import", str(tif), str(tmp_path / "c.zarr"), "--energies", str(e),
-                     "--normalize", "-q"]) == 2
+    assert (
+        cli.main(
+            [
+                "import",
+                str(tif),
+                str(tmp_path / "c.zarr"),
+                "--energies",
+                str(e),
+                "--normalize",
+                "-q",
+            ]
+        )
+        == 2
+    )

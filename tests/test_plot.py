@@ -33,16 +33,23 @@ def run2d():
 
 def test_plot_result_2d_all_panels(run2d, tmp_path):
     ds, res = run2d
-    out = plot_result(res, tmp_path / "r.png", stack=ds["stack"], references=ds["references"],
-                      pixels=[(20, 20), (5, 30)], eigenvalues=[10, 1, 0.1, 1e-3, 1e-4])
+    out = plot_result(
+        res,
+        tmp_path / "r.png",
+        stack=ds["stack"],
+        references=ds["references"],
+        pixels=[(20, 20), (5, 30)],
+        eigenvalues=[10, 1, 0.1, 1e-3, 1e-4],
+    )
     assert out.exists() and _content(out) > 1e-3
     assert [p.name for p in tmp_path.iterdir()] == ["r.png"]  # no temporary left
 
 
 def test_plot_result_numpy_stack_and_no_stack(run2d, tmp_path):
     ds, res = run2d
-    plot_result(res, tmp_path / "a.png", stack=ds["stack"].values,
-                references=ds["references"].values)
+    plot_result(
+        res, tmp_path / "a.png", stack=ds["stack"].values, references=ds["references"].values
+    )
     plot_result(res, tmp_path / "b.png")
     assert _content(tmp_path / "a.png") > 1e-3 and _content(tmp_path / "b.png") > 1e-3
 
@@ -50,8 +57,9 @@ def test_plot_result_numpy_stack_and_no_stack(run2d, tmp_path):
 def test_plot_result_3d_slice(tmp_path):
     ds = bx.simulate("particles", shape=(8, 20, 20), n_components=2, sigma=5)
     res = bx.unmix(ds["stack"], ds["references"], method="lcf")
-    plot_result(res, tmp_path / "v.png", stack=ds["stack"], references=ds["references"],
-                slice_index=2)
+    plot_result(
+        res, tmp_path / "v.png", stack=ds["stack"], references=ds["references"], slice_index=2
+    )
     assert _content(tmp_path / "v.png") > 1e-3
     with pytest.raises(ValueError, match="outside the volume"):
         plot_result(res, tmp_path / "w.png", slice_index=8)
@@ -60,8 +68,13 @@ def test_plot_result_3d_slice(tmp_path):
 def test_plot_errors(run2d, tmp_path):
     ds, res = run2d
     with pytest.raises(ValueError, match="outside the image"):
-        plot_result(res, tmp_path / "x.png", stack=ds["stack"], references=ds["references"],
-                    pixels=[(100, 0)])
+        plot_result(
+            res,
+            tmp_path / "x.png",
+            stack=ds["stack"],
+            references=ds["references"],
+            pixels=[(100, 0)],
+        )
     with pytest.raises(ValueError, match="fraction"):
         plot_result(ds, tmp_path / "y.png")
     assert not list(tmp_path.iterdir())
@@ -79,8 +92,14 @@ def test_helpers(run2d, tmp_path):
     for meas, fit in fits:
         assert meas.shape == fit.shape == (ds.sizes["energy"],)
         assert np.sqrt(np.mean((meas - fit) ** 2)) < 0.1 * float(ds["stack"].max())
-    plot_references(ds["energy"].values, ds["references"].values, ["a", "b", "c"],
-                    tmp_path / "refs.png", eigenvalues=[5, 2, 1, 0.01], n_states=3)
+    plot_references(
+        ds["energy"].values,
+        ds["references"].values,
+        ["a", "b", "c"],
+        tmp_path / "refs.png",
+        eigenvalues=[5, 2, 1, 0.01],
+        n_states=3,
+    )
     assert _content(tmp_path / "refs.png") > 1e-4
 
 
@@ -89,6 +108,10 @@ def test_plot_numpy_stack_without_energies_is_a_clear_error(run2d, tmp_path):
     were silently NaN before."""
     ds, res = run2d
     with pytest.raises(ValueError, match="pre-edge baseline"):
-        plot_result(res.drop_vars("energy"), tmp_path / "c.png", stack=ds["stack"].values,
-                    references=ds["references"].values)
+        plot_result(
+            res.drop_vars("energy"),
+            tmp_path / "c.png",
+            stack=ds["stack"].values,
+            references=ds["references"].values,
+        )
     assert not list(tmp_path.iterdir())

@@ -18,8 +18,9 @@ from bigxanes import api
 from bigxanes.engine import unmix_store
 from bigxanes.store import write_dataset
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @st.composite
@@ -38,8 +39,14 @@ def _data(ny, nx, T, L, seed, shuffled, n_nan):
     rng = np.random.default_rng(seed)
     e = np.linspace(-1, 1, T)
     centers = np.sort(rng.uniform(-0.4, 0.4, L))
-    A = np.stack([1 / (1 + np.exp(-(e - c) / 0.08)) + 0.3 * rng.random() *
-                  np.exp(-((e - c - 0.1) / 0.05) ** 2) for c in centers], 1)
+    A = np.stack(
+        [
+            1 / (1 + np.exp(-(e - c) / 0.08))
+            + 0.3 * rng.random() * np.exp(-(((e - c - 0.1) / 0.05) ** 2))
+            for c in centers
+        ],
+        1,
+    )
     X = rng.dirichlet(np.ones(L), size=ny * nx).T
     s = rng.uniform(0.0, 2.0, ny * nx)
     Y = (A @ (X * s)).reshape(T, ny, nx) + 0.01 * rng.standard_normal((T, ny, nx))
@@ -58,17 +65,27 @@ def _run(kind, method, Y, A, energy, tile, tmp):
     """(dataset or None, ValueError message or None) for one path."""
     try:
         if kind == "memory":
-            stack = xr.DataArray(Y, dims=("energy", "y", "x"),
-                                 coords={"energy": ("energy", energy, {"units": "eV"})})
+            stack = xr.DataArray(
+                Y, dims=("energy", "y", "x"), coords={"energy": ("energy", energy, {"units": "eV"})}
+            )
             fn = api.lcf if method == "lcf" else api.edge50
             return fn(stack, A, nan_policy="mask"), None
-        ds = xr.Dataset({"stack": (("energy", "y", "x"), Y),
-                         "references": (("energy", "component"), A)},
-                        coords={"energy": ("energy", energy, {"units": "eV"}),
-                                "component": [f"c{i}" for i in range(A.shape[1])]})
+        ds = xr.Dataset(
+            {"stack": (("energy", "y", "x"), Y), "references": (("energy", "component"), A)},
+            coords={
+                "energy": ("energy", energy, {"units": "eV"}),
+                "component": [f"c{i}" for i in range(A.shape[1])],
+            },
+        )
         inp = write_dataset(ds, tmp / "in.zarr", chunks=tile)
-        out = unmix_store(inp, tmp / "out.zarr", method=method, chunks=tile, progress=False,
-                          scheduler="synchronous")
+        out = unmix_store(
+            inp,
+            tmp / "out.zarr",
+            method=method,
+            chunks=tile,
+            progress=False,
+            scheduler="synchronous",
+        )
         with xr.open_zarr(out, consolidated=False) as o:
             return o.load(), None
     except ValueError as exc:
@@ -113,8 +130,9 @@ def test_paths_agree_and_fractions_valid(method, case):
             np.testing.assert_allclose(f.sum(axis=0), 1.0, atol=1e-5)
     assert ("fraction" in mem) == ("fraction" in eng)
     if "fraction" in mem:
-        np.testing.assert_allclose(eng["fraction"].values[:, m], mem["fraction"].values[:, m],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            eng["fraction"].values[:, m], mem["fraction"].values[:, m], atol=1e-4
+        )
     if method == "edge50":
         a, b = mem["edge50"].values, eng["edge50"].values
         ok = m & np.isfinite(a)

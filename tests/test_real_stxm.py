@@ -26,8 +26,9 @@ def _shared_data() -> Path:
 
 
 DATA = _shared_data() / "stxm_fe_l3"
-pytestmark = pytest.mark.skipif(not (DATA / "stack_counts.tif").is_file(),
-                                reason=f"real STXM data not found in {DATA}")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "stack_counts.tif").is_file(), reason=f"real STXM data not found in {DATA}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +36,26 @@ def stxm(tmp_path_factory):
     tifffile = pytest.importorskip("tifffile")
     d = tmp_path_factory.mktemp("stxm")
     stack = d / "fe.zarr"
-    rc = main(["import", str(DATA / "stack_counts.tif"), str(stack), "--energies",
-               str(DATA / "energies_eV.txt"), "--i0", str(DATA / "i0_counts.txt"), "-q"])
+    rc = main(
+        [
+            "import",
+            str(DATA / "stack_counts.tif"),
+            str(stack),
+            "--energies",
+            str(DATA / "energies_eV.txt"),
+            "--i0",
+            str(DATA / "i0_counts.txt"),
+            "-q",
+        ]
+    )
     assert rc == 0
     refs = [str(DATA / "ref_fe2_reduced.txt"), str(DATA / "ref_fe3_oxidized.txt")]
     out = {}
     for method, extra in (("lcf", []), ("rum-tv", ["--iters", "60"])):
         res = d / f"{method}.zarr"
-        rc = main(["unmix", str(stack), str(res), "--method", method, "--refs", *refs, "-q",
-                   *extra])
+        rc = main(
+            ["unmix", str(stack), str(res), "--method", method, "--refs", *refs, "-q", *extra]
+        )
         assert rc == 0
         out[method] = xr.open_zarr(res, consolidated=False).load()
     mask = tifffile.imread(DATA / "mask.tif").astype(bool)

@@ -40,8 +40,9 @@ def test_jacobi_converges_to_exact_screened_poisson_solve():
 @pytest.mark.parametrize("L", [2, 3])
 def test_noiseless_converges_to_truth(method, L):
     sim = simulate_to_arrays("particles", (48, 48), L, sigma=0.0, seed=4)
-    ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method=method, tol=1e-7,
-                   max_iter=400)
+    ds = api.unmix(
+        sim.stack, sim.references, energy=sim.energy, method=method, tol=1e-7, max_iter=400
+    )
     fg = foreground_mask(sim.scale)
     assert rmse_foreground(ds["fraction"].values, sim.fraction, fg) < 1e-3
     np.testing.assert_allclose(ds["scale"].values[fg], sim.scale[fg], rtol=1e-3)
@@ -59,12 +60,12 @@ def particles_l2_sigma7():
     return sim, _scores(lcf, sim)
 
 
-@pytest.mark.parametrize("method,denoiser", [("rum-tv", "tv"), ("rum-pnp", "tv"),
-                                             ("rum-pnp", "bm3d")])
+@pytest.mark.parametrize(
+    "method,denoiser", [("rum-tv", "tv"), ("rum-pnp", "tv"), ("rum-pnp", "bm3d")]
+)
 def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser):
     sim, (lcf_fg, lcf_paper) = particles_l2_sigma7
-    ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method=method,
-                   denoiser=denoiser)
+    ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method=method, denoiser=denoiser)
     fg, paper = _scores(ds["fraction"].values, sim)
     assert fg >= lcf_fg + 3.0, (fg, lcf_fg)
     assert paper >= lcf_paper + 3.0, (paper, lcf_paper)
@@ -96,8 +97,12 @@ def test_dual_rescaling_when_rho_grows():
     Yf = sim.stack.reshape(sim.stack.shape[0], -1)
     aty, yty = A.T @ Yf, np.sum(Yf * Yf, axis=0)
     layout = StateLayout(2, 2, "pnp")
-    S = initial_state(aty.reshape(2, 24, 24), yty.reshape(24, 24),
-                      nnls_coefficients(A.T @ A, aty).reshape(2, 24, 24), layout)
+    S = initial_state(
+        aty.reshape(2, 24, 24),
+        yty.reshape(24, 24),
+        nnls_coefficients(A.T @ A, aty).reshape(2, 24, 24),
+        layout,
+    )
     kw = dict(layout=layout, AtA=A.T @ A, lam=1e-3, rho=0.5, denoiser="tv")
     for _ in range(3):  # non-zero duals
         S = admm_iteration(S, rho_next=0.5, **kw)[: layout.n_channels]
@@ -115,14 +120,22 @@ def test_dual_rescaling_when_rho_grows():
 def test_pnp_converges_with_fast_growing_rho():
     sim = simulate_to_arrays("wedge", (48, 48), 2, sigma=5.0, seed=0)
     lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
-    ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method="rum-pnp",
-                   gamma=1.2, max_iter=60, tol=1e-9)
+    ds = api.unmix(
+        sim.stack,
+        sim.references,
+        energy=sim.energy,
+        method="rum-pnp",
+        gamma=1.2,
+        max_iter=60,
+        tol=1e-9,
+    )
     h = history_of(ds)
     assert h["rho"][-1] > 100 * h["rho"][0]
     assert h["primal"][0] / h["primal"][-1] > 100
     fg = foreground_mask(sim.scale)
     assert psnr_foreground(ds["fraction"].values, sim.fraction, fg) > (
-        psnr_foreground(lcf, sim.fraction, fg) + 3.0)
+        psnr_foreground(lcf, sim.fraction, fg) + 3.0
+    )
 
 
 def test_result_layout_and_attrs():
@@ -141,8 +154,14 @@ def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
     # BM4D per 3-D map, or BM3D slice by slice; a short run must already beat LCF
     sim = simulate_to_arrays("wedge", (10, 12, 12), 2, sigma=7.0, seed=0)
     lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
-    ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method="rum-pnp",
-                   denoiser=denoiser, max_iter=4)
+    ds = api.unmix(
+        sim.stack,
+        sim.references,
+        energy=sim.energy,
+        method="rum-pnp",
+        denoiser=denoiser,
+        max_iter=4,
+    )
     assert ds["fraction"].dims == ("component", "z", "y", "x")
     assert psnr_paper(ds["fraction"].values, sim.fraction) > psnr_paper(lcf, sim.fraction) + 1.0
 
@@ -150,5 +169,11 @@ def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
 def test_bm4d_refuses_2d():
     sim = simulate_to_arrays("wedge", (16, 16), 2, sigma=3.0, seed=0)
     with pytest.raises(ValueError, match="bm4d"):
-        api.unmix(sim.stack, sim.references, energy=sim.energy, method="rum-pnp",
-                  denoiser="bm4d", max_iter=2)
+        api.unmix(
+            sim.stack,
+            sim.references,
+            energy=sim.energy,
+            method="rum-pnp",
+            denoiser="bm4d",
+            max_iter=2,
+        )

@@ -14,8 +14,9 @@ from bigxanes.spectra_model import model_references, xanes_spectrum
 
 def test_xanes_spectrum_is_edge_step_normalized():
     E = np.linspace(8200, 9000, 2000)
-    y = xanes_spectrum(E, 8345.0, edge_shape="erf", osc_amp=0.0, white_line_height=0.0,
-                       pre_edge_height=0.0)
+    y = xanes_spectrum(
+        E, 8345.0, edge_shape="erf", osc_amp=0.0, white_line_height=0.0, pre_edge_height=0.0
+    )
     assert abs(y[0]) < 1e-6 and abs(y[-1] - 1.0) < 1e-6
     y2 = xanes_spectrum(E, 8345.0)
     assert abs(E[np.argmax(y2)] - 8350.0) < 2.0  # white line just above e0
@@ -151,10 +152,12 @@ def test_poisson_noise_scales_with_dose():
 def test_user_references_interpolated():
     E, A, names = model_references(2)
     Enew = np.linspace(8300, 8450, 60)
-    r = simulate_to_arrays("wedge", (16, 16), 5, sigma=0.0, references=(E, A, ["a", "b"]),
-                           energy=Enew / 1000.0)
+    r = simulate_to_arrays(
+        "wedge", (16, 16), 5, sigma=0.0, references=(E, A, ["a", "b"]), energy=Enew / 1000.0
+    )
     np.testing.assert_allclose(r.energy, Enew)
     assert r.references.shape == (60, 2) and r.names == ["a", "b"]
     with pytest.raises(ValueError, match="energy-range"):
-        simulate_to_arrays("wedge", (16, 16), references=(E, A, names),
-                           energy=np.linspace(8200, 8400, 20))
+        simulate_to_arrays(
+            "wedge", (16, 16), references=(E, A, names), energy=np.linspace(8200, 8400, 20)
+        )

@@ -6,5 +6,11 @@ Public entry points: :func:`unmix_store`, :func:`estimate_resources`, :func:`get
 from .cluster import get_client
 from .unmix import DEFAULT_TILE, METHODS, InjectedFailure, estimate_resources, unmix_store
 
-__all__ = ["unmix_store", "estimate_resources", "get_client", "DEFAULT_TILE", "METHODS",
-           "InjectedFailure"]
+__all__ = [
+    "unmix_store",
+    "estimate_resources",
+    "get_client",
+    "DEFAULT_TILE",
+    "METHODS",
+    "InjectedFailure",
+]

@@ -68,7 +68,6 @@ class Pass1Layout(ChannelLayout):
             out.update(edge50=1, edge_step=1)
         return out
 
-
     def lcf_slices(self) -> tuple[slice, slice]:
         """(coefficients, residual) channels of the requested LCF variant."""
         sl = self.slices
@@ -161,8 +160,9 @@ def pass1_block(
 SLAB_PIXELS = 1024
 
 
-def _moments(Yf: np.ndarray, A: np.ndarray, baseline: np.ndarray | None,
-             nan_policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _moments(
+    Yf: np.ndarray, A: np.ndarray, baseline: np.ndarray | None, nan_policy: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``AᵀY``, ``yᵀy`` (float64) and the bad-spectrum mask of ``Yf`` ``(T, N)``, slab by slab.
 
     Each slab gets the pre-edge baseline in the stack's dtype (as the in-memory path), then a
@@ -175,14 +175,14 @@ def _moments(Yf: np.ndarray, A: np.ndarray, baseline: np.ndarray | None,
     aty = np.empty((A.shape[1], N))
     yty = np.empty(N)
     for a in range(0, N, SLAB_PIXELS):
-        ys = Yf[:, a:a + SLAB_PIXELS]
+        ys = Yf[:, a : a + SLAB_PIXELS]
         if baseline is not None:
             with np.errstate(invalid="ignore"):
                 ys = subtract_pre_edge(ys, baseline)
         ys = ys.astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
-            aty[:, a:a + SLAB_PIXELS] = At @ ys
-            yty[a:a + SLAB_PIXELS] = np.einsum("tn,tn->n", ys, ys)
+            aty[:, a : a + SLAB_PIXELS] = At @ ys
+            yty[a : a + SLAB_PIXELS] = np.einsum("tn,tn->n", ys, ys)
     bad = ~np.isfinite(yty)
     if bad.any():
         if nan_policy != "mask":
@@ -223,8 +223,14 @@ def map_spatial_blocks(
     ``arr`` must hold its channel axis (axis 0) in one chunk.
     """
     chunks = ((n_out,),) + arr.chunks[1:]
-    return da.map_blocks(func, arr, chunks=chunks, dtype=np.float64, meta=np.empty(
-        (0,) * arr.ndim, dtype=np.float64), **kwargs)
+    return da.map_blocks(
+        func,
+        arr,
+        chunks=chunks,
+        dtype=np.float64,
+        meta=np.empty((0,) * arr.ndim, dtype=np.float64),
+        **kwargs,
+    )
 
 
 def map_spatial_overlap(
@@ -240,18 +246,26 @@ def map_spatial_overlap(
     dep = {0: 0, **{i + 1: int(depth) for i in range(nd)}}
     bnd = {i: "none" for i in range(arr.ndim)}
     g = da.overlap.overlap(arr, depth=dep, boundary=bnd, allow_rechunk=False)
-    y = da.map_blocks(func, g, chunks=((n_out,),) + g.chunks[1:], dtype=np.float64,
-                      meta=np.empty((0,) * arr.ndim, dtype=np.float64), **kwargs)
+    y = da.map_blocks(
+        func,
+        g,
+        chunks=((n_out,),) + g.chunks[1:],
+        dtype=np.float64,
+        meta=np.empty((0,) * arr.ndim, dtype=np.float64),
+        **kwargs,
+    )
     return da.overlap.trim_internal(y, dep, boundary=bnd)
 
 
-def init_state_block(P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float,
-                     dtype=np.float32) -> np.ndarray:
+def init_state_block(
+    P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float, dtype=np.float32
+) -> np.ndarray:
     """Initial ADMM state of a block from its pass-1 channels (needs a 1-pixel halo for TV)."""
     sl = p1.slices
     c = float(scale)
-    return initial_state(P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout,
-                         dtype=dtype).astype(np.float64)
+    return initial_state(
+        P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout, dtype=dtype
+    ).astype(np.float64)
 
 
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
@@ -262,13 +276,16 @@ def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
 def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
     """The spatial regions of a blocking of ``shape`` into ``block``-sized pieces (the last
     piece of each axis may be smaller), in C order."""
-    axes = [[slice(a, min(a + int(b), int(n))) for a in range(0, int(n), int(b))]
-            for n, b in zip(shape, block, strict=True)]
+    axes = [
+        [slice(a, min(a + int(b), int(n))) for a in range(0, int(n), int(b))]
+        for n, b in zip(shape, block, strict=True)
+    ]
     return list(itertools.product(*axes))
 
 
-def halo_window(region: Sequence[slice], spatial: Sequence[int],
-                depth: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def halo_window(
+    region: Sequence[slice], spatial: Sequence[int], depth: int
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """``region`` grown by ``depth`` pixels on each side, clipped at the volume's faces (no
     padding, as :func:`map_spatial_overlap` with ``boundary="none"``); and where ``region``
     sits inside that window."""
@@ -279,8 +296,9 @@ def halo_window(region: Sequence[slice], spatial: Sequence[int],
     return window, inner
 
 
-def admm_interior(S: np.ndarray, inner: tuple[slice, ...],
-                  **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def admm_interior(
+    S: np.ndarray, inner: tuple[slice, ...], **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`admm_iteration` on a halo'd block ``S``; the new float32 state of its ``inner``
     region and that region's sums of the :data:`~bigxanes.kernels.admm.RESIDUALS` channels."""
     out = admm_iteration(S, **kwargs)[(slice(None),) + tuple(inner)]
@@ -288,8 +306,9 @@ def admm_interior(S: np.ndarray, inner: tuple[slice, ...],
     return out[:n].astype(np.float32), out[n:].reshape(out.shape[0] - n, -1).sum(axis=1)
 
 
-def admm_zarr_block(src: str, dst: str, region: tuple[slice, ...], depth: int,
-                    **kwargs) -> np.ndarray:
+def admm_zarr_block(
+    src: str, dst: str, region: tuple[slice, ...], depth: int, **kwargs
+) -> np.ndarray:
     """One ADMM iteration of one state block, from Zarr buffer ``src`` to buffer ``dst``.
 
     Reads ``region`` of the float32 state with a halo of ``depth`` pixels

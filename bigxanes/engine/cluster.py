@@ -7,8 +7,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["get_client", "Runner", "make_runner", "SMALL_INPUT_BYTES", "WORKER_OVERHEAD",
-           "worker_spawn_environ"]
+__all__ = [
+    "get_client",
+    "Runner",
+    "make_runner",
+    "SMALL_INPUT_BYTES",
+    "WORKER_OVERHEAD",
+    "worker_spawn_environ",
+]
 
 #: Inputs below this many bytes run on the threaded scheduler without a cluster.
 SMALL_INPUT_BYTES = 256 * 2**20
@@ -95,12 +101,18 @@ def get_client(
     lim = parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit or 0)
     # tight workers (< 1 GiB) keep distributed's aggressive trimming: without it the
     # out-of-core test's 250 MiB workers went over their limit
-    env = worker_spawn_environ() if lim == 0 or lim >= 2**30 else dict(
-        dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env = (
+        worker_spawn_environ()
+        if lim == 0 or lim >= 2**30
+        else dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    )
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-            processes=processes, dashboard_address=None,
+            n_workers=n,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            processes=processes,
+            dashboard_address=None,
         )
     return Client(cluster)
 
@@ -188,5 +200,4 @@ def make_runner(
         return Runner(get_client(scheduler), owned=True)
     if nbytes < SMALL_INPUT_BYTES and n_workers is None and memory_limit is None:
         return Runner("threads", owned=False)
-    return Runner(get_client(n_workers=n_workers, memory_limit=memory_limit or "auto"),
-                  owned=True)
+    return Runner(get_client(n_workers=n_workers, memory_limit=memory_limit or "auto"), owned=True)

@@ -20,8 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["OutputLock", "OutputLockedError", "lock_path", "pid_alive",
-           "remove_stale_partials"]
+__all__ = ["OutputLock", "OutputLockedError", "lock_path", "pid_alive", "remove_stale_partials"]
 
 
 class OutputLockedError(FileExistsError):
@@ -78,8 +77,10 @@ class OutputLock:
                 json.dump(info, fh)
             self.held = True
             return self
-        raise OutputLockedError(f"could not lock {self.output}: {self.path} keeps reappearing "
-                                "(another run is starting on the same output)")
+        raise OutputLockedError(
+            f"could not lock {self.output}: {self.path} keeps reappearing "
+            "(another run is starting on the same output)"
+        )
 
     def _handle_existing(self) -> None:
         other = _read(self.path)
@@ -89,12 +90,17 @@ class OutputLock:
         if other is None:
             raise OutputLockedError(
                 f"output {self.output} is locked by {self.path} (unreadable); if no other run "
-                "is writing it, delete that file and retry")
+                "is writing it, delete that file and retry"
+            )
         pid, host = int(other.get("pid", -1)), str(other.get("host", "?"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(other.get("time", 0))))
         if host == socket.gethostname() and not pid_alive(pid):
-            warnings.warn(f"taking over the stale lock {self.path} of run pid {pid} (started "
-                          f"{since}), which no longer exists", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"taking over the stale lock {self.path} of run pid {pid} (started "
+                f"{since}), which no longer exists",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
@@ -102,7 +108,8 @@ class OutputLock:
             return
         raise OutputLockedError(
             f"output {self.output} is in use by another run (pid {pid} on {host}, started "
-            f"{since}); wait for it to finish, or if that run is gone, delete {self.path}")
+            f"{since}); wait for it to finish, or if that run is gone, delete {self.path}"
+        )
 
     def release(self) -> None:
         if self.held:
@@ -132,7 +139,7 @@ def remove_stale_partials(output: str | os.PathLike) -> list[Path]:
         for tag in (".partial-", ".old-"):
             if p.name.startswith(output.name + tag):
                 try:
-                    pid = int(p.name[len(output.name + tag):])
+                    pid = int(p.name[len(output.name + tag) :])
                 except ValueError:
                     continue
                 if pid != os.getpid() and not pid_alive(pid):

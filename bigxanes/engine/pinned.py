@@ -60,8 +60,14 @@ def _sums(x: Any) -> np.ndarray:
     return x[1]
 
 
-def _iterate(center: Any, pieces: list, places: list, shape: tuple[int, ...],
-             inner: tuple[slice, ...], **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def _iterate(
+    center: Any,
+    pieces: list,
+    places: list,
+    shape: tuple[int, ...],
+    inner: tuple[slice, ...],
+    **kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
     """Assemble the halo'd block from its own block and the neighbours' pieces, then
     :func:`~bigxanes.engine.chunked.admm_interior`: the block's new float32 state and its
     residual sums."""
@@ -88,8 +94,14 @@ def _read(path: str, region: tuple[slice, ...]) -> np.ndarray:
 class PinnedState:
     """The float32 ADMM state held in the workers, one future per state block."""
 
-    def __init__(self, client, spatial: Sequence[int], block: Sequence[int], depth: int,
-                 workers: dict[str, int]) -> None:
+    def __init__(
+        self,
+        client,
+        spatial: Sequence[int],
+        block: Sequence[int],
+        depth: int,
+        workers: dict[str, int],
+    ) -> None:
         self.client = client
         self.spatial = tuple(int(v) for v in spatial)
         self.regions = block_regions(self.spatial, block)
@@ -109,16 +121,19 @@ class PinnedState:
             a = [max(w.start, o.start) for w, o in zip(window, other, strict=True)]
             b = [min(w.stop, o.stop) for w, o in zip(window, other, strict=True)]
             if all(u < v for u, v in zip(a, b, strict=True)):
-                local = tuple(slice(u - o.start, v - o.start)
-                              for u, v, o in zip(a, b, other, strict=True))
-                place = tuple(slice(u - w.start, v - w.start)
-                              for u, v, w in zip(a, b, window, strict=True))
+                local = tuple(
+                    slice(u - o.start, v - o.start) for u, v, o in zip(a, b, other, strict=True)
+                )
+                place = tuple(
+                    slice(u - w.start, v - w.start) for u, v, w in zip(a, b, window, strict=True)
+                )
                 parts.append((j, local, place))
         return shape, inner, parts
 
     def _submit(self, i: int, fn, *args, **kwargs):
-        return self.client.submit(fn, *args, workers=[self.owners[i]], allow_other_workers=True,
-                                  pure=False, **kwargs)
+        return self.client.submit(
+            fn, *args, workers=[self.owners[i]], allow_other_workers=True, pure=False, **kwargs
+        )
 
     def load_array(self, arr) -> None:
         """Take the blocks of a dask array chunked like the state blocks (persisted here)."""
@@ -138,8 +153,18 @@ class PinnedState:
         new = []
         for i, (shape, inner, parts) in enumerate(self._plan):
             pieces = [self._submit(j, _piece, self.futures[j], local) for j, local, _ in parts]
-            new.append(self._submit(i, _iterate, self.futures[i], pieces,
-                                    [p for _, _, p in parts], shape, inner, **kwargs))
+            new.append(
+                self._submit(
+                    i,
+                    _iterate,
+                    self.futures[i],
+                    pieces,
+                    [p for _, _, p in parts],
+                    shape,
+                    inner,
+                    **kwargs,
+                )
+            )
         sums = [self._submit(i, _sums, f) for i, f in enumerate(new)]
         res = self.client.gather(sums)
         self.futures = new
@@ -147,6 +172,9 @@ class PinnedState:
 
     def store(self, path: str) -> None:
         """Write every block to a Zarr state buffer (chunk-aligned regions) and wait."""
-        self.client.gather([self._submit(i, _write, f, path, r)
-                            for i, (f, r) in enumerate(zip(self.futures, self.regions,
-                                                           strict=True))])
+        self.client.gather(
+            [
+                self._submit(i, _write, f, path, r)
+                for i, (f, r) in enumerate(zip(self.futures, self.regions, strict=True))
+            ]
+        )

@@ -51,11 +51,13 @@ def check_output_location(output: str | os.PathLike, need_bytes: int) -> Path:
     parent = _existing_parent(output)
     if not parent.is_dir():
         raise NotADirectoryError(
-            f"cannot write {output}: {parent} is a file, not a directory; choose another output")
+            f"cannot write {output}: {parent} is a file, not a directory; choose another output"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(
             f"cannot write {output}: directory {parent} is not writable; choose another output "
-            "location or fix its permissions")
+            "location or fix its permissions"
+        )
     probe = parent / f".bigxanes-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(probe, "wb") as fh:
@@ -63,7 +65,8 @@ def check_output_location(output: str | os.PathLike, need_bytes: int) -> Path:
     except OSError as exc:
         raise PermissionError(
             f"cannot write {output}: creating a file in {parent} failed ({exc.strerror}); "
-            "choose another output location") from None
+            "choose another output location"
+        ) from None
     finally:
         try:
             probe.unlink()
@@ -75,5 +78,6 @@ def check_output_location(output: str | os.PathLike, need_bytes: int) -> Path:
         raise ValueError(
             f"not enough free disk for {output}: the output and working state need up to "
             f"{_fmt(need)} but {parent} has {_fmt(free)} free; free some space or write "
-            "elsewhere")
+            "elsewhere"
+        )
     return parent

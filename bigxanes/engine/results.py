@@ -33,8 +33,9 @@ def _fractions(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X.reshape(M.shape), s.reshape(M.shape[1:])
 
 
-def lcf_outputs_block(P: np.ndarray, *, p1: Pass1Layout, n_energies: int, scale: float,
-                      nnls_only: bool = False) -> np.ndarray:
+def lcf_outputs_block(
+    P: np.ndarray, *, p1: Pass1Layout, n_energies: int, scale: float, nnls_only: bool = False
+) -> np.ndarray:
     """LCF maps of a pass-1 block: ``fraction`` (L), ``scale``, ``residual_rms``, ``mask``.
 
     With ``nnls_only`` the NNLS coefficients are used whatever the layout's variant (the
@@ -48,8 +49,9 @@ def lcf_outputs_block(P: np.ndarray, *, p1: Pass1Layout, n_energies: int, scale:
     return np.concatenate([X, s[None], rms[None], mask[None].astype(np.float64)])
 
 
-def rum_outputs_block(S: np.ndarray, *, layout: StateLayout, AtA: np.ndarray, scale: float,
-                      n_energies: int) -> np.ndarray:
+def rum_outputs_block(
+    S: np.ndarray, *, layout: StateLayout, AtA: np.ndarray, scale: float, n_energies: int
+) -> np.ndarray:
     """RUM maps of a final state block: ``fraction`` (L), ``scale``, ``residual_rms``.
 
     Uses :func:`bigxanes.rum.final_maps`; the residual is ``|y - A X s|`` in the stack's units.

@@ -69,13 +69,24 @@ class WorkDir:
         return zarr.open_group(str(self.path), mode=mode, zarr_format=3)
 
     # -- arrays --------------------------------------------------------------------------------
-    def create(self, name: str, n_channels: int, spatial: Sequence[int], tiles: Sequence[int],
-               dtype=np.float32) -> zarr.Array:
+    def create(
+        self,
+        name: str,
+        n_channels: int,
+        spatial: Sequence[int],
+        tiles: Sequence[int],
+        dtype=np.float32,
+    ) -> zarr.Array:
         """Create (overwrite) ``(n_channels, *spatial)``, chunked ``(n_channels, *tiles)``."""
         return zarr.create_array(
-            store=str(self.path), name=name, shape=(int(n_channels), *map(int, spatial)),
-            chunks=(int(n_channels), *map(int, tiles)), dtype=dtype,
-            compressors=_compressors(), overwrite=True, fill_value=0,
+            store=str(self.path),
+            name=name,
+            shape=(int(n_channels), *map(int, spatial)),
+            chunks=(int(n_channels), *map(int, tiles)),
+            dtype=dtype,
+            compressors=_compressors(),
+            overwrite=True,
+            fill_value=0,
         )
 
     def array(self, name: str) -> zarr.Array:
@@ -99,8 +110,9 @@ class WorkDir:
 
     def commit(self, completed: int, buffer: str, history: dict, **extra: Any) -> None:
         """Record that ``buffer`` holds the state after ``completed`` iterations."""
-        self.put("commit", {"completed": int(completed), "buffer": buffer, "history": history,
-                            **extra})
+        self.put(
+            "commit", {"completed": int(completed), "buffer": buffer, "history": history, **extra}
+        )
 
     @property
     def last_commit(self) -> dict | None:

@@ -61,9 +61,18 @@ from .preflight import check_output_location, dir_bytes
 from .results import MASK_THRESHOLD, lcf_outputs_block, rum_outputs_block, write_results
 from .state import BUFFERS, WorkDir
 
-__all__ = ["unmix_store", "estimate_resources", "choose_state_mode", "DEFAULT_TILE", "METHODS",
-           "HIST_BINS", "STATE_MODES", "DEFAULT_CHECKPOINT_EVERY", "STATE_BLOCK_BYTES",
-           "state_tiles"]
+__all__ = [
+    "unmix_store",
+    "estimate_resources",
+    "choose_state_mode",
+    "DEFAULT_TILE",
+    "METHODS",
+    "HIST_BINS",
+    "STATE_MODES",
+    "DEFAULT_CHECKPOINT_EVERY",
+    "STATE_BLOCK_BYTES",
+    "state_tiles",
+]
 
 METHODS = ("lcf", "edge50", "rum-tv", "rum-pnp")
 #: Default spatial tile edge per number of spatial dims. Measured (benchmarks/results/engine.md,
@@ -112,8 +121,10 @@ def _tiles(chunks, spatial: Sequence[int]) -> tuple[int, ...]:
     else:
         t = tuple(int(c) for c in chunks)
         if len(t) != nd:
-            raise ValueError(f"chunks has {len(t)} entries for {nd} spatial dimensions; give one "
-                             "tile edge per spatial dimension (or one integer)")
+            raise ValueError(
+                f"chunks has {len(t)} entries for {nd} spatial dimensions; give one "
+                "tile edge per spatial dimension (or one integer)"
+            )
     if any(c < 1 for c in t):
         raise ValueError(f"chunks must be positive, got {t}")
     return tuple(min(c, n) for c, n in zip(t, spatial, strict=True))
@@ -139,8 +150,7 @@ def _load_inputs_local(input, references, energy_range):
         if "references" in ds.data_vars:
             ref = ds["references"].transpose("energy", "component")
             A = np.asarray(ref.values, dtype=np.float64)
-            names = [str(c) for c in ref["component"].values] if "component" in ref.coords \
-                else None
+            names = [str(c) for c in ref["component"].values] if "component" in ref.coords else None
         else:
             A = None
     elif isinstance(references, xr.DataArray):
@@ -154,7 +164,8 @@ def _load_inputs_local(input, references, energy_range):
         if A.ndim != 2 or A.shape[0] != energy.size:
             raise ValueError(
                 f"references have shape {A.shape}; expected ({energy.size}, L) on the stack's "
-                "energies: interpolate them with bigxanes.energy first")
+                "energies: interpolate them with bigxanes.energy first"
+            )
         if not np.all(np.isfinite(A)):
             raise ValueError("references contain NaN/Inf; fix the reference spectra")
         if names is None or len(names) != A.shape[1]:
@@ -163,8 +174,10 @@ def _load_inputs_local(input, references, energy_range):
         lo, hi = (float(v) for v in energy_range)
         sel = (energy >= lo) & (energy <= hi)
         if sel.sum() < 3:
-            raise ValueError(f"energy_range {energy_range} keeps {int(sel.sum())} energies of "
-                             f"{energy.min():.1f}..{energy.max():.1f} eV; widen it")
+            raise ValueError(
+                f"energy_range {energy_range} keeps {int(sel.sum())} energies of "
+                f"{energy.min():.1f}..{energy.max():.1f} eV; widen it"
+            )
         stack = stack.isel(energy=np.flatnonzero(sel))
         energy = energy[sel]
         if A is not None:
@@ -172,9 +185,16 @@ def _load_inputs_local(input, references, energy_range):
     return ds, stack, energy, A, names
 
 
-def state_tiles(tiles: Sequence[int], spatial: Sequence[int], n_channels: int,
-                n_threads: int, *, target_bytes: int | None = None, max_bytes: int | None = None,
-                itemsize: int = 4) -> tuple[int, ...]:
+def state_tiles(
+    tiles: Sequence[int],
+    spatial: Sequence[int],
+    n_channels: int,
+    n_threads: int,
+    *,
+    target_bytes: int | None = None,
+    max_bytes: int | None = None,
+    itemsize: int = 4,
+) -> tuple[int, ...]:
     """Spatial block of the ADMM state during the RUM iterations (both state modes).
 
     Rule: start from the stack ``tiles`` (already :func:`min_chunks`-checked for the halo) and
@@ -232,8 +252,7 @@ def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -
     """``"memory"`` when ``STATE_COPIES x state_bytes`` fits in ``MEMORY_FRACTION`` of
     ``available_bytes`` (``state_mode="auto"``), else ``"zarr"``; an explicit mode is kept."""
     if state_mode not in STATE_MODES:
-        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, "
-                         f"got {state_mode!r}")
+        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, got {state_mode!r}")
     if state_mode != "auto":
         return state_mode
     fits = STATE_COPIES * int(state_bytes) <= MEMORY_FRACTION * int(available_bytes)
@@ -337,19 +356,20 @@ def unmix_store(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if lcf_variant not in LCF_VARIANTS:
-        raise ValueError(f"unknown lcf_variant {lcf_variant!r}; choose one of "
-                         f"{', '.join(LCF_VARIANTS)}")
+        raise ValueError(
+            f"unknown lcf_variant {lcf_variant!r}; choose one of {', '.join(LCF_VARIANTS)}"
+        )
     if state_mode not in STATE_MODES:
-        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, "
-                         f"got {state_mode!r}")
+        raise ValueError(f"state_mode must be one of {', '.join(STATE_MODES)}, got {state_mode!r}")
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if nan_policy not in ("mask", "raise"):
         raise ValueError(f"nan_policy must be 'mask' or 'raise', got {nan_policy!r}")
     output = Path(output)
     if output.exists() and not overwrite:
-        raise FileExistsError(f"output {output} already exists; pass overwrite=True "
-                              "(--overwrite) to replace it")
+        raise FileExistsError(
+            f"output {output} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
     rum = method.startswith("rum")
     if rum:
         params = params if params is not None else RumParams(method=method)
@@ -363,8 +383,10 @@ def unmix_store(
     check_energy_order(ds["energy"].values, f"{input}")
     check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
     if A is None and method != "edge50":
-        raise ValueError(f"method {method!r} needs references: the store has no 'references' "
-                         "variable; pass references=")
+        raise ValueError(
+            f"method {method!r} needs references: the store has no 'references' "
+            "variable; pass references="
+        )
     T = energy.size
     spatial = tuple(int(n) for n in stack.shape[1:])
     nd = len(spatial)
@@ -388,16 +410,27 @@ def unmix_store(
     want_e50 = method == "edge50"
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", want_e50)
     # before any computation: the output location is writable and has room (preflight.py)
-    est = estimate_resources(input, method, references=references, params=params, _loaded=loaded,
-                             chunks=chunks, energy_range=energy_range)
+    est = estimate_resources(
+        input,
+        method,
+        references=references,
+        params=params,
+        _loaded=loaded,
+        chunks=chunks,
+        energy_range=energy_range,
+    )
     have = dir_bytes(_work_path(output)) if resume else 0
-    check_output_location(output, est["output_disk_bytes"]
-                          + max(0, est["work_disk_bytes"] - have))
+    check_output_location(output, est["output_disk_bytes"] + max(0, est["work_disk_bytes"] - have))
     lock = OutputLock(output).acquire()  # a second run on this output refuses here
     try:
         remove_stale_partials(output)
-        runner = make_runner(int(Y.nbytes), client=client, scheduler=scheduler,
-                             n_workers=n_workers, memory_limit=memory_limit)
+        runner = make_runner(
+            int(Y.nbytes),
+            client=client,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            memory_limit=memory_limit,
+        )
     except BaseException:
         lock.release()
         raise
@@ -409,12 +442,17 @@ def unmix_store(
             else:  # one extra read of the stack: the mean spectrum
                 good = da.isfinite(Y).all(axis=0)
                 mean = da.where(good, Y, 0).sum(axis=tuple(range(1, nd + 1))) / da.maximum(
-                    good.sum(), 1)
+                    good.sum(), 1
+                )
                 e0 = float(find_e0(energy, np.asarray(runner.compute(mean)[0])))
         run = {
             "input": str(Path(input).resolve()) if "://" not in str(input) else str(input),
-            "method": method, "lcf_variant": lcf_variant, "energy_range": energy_range,
-            "tiles": tiles, "shape": (T,) + spatial, "nan_policy": nan_policy,
+            "method": method,
+            "lcf_variant": lcf_variant,
+            "energy_range": energy_range,
+            "tiles": tiles,
+            "shape": (T,) + spatial,
+            "nan_policy": nan_policy,
             "params": params.as_dict() if rum else None,
             "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
             "version": __version__,
@@ -433,9 +471,17 @@ def unmix_store(
         P_mem = None
         if rec is None:
             _say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
-            P = map_spatial_blocks(pass1_block, Y, p1.n_channels, layout=p1, A=A,
-                                   energy=energy, e0=e0, nan_policy=nan_policy,
-                                   baseline=window)
+            P = map_spatial_blocks(
+                pass1_block,
+                Y,
+                p1.n_channels,
+                layout=p1,
+                A=A,
+                energy=energy,
+                e0=e0,
+                nan_policy=nan_policy,
+                baseline=window,
+            )
             sl = p1.slices
             if not rum and mode == "memory":
                 # LCF/Edge-50: nothing to resume after pass 1 -> no Zarr round trip of P
@@ -443,55 +489,85 @@ def unmix_store(
                 P_mem = P
                 st = None
             else:
-                target = work.create("pass1", p1.n_channels, spatial, tiles,
-                                     dtype=np.float64)
+                target = work.create("pass1", p1.n_channels, spatial, tiles, dtype=np.float64)
                 st = da.store(P, target, lock=False, compute=False)
             # the three scalars as one small task per block, reduced here (dask's tree
             # reductions of three channel slices were ~6 tasks per block)
-            stats = P.map_blocks(_stats_block, p1=p1, dtype=np.float64,
-                                 chunks=((3,),) + tuple((1,) * len(b) for b in P.chunks[1:]),
-                                 meta=np.empty((0,) * (nd + 1), np.float64))
+            stats = P.map_blocks(
+                _stats_block,
+                p1=p1,
+                dtype=np.float64,
+                chunks=((3,),) + tuple((1,) * len(b) for b in P.chunks[1:]),
+                meta=np.empty((0,) * (nd + 1), np.float64),
+            )
             _, per_block = runner.compute(st, stats)
             per_block = np.asarray(per_block).reshape(3, -1)
-            r_sum, s_max, n_bad = (per_block[0].sum(), per_block[1].max(),
-                                   per_block[2].sum())
+            r_sum, s_max, n_bad = (per_block[0].sum(), per_block[1].max(), per_block[2].sum())
             c = 1.0
             if A is not None and float(s_max) > 0:
                 Pz = P_mem if P_mem is not None else work.dask("pass1")
-                hist = Pz.map_blocks(_hist_block, p1=p1, smax=float(s_max),
-                                     chunks=((HIST_BINS,),)
-                                     + tuple((1,) * len(b) for b in Pz.chunks[1:]),
-                                     dtype=np.int64,
-                                     drop_axis=(), meta=np.empty((0,) * (nd + 1), np.int64))
+                hist = Pz.map_blocks(
+                    _hist_block,
+                    p1=p1,
+                    smax=float(s_max),
+                    chunks=((HIST_BINS,),) + tuple((1,) * len(b) for b in Pz.chunks[1:]),
+                    dtype=np.int64,
+                    drop_axis=(),
+                    meta=np.empty((0,) * (nd + 1), np.int64),
+                )
                 h = runner.compute(hist.sum(axis=tuple(range(1, nd + 1))))[0]
                 edges = np.linspace(0.0, float(s_max), HIST_BINS + 1)
                 c = scale_from_histogram(np.asarray(h), edges)
-            rec = {"resid_sum": float(r_sum), "s_max": float(s_max), "n_bad": int(n_bad),
-                   "scale": float(c), "e0": e0}
+            rec = {
+                "resid_sum": float(r_sum),
+                "s_max": float(s_max),
+                "n_bad": int(n_bad),
+                "scale": float(c),
+                "e0": e0,
+            }
             if P_mem is None:  # the record names a complete pass1 array
                 work.put("pass1", rec)
         c = float(rec["scale"])
         Pz = P_mem if P_mem is not None else work.dask("pass1")
         variables: dict[str, tuple[Sequence[str], Any]] = {}
         attrs: dict[str, Any] = {
-            "method": method, "input": run["input"], "energy_range": energy_range,
-            "lcf_variant": lcf_variant if method == "lcf" else None, "nan_policy": nan_policy,
-            "n_nonfinite": int(rec["n_bad"]), "data_scale": c, "mask_threshold": MASK_THRESHOLD,
-            "tiles": list(tiles), "engine": "dask", "state_mode": mode,
+            "method": method,
+            "input": run["input"],
+            "energy_range": energy_range,
+            "lcf_variant": lcf_variant if method == "lcf" else None,
+            "nan_policy": nan_policy,
+            "n_nonfinite": int(rec["n_bad"]),
+            "data_scale": c,
+            "mask_threshold": MASK_THRESHOLD,
+            "tiles": list(tiles),
+            "engine": "dask",
+            "state_mode": mode,
             "baseline": baseline if window is not None else "none",
-            "baseline_window_eV": ([float(energy[window].min()), float(energy[window].max())]
-                                   if window is not None else None),
+            "baseline_window_eV": (
+                [float(energy[window].min()), float(energy[window].max())]
+                if window is not None
+                else None
+            ),
         }
         fdims = ("component",) + sdims
         if A is not None:
-            lo = map_spatial_blocks(lcf_outputs_block, Pz, L + 3, p1=p1, n_energies=T, scale=c,
-                                    nnls_only=method != "lcf")
+            lo = map_spatial_blocks(
+                lcf_outputs_block,
+                Pz,
+                L + 3,
+                p1=p1,
+                n_energies=T,
+                scale=c,
+                nnls_only=method != "lcf",
+            )
             mask = lo[L + 2] > 0.5
             if method == "lcf":
-                variables.update(fraction=(fdims, lo[:L].astype(np.float32)),
-                                 scale=(sdims, lo[L].astype(np.float32)),
-                                 residual_rms=(sdims, lo[L + 1].astype(np.float32)),
-                                 mask=(sdims, mask))
+                variables.update(
+                    fraction=(fdims, lo[:L].astype(np.float32)),
+                    scale=(sdims, lo[L].astype(np.float32)),
+                    residual_rms=(sdims, lo[L + 1].astype(np.float32)),
+                    mask=(sdims, mask),
+                )
             else:
                 variables["lcf_fraction"] = (fdims, lo[:L].astype(np.float32))
         if method == "edge50":
@@ -501,34 +577,58 @@ def unmix_store(
             attrs["e0"] = e0
             emask = da.isfinite(e50) & (Pz[sl["bad"]][0] == 0)
             if A is not None:
-                variables.update(scale=(sdims, lo[L].astype(np.float32)),
-                                 residual_rms=(sdims, lo[L + 1].astype(np.float32)))
+                variables.update(
+                    scale=(sdims, lo[L].astype(np.float32)),
+                    residual_rms=(sdims, lo[L + 1].astype(np.float32)),
+                )
                 emask = emask & mask
                 if L == 2:
                     refs = edge50_energy(energy, normalize_spectra(energy, A, e0=e0).norm)
                     attrs["edge50_references"] = [float(v) for v in refs]
-                    fr = e50.map_blocks(lambda e, r=refs: fraction_from_edge50(e, r),
-                                        new_axis=0, chunks=((2,),) + e50.chunks,
-                                        dtype=np.float64)
+                    fr = e50.map_blocks(
+                        lambda e, r=refs: fraction_from_edge50(e, r),
+                        new_axis=0,
+                        chunks=((2,),) + e50.chunks,
+                        dtype=np.float64,
+                    )
                     variables["fraction"] = (fdims, fr.astype(np.float32))
             else:
                 variables["scale"] = (sdims, Pz[sl["edge_step"]][0].astype(np.float32))
             variables["mask"] = (sdims, emask)
         if rum:
-            X, s, rms, hist, ckpt = _run_rum(work, Pz, p1, A, params, c, rec, T, N, tiles, runner,
-                                       progress, _fail_hook(_fail_after), mode,
-                                       int(checkpoint_every))
-            variables.update(fraction=(fdims, X.astype(np.float32)),
-                             scale=(sdims, s.astype(np.float32)),
-                             residual_rms=(sdims, rms.astype(np.float32)),
-                             mask=(sdims, (s > MASK_THRESHOLD * c) & (Pz[p1.slices["bad"]][0]
-                                                                       == 0)))
-            attrs.update(params=params.as_dict(), history=hist.as_dict(),
-                         n_iterations=len(hist.iteration), halo=halo,
-                         lam=work.get("commit")["lam"],
-                         noise_var=work.get("commit")["noise_var"],
-                         checkpoint_every=int(checkpoint_every) if mode == "memory" else 1,
-                         **ckpt)
+            X, s, rms, hist, ckpt = _run_rum(
+                work,
+                Pz,
+                p1,
+                A,
+                params,
+                c,
+                rec,
+                T,
+                N,
+                tiles,
+                runner,
+                progress,
+                _fail_hook(_fail_after),
+                mode,
+                int(checkpoint_every),
+            )
+            variables.update(
+                fraction=(fdims, X.astype(np.float32)),
+                scale=(sdims, s.astype(np.float32)),
+                residual_rms=(sdims, rms.astype(np.float32)),
+                mask=(sdims, (s > MASK_THRESHOLD * c) & (Pz[p1.slices["bad"]][0] == 0)),
+            )
+            attrs.update(
+                params=params.as_dict(),
+                history=hist.as_dict(),
+                n_iterations=len(hist.iteration),
+                halo=halo,
+                lam=work.get("commit")["lam"],
+                noise_var=work.get("commit")["noise_var"],
+                checkpoint_every=int(checkpoint_every) if mode == "memory" else 1,
+                **ckpt,
+            )
         coords: dict[str, Any] = {}
         for d in sdims:
             if d in stack.coords:
@@ -538,8 +638,16 @@ def unmix_store(
             coords["energy"] = ("energy", energy, {"units": "eV"})
             variables["references"] = (("energy", "component"), A)
         _say(progress, f"writing {output}")
-        write_results(variables, coords, attrs, output, tiles=tiles, spatial_dims=sdims,
-                      scheduler=runner.scheduler, overwrite=overwrite)
+        write_results(
+            variables,
+            coords,
+            attrs,
+            output,
+            tiles=tiles,
+            spatial_dims=sdims,
+            scheduler=runner.scheduler,
+            overwrite=overwrite,
+        )
         work.remove()
         return output
     finally:
@@ -568,9 +676,23 @@ def _hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
     return h.reshape((HIST_BINS,) + (1,) * (P.ndim - 1))
 
 
-def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params: RumParams,
-             c: float, rec: dict, T: int, N: int, tiles, runner, progress: bool,
-             fail_after: int | None, mode: str = "zarr", checkpoint_every: int = 1):
+def _run_rum(
+    work: WorkDir,
+    Pz: da.Array,
+    p1: Pass1Layout,
+    A: np.ndarray,
+    params: RumParams,
+    c: float,
+    rec: dict,
+    T: int,
+    N: int,
+    tiles,
+    runner,
+    progress: bool,
+    fail_after: int | None,
+    mode: str = "zarr",
+    checkpoint_every: int = 1,
+):
     """The ADMM iterations; returns lazy (X, s, rms) and the history.
 
     ``mode="zarr"``: each iteration reads state k from one Zarr buffer and writes state k+1 to
@@ -603,8 +725,9 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     # larger blocks than the stack tiles for the iterations (state_tiles); same in both modes,
     # so both give the same numbers (PnP depends on the blocking)
     nthr = _n_threads(runner)
-    st = state_tiles(tiles, spatial, n, nthr,
-                     max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR))
+    st = state_tiles(
+        tiles, spatial, n, nthr, max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR)
+    )
     schunks = ((n,),) + tuple(st)
     regions = block_regions(spatial, st)
     commit = work.get("commit")
@@ -612,9 +735,13 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     # memory mode on a cluster: one future per block, each block on its own worker (pinned.py)
     pinned = None
     if memory and runner.distributed:
-        pinned = PinnedState(runner.scheduler, spatial, st, params.halo,
-                             {a: int(w.get("nthreads") or 1)
-                              for a, w in runner.workers().items()})
+        pinned = PinnedState(
+            runner.scheduler,
+            spatial,
+            st,
+            params.halo,
+            {a: int(w.get("nthreads") or 1) for a, w in runner.workers().items()},
+        )
     if commit is None:
         for b in BUFFERS:
             work.create(b, n, spatial, tiles)
@@ -628,10 +755,12 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
             cur["buf"] = None
             history, start = History(), 0
         else:
-            runner.compute(da.store(S0.astype(np.float32), work.array(BUFFERS[0]), lock=False,
-                                    compute=False))
-            work.commit(0, BUFFERS[0], History().as_dict(), lam=lam, noise_var=nv, scale=c,
-                        converged=False)
+            runner.compute(
+                da.store(S0.astype(np.float32), work.array(BUFFERS[0]), lock=False, compute=False)
+            )
+            work.commit(
+                0, BUFFERS[0], History().as_dict(), lam=lam, noise_var=nv, scale=c, converged=False
+            )
             commit = work.get("commit")
     if commit is not None:
         history = History.from_dict(commit["history"])
@@ -644,8 +773,13 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     cur["committed"] = start if commit is not None else None
     cur["ckpt_s"], cur["n_ckpt"] = 0.0, 0
     norm = math.sqrt(N * L)
-    bar = tqdm(total=int(params.max_iter), initial=start, disable=not progress,
-               desc=params.method, unit="it")
+    bar = tqdm(
+        total=int(params.max_iter),
+        initial=start,
+        disable=not progress,
+        desc=params.method,
+        unit="it",
+    )
 
     def other(buf: str | None) -> str:
         return BUFFERS[0] if buf is None else BUFFERS[1 - BUFFERS.index(buf)]
@@ -653,8 +787,18 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
         S = cur["S"]
         out = map_spatial_overlap(
-            admm_block, S, layout.n_out, params.halo, layout=layout, AtA=AtA, lam=lam,
-            rho=rho, rho_next=rho_next, tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
+            admm_block,
+            S,
+            layout.n_out,
+            params.halo,
+            layout=layout,
+            AtA=AtA,
+            lam=lam,
+            rho=rho,
+            rho_next=rho_next,
+            tv_sweeps=params.tv_sweeps,
+            denoiser=params.denoiser,
+        )
         sums = [out[n + i].sum() for i in range(len(RESIDUALS))]
         new, *psums = runner.persist(out[:n].astype(np.float32), *sums)
         res = runner.compute(*psums)
@@ -662,18 +806,33 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
     def step_pinned(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        res = pinned.iterate(layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
-                             tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
+        res = pinned.iterate(
+            layout=layout,
+            AtA=AtA,
+            lam=lam,
+            rho=rho,
+            rho_next=rho_next,
+            tv_sweeps=params.tv_sweeps,
+            denoiser=params.denoiser,
+        )
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
 
     def step_zarr(k: int, rho: float, rho_next: float) -> dict[str, float]:
         # one task per state block, Zarr to Zarr, returning only its residual sums
         src, dst = work.path / cur["buf"], work.path / other(cur["buf"])
-        kw = dict(layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next,
-                  tv_sweeps=params.tv_sweeps, denoiser=params.denoiser)
-        parts = [dask.delayed(admm_zarr_block, pure=False)(str(src), str(dst), r,
-                                                          params.halo, **kw)
-                 for r in regions]
+        kw = dict(
+            layout=layout,
+            AtA=AtA,
+            lam=lam,
+            rho=rho,
+            rho_next=rho_next,
+            tv_sweeps=params.tv_sweeps,
+            denoiser=params.denoiser,
+        )
+        parts = [
+            dask.delayed(admm_zarr_block, pure=False)(str(src), str(dst), r, params.halo, **kw)
+            for r in regions
+        ]
         (res,) = runner.compute(dask.delayed(_sum_parts)(parts))
         cur["next"] = dst.name
         return {name: float(v) for name, v in zip(RESIDUALS, res, strict=True)}
@@ -685,8 +844,7 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
             pinned.store(str(work.path / dst))
         else:
             runner.compute(da.store(cur["S"], work.array(dst), lock=False, compute=False))
-        work.commit(done, dst, hist.as_dict(), lam=lam, noise_var=nv, scale=c,
-                    converged=bool(conv))
+        work.commit(done, dst, hist.as_dict(), lam=lam, noise_var=nv, scale=c, converged=bool(conv))
         cur["buf"], cur["committed"] = dst, done
         if runner.distributed and not final:
             # cut the lineage the scheduler keeps for the persisted chain: a lost worker then
@@ -710,8 +868,15 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
                 checkpoint(done, hist, conv, final)
         else:
             cur["buf"] = cur.pop("next")
-            work.commit(k + 1, cur["buf"], hist.as_dict(), lam=lam, noise_var=nv, scale=c,
-                        converged=bool(conv))
+            work.commit(
+                k + 1,
+                cur["buf"],
+                hist.as_dict(),
+                lam=lam,
+                noise_var=nv,
+                scale=c,
+                converged=bool(conv),
+            )
             test_pause("after_commit")
         bar.update(1)
         if fail_after is not None and k + 1 == fail_after:
@@ -720,19 +885,25 @@ def _run_rum(work: WorkDir, Pz: da.Array, p1: Pass1Layout, A: np.ndarray, params
     try:
         if not (commit or {}).get("converged", False):
             fn = step_zarr if not memory else (step if pinned is None else step_pinned)
-            history = run_admm(fn, params, lam, N, L, start=start, history=history,
-                               on_iteration=on_iteration)
+            history = run_admm(
+                fn, params, lam, N, L, start=start, history=history, on_iteration=on_iteration
+            )
         if memory and cur["committed"] != len(history.iteration):  # always end on a commit
             conv = bool(history.iteration) and (
-                history.primal[-1] / norm < params.tol and history.dual[-1] / norm < params.tol)
+                history.primal[-1] / norm < params.tol and history.dual[-1] / norm < params.tol
+            )
             checkpoint(len(history.iteration), history, conv, True)
     finally:
         bar.close()
     S = cur["S"] if (memory and pinned is None) else work.dask(cur["buf"])
-    out = map_spatial_blocks(rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c,
-                             n_energies=T)
-    stats = {"checkpoint_seconds": round(cur["ckpt_s"], 3), "n_checkpoints": cur["n_ckpt"],
-             "state_tiles": list(st)}
+    out = map_spatial_blocks(
+        rum_outputs_block, S, L + 2, layout=layout, AtA=AtA, scale=c, n_energies=T
+    )
+    stats = {
+        "checkpoint_seconds": round(cur["ckpt_s"], 3),
+        "n_checkpoints": cur["n_ckpt"],
+        "state_tiles": list(st),
+    }
     return out[:L], out[L], out[L + 1], history, stats
 
 
@@ -778,8 +949,7 @@ def estimate_resources(
     p1 = Pass1Layout(L, "lstsq", method == "edge50")
     # pass 1: the stack block (stored dtype) + a float64 copy + normalization temporaries
     item = np.dtype(stack.dtype).itemsize
-    pass1_task = tile_px * (T * (item + 8 * (4 if method == "edge50" else 1))
-                            + 8 * p1.n_channels)
+    pass1_task = tile_px * (T * (item + 8 * (4 if method == "edge50" else 1)) + 8 * p1.n_channels)
     task = pass1_task
     state_bytes = 0
     nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))

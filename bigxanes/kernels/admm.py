@@ -53,10 +53,19 @@ class StateLayout(ChannelLayout):
     def sizes(self) -> dict[str, int]:
         L = self.n_components
         return {
-            "aty": L, "yty": 1, "X": L, "s": 1, "M": L, "W": L, "t": 1,
-            "C": L, "E": L, "g": 1, "U": self.k_reg, "D": self.k_reg,
+            "aty": L,
+            "yty": 1,
+            "X": L,
+            "s": 1,
+            "M": L,
+            "W": L,
+            "t": 1,
+            "C": L,
+            "E": L,
+            "g": 1,
+            "U": self.k_reg,
+            "D": self.k_reg,
         }
-
 
     @property
     def n_out(self) -> int:
@@ -157,8 +166,9 @@ def admm_iteration(
     # 1. X-step
     base = (M_prev - C) * s + W - E
     if layout.method == "tv":
-        X = jacobi_screened_poisson(base + gradient_adjoint(U - D, nd), s * s + 1.0, X, nd,
-                                    tv_sweeps)
+        X = jacobi_screened_poisson(
+            base + gradient_adjoint(U - D, nd), s * s + 1.0, X, nd, tv_sweeps
+        )
     else:
         X = (base + U - D) / (s * s + 2.0)
     # 2. simplex normalization
