@@ -260,7 +260,7 @@ def test_reads_are_tile_sized(tmp_path, monkeypatch):
 
 def _shared_data() -> Path:
     env = os.environ.get("BIGXANES_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_real_stxm_fe_l3(tmp_path):

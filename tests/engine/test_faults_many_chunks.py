@@ -15,7 +15,7 @@ from bigxanes import api
 from bigxanes.engine import unmix_store
 from bigxanes.store import is_complete
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_many_chunks import make_stack  # noqa: E402
 
 

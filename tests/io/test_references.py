@@ -18,7 +18,7 @@ S2 = xanes_spectrum(E, 8347.0, white_line_height=0.8)
 
 def shared_data() -> Path | None:
     env = os.environ.get("BIGXANES_SHARED_DATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    d = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
     return d if d.is_dir() else None
 
 

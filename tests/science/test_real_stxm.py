@@ -22,7 +22,7 @@ from bigxanes.store import open_stack  # noqa: E402
 
 def _shared_data() -> Path:
     env = os.environ.get("BIGXANES_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 DATA = _shared_data() / "stxm_fe_l3"
