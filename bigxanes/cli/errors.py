@@ -55,6 +55,10 @@ FLAG_WORDING: tuple[tuple[str, str], ...] = (
     (r"\bL must be >= 1", "--n-components must be >= 1"),
     (r"\bn_components must be >= 1", "--n-components must be >= 1"),
     (r"checkpoint_every must be", "--checkpoint-every must be"),
+    (r"^tol must be", "--tol must be"),
+    (r"^rho must be", "--rho must be"),
+    (r"^lam_factor must be", "--lam-factor must be"),
+    (r"^lam must be", "--lam must be"),
     (
         r"Could not interpret '([^']*)' as a byte unit",
         r"--memory-limit '\1' is not a size (e.g. 2GB)",

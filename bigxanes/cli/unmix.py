@@ -293,18 +293,36 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
     else:
         yield None
         return
-    try:
-        yield client
-    finally:
-        _close_quietly(client, owned_cluster=not args.scheduler)
-
-
-def _close_quietly(client: Any, owned_cluster: bool) -> None:
     import logging
 
-    log = logging.getLogger("distributed")
-    old = log.level
-    log.setLevel(logging.CRITICAL)
+    # a Ctrl-C cancels the client's pending futures; asyncio would print each one's
+    # "Task exception was never retrieved" traceback when it is garbage collected
+    aio = logging.getLogger("asyncio")
+    aio_level = aio.level
+    aio.setLevel(logging.CRITICAL + 1)
+    failed = True
+    try:
+        yield client
+        failed = False
+    finally:
+        _close_quietly(client, owned_cluster=not args.scheduler, for_good=failed)
+        if not failed:
+            aio.setLevel(aio_level)
+
+
+def _close_quietly(client: Any, owned_cluster: bool, for_good: bool = False) -> None:
+    """Close the client (and the cluster this command started) without log noise.
+
+    ``for_good`` (the run failed or was interrupted): the ``distributed`` and ``asyncio``
+    loggers stay silent, as the cancelled futures' "Task exception was never retrieved"
+    messages come when they are garbage collected, after this function.
+    """
+    import logging
+
+    logs = [logging.getLogger(n) for n in ("distributed", "asyncio")]
+    old = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         cluster = getattr(client, "cluster", None) if owned_cluster else None
         with contextlib.suppress(Exception):
@@ -313,7 +331,9 @@ def _close_quietly(client: Any, owned_cluster: bool) -> None:
             with contextlib.suppress(Exception):
                 cluster.close()
     finally:
-        log.setLevel(old)
+        if not for_good:
+            for lg, lvl in zip(logs, old, strict=True):
+                lg.setLevel(lvl)
 
 
 def _resume_complete(args: argparse.Namespace) -> bool:

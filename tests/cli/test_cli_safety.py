@@ -82,7 +82,7 @@ def test_import_into_the_folder_holding_the_raw_data_is_refused(tmp_path, capsys
     tifffile = pytest.importorskip("tifffile")
     raw = tmp_path / "raw"
     raw.mkdir()
-    tifffile.imwrite(raw / "good.tif", np.ones((5, 8, 8), np.float32))
+    tifffile.imwrite(raw / "good.tif", np.ones((5, 8, 8), np.float32), photometric="minisblack")
     (raw / "energies.txt").write_text("\n".join(str(8330 + i) for i in range(5)))
     (raw / "notes.txt").write_text("beamtime notes")
     before = listing(raw)
@@ -341,7 +341,7 @@ def test_ctrl_c_on_a_local_cluster_prints_one_line(sim, tmp_path):
     out = tmp_path / "o.zarr"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigxanes.cli", "unmix", str(sim), str(out), "--method",
-         "rum-tv", "--iters", "100000", "--tol", "0", "--workers", "1", "-q"],
+         "rum-tv", "--iters", "100000", "--tol", "1e-30", "--workers", "1", "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -407,14 +407,14 @@ def test_unmix_a_tiff_names_the_import_command(tmp_path, capsys):
 def test_messages_name_flags_not_python_parameters(sim, tmp_path, capsys, argv_tail, flag):
     rc, _, err = run(capsys, "unmix", sim, tmp_path / "o.zarr", *argv_tail)
     line = one_line(rc, err, flag)
-    for py in ("max_iter", "L must", "byte unit", "="):
-        assert py not in line.split("error: ", 1)[1], line
+    for py in ("max_iter", "L must", "byte unit", "energies=", "lam="):
+        assert py not in line, line
 
 
 def test_import_without_energies_names_the_flag(tmp_path, capsys):
     tifffile = pytest.importorskip("tifffile")
-    tifffile.imwrite(tmp_path / "s.tif", np.ones((4, 8, 8), np.float32))
-    rc, _, err = run(capsys, "import", tmp_path / "s.tif", tmp_path / "o.zarr")
+    tifffile.imwrite(tmp_path / "s.tif", np.ones((4, 8, 8), np.float32), photometric="minisblack")
+    rc, _, err = run(capsys, "import", tmp_path / "s.tif", tmp_path / "o.zarr", "-q")
     line = one_line(rc, err, "--energies")
     assert "energies=" not in line
 
@@ -422,11 +422,13 @@ def test_import_without_energies_names_the_flag(tmp_path, capsys):
 def test_truncated_tiff_names_the_file(tmp_path, capsys):
     tifffile = pytest.importorskip("tifffile")
     tif = tmp_path / "trunc.tif"
-    tifffile.imwrite(tif, np.ones((6, 32, 32), np.float32))
+    tifffile.imwrite(tif, np.ones((6, 32, 32), np.float32), photometric="minisblack")
     data = tif.read_bytes()
     tif.write_bytes(data[: len(data) // 2])
     (tmp_path / "e.txt").write_text("\n".join(str(8330 + i) for i in range(6)))
-    rc, _, err = run(capsys, "import", tif, tmp_path / "o.zarr", "--energies", tmp_path / "e.txt")
+    rc, _, err = run(
+        capsys, "import", tif, tmp_path / "o.zarr", "--energies", tmp_path / "e.txt", "-q"
+    )
     line = one_line(rc, err, "trunc.tif")
     assert "mmap length" not in line or "trunc.tif" in line
 
