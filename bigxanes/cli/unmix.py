@@ -254,8 +254,8 @@ def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> N
         resolve_baseline(args.baseline, energy, A)
     except (IndexError, ValueError) as exc:
         raise UserError(
-            f"--baseline {args.baseline} needs energies below the edge, and "
-            f"{energy.size} energies ({energy[0]:.2f}-{energy[-1]:.2f} eV) have none "
+            f"--baseline {args.baseline} needs several energies below the edge, which "
+            f"{energy.size} energies ({energy[0]:.2f}-{energy[-1]:.2f} eV) do not give "
             f"({exc}); pass --baseline none or a wider --energy-range"
         ) from None
 
