@@ -174,9 +174,20 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | None = "auto"):
-    """:func:`get_client` for a new LocalCluster whose worker processes ignore SIGINT."""
-    with _sigint_ignored():
-        return get_client(n_workers=n_workers, memory_limit=memory_limit or "auto")
+    """:func:`get_client` for a new LocalCluster whose worker processes ignore SIGINT and log
+    errors only (their WARNING lines, e.g. tasks cancelled by a Ctrl-C, would break the
+    one-line contract of the command line; a worker that dies is reported by the command)."""
+    import logging
+    import warnings
+
+    with _sigint_ignored(), warnings.catch_warnings():
+        # another cluster on this machine holds the dashboard's port: not the user's concern
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        return get_client(
+            n_workers=n_workers,
+            memory_limit=memory_limit or "auto",
+            worker_log_level=logging.ERROR,
+        )
 
 
 class ClusterWatch:
@@ -268,6 +279,7 @@ def get_client(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     processes: bool = True,
+    worker_log_level: int | None = None,
 ):
     """Return a :class:`distributed.Client`.
 
@@ -284,6 +296,8 @@ def get_client(
         Per-worker memory limit (e.g. ``"2GB"``); ``"auto"``/None = 80 % of the machine's
         memory divided among the workers.
     processes : bool
+    worker_log_level : int, optional
+        ``logging`` level of the LocalCluster's workers (distributed's default: WARNING).
 
     Returns
     -------
@@ -316,6 +330,7 @@ def get_client(
             memory_limit=memory_limit,
             processes=processes,
             dashboard_address=None,
+            **({} if worker_log_level is None else {"silence_logs": worker_log_level}),
         )
     return Client(cluster)
 
