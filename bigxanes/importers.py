@@ -167,7 +167,15 @@ class _ZarrReader(_Reader):
         import zarr
 
         arr = zarr.open_array(self.path, path=self.name or "", mode="r")
-        return np.asarray(arr[self._full_key(key)])
+        try:
+            return np.asarray(arr[self._full_key(key)])
+        except (OSError, MemoryError):
+            raise
+        except Exception as exc:  # codec errors: a damaged chunk file
+            raise ValueError(
+                f"cannot read {self.path}/{self.name or ''}: a chunk failed to decode "
+                f"({type(exc).__name__}: {exc}); the store is damaged, re-create or re-copy it"
+            ) from exc
 
 
 class _TiffReader(_Reader):
@@ -190,6 +198,18 @@ class _TiffReader(_Reader):
         self.dtype = np.dtype(dtype)
 
     def _image(self, t: int, sub: tuple[Any, ...]) -> np.ndarray:
+        file = self.sources[t][0]
+        try:
+            return self._read_image(t, sub)
+        except (ValueError, OSError, IndexError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise ValueError(
+                f"cannot read image {t} from {file}: the TIFF is truncated or damaged ({exc}); "
+                "re-copy or re-export it"
+            ) from exc
+
+    def _read_image(self, t: int, sub: tuple[Any, ...]) -> np.ndarray:
         import tifffile
 
         file, pages = self.sources[t]

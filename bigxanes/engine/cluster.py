@@ -3,11 +3,26 @@ the threaded scheduler for small inputs (DESIGN.md §4)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ClusterError",
+    "ClusterWatch",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_WORKER_GRACE",
+    "MIN_WORKER_BASE",
+    "connect",
+    "minimum_memory_limit",
+    "parse_memory_limit",
+    "start_local_cluster",
+    "validate_cluster_args",
     "get_client",
     "Runner",
     "make_runner",
@@ -20,6 +35,205 @@ __all__ = [
 SMALL_INPUT_BYTES = 256 * 2**20
 #: Memory a worker process needs for itself (imports, buffers) before it can hold data.
 WORKER_OVERHEAD = 256 * 2**20
+
+
+#: Seconds to wait for a ``--scheduler`` to answer and to have a worker (``--connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds a running cluster may have no worker alive before the run stops (``--worker-grace``).
+DEFAULT_WORKER_GRACE = 30.0
+#: Memory a dask worker process holds before any data (interpreter, NumPy, dask, distributed,
+#: zarr); issue 13 measured KilledWorker at 150-200 MB per worker and a run at 225 MB.
+MIN_WORKER_BASE = 160 * 2**20
+
+
+class ClusterError(ValueError):
+    """The cluster cannot run the job: unreachable, no workers, or bad arguments.
+
+    A ``ValueError``: the command line prints it as one line with exit code 2.
+    """
+
+
+def parse_memory_limit(value: str | int | None, flag: str = "--memory-limit") -> int | None:
+    """Bytes of a per-worker memory limit (``"2GB"``, ``"512MiB"``, an int); None/"auto" -> None.
+
+    Raises
+    ------
+    ClusterError
+        When the text is not a size; the message names ``flag``.
+    """
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, int):
+        n = value
+    else:
+        from dask.utils import parse_bytes
+
+        try:
+            n = int(parse_bytes(str(value)))
+        except (ValueError, TypeError, KeyError):
+            raise ClusterError(
+                f"{flag} {value!r} is not a size; write e.g. 2GB, 512MiB or 4e9"
+            ) from None
+    if n <= 0:
+        raise ClusterError(f"{flag} {value!r} must be a positive size, e.g. 2GB")
+    return n
+
+
+def minimum_memory_limit(task_bytes: int) -> int:
+    """Smallest per-worker memory limit a run can use: :data:`MIN_WORKER_BASE` plus twice the
+    peak of its largest task (``estimate_resources()["task_bytes"]``; a task's input and output
+    buffers are alive together while distributed spills and transfers)."""
+    return int(MIN_WORKER_BASE + 2 * max(0, int(task_bytes)))
+
+
+def validate_cluster_args(
+    n_workers: int | None,
+    memory_limit: str | int | None,
+    *,
+    task_bytes: int = 0,
+    connect_timeout: float | None = None,
+    worker_grace: float | None = None,
+) -> int | None:
+    """Check cluster arguments before anything starts; returns the memory limit in bytes.
+
+    Raises
+    ------
+    ClusterError
+        ``--workers`` < 1, a ``--memory-limit`` that is not a size or is below
+        :func:`minimum_memory_limit` (the message gives that minimum), a timeout <= 0.
+    """
+    if n_workers is not None and int(n_workers) < 1:
+        raise ClusterError(f"--workers must be >= 1, got {n_workers}")
+    lim = parse_memory_limit(memory_limit)
+    if lim is not None:
+        need = minimum_memory_limit(task_bytes)
+        if lim < need:
+            raise ClusterError(
+                f"--memory-limit {memory_limit} is below the minimum for this run "
+                f"({need / 2**20:.0f} MiB per worker: a worker's own "
+                f"{MIN_WORKER_BASE / 2**20:.0f} MiB plus its largest task); give at least "
+                f"{int(-(-need // 2**20))}MiB, or smaller --chunks"
+            )
+    for flag, v in (("--connect-timeout", connect_timeout), ("--worker-grace", worker_grace)):
+        if v is not None and not float(v) > 0:
+            raise ClusterError(f"{flag} must be > 0 seconds, got {v}")
+    return lim
+
+
+def connect(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    """A :class:`distributed.Client` of the scheduler at ``address`` with at least one worker.
+
+    Raises
+    ------
+    ClusterError
+        Within about ``timeout`` seconds (twice at most: connecting, then waiting for a
+        worker) when the scheduler does not answer or has no worker.
+    """
+    import logging
+
+    from distributed import Client
+
+    log = logging.getLogger("distributed")
+    old = log.level
+    log.setLevel(logging.CRITICAL)  # the failed connection attempts are reported below, once
+    try:
+        try:
+            client = Client(address, timeout=f"{float(timeout)}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            detail = str(exc).split("\n")[0][:120] or type(exc).__name__
+            raise ClusterError(
+                f"cannot reach the scheduler {address} within {timeout:g} s ({detail}); check "
+                "--scheduler (tcp://HOST:PORT) and that the scheduler runs, or raise "
+                "--connect-timeout"
+            ) from None
+        try:
+            client.wait_for_workers(1, timeout=float(timeout))
+        except (TimeoutError, OSError):
+            client.close()
+            raise ClusterError(
+                f"the scheduler {address} has no worker (waited {timeout:g} s); start workers "
+                "(dask worker " + address + ") or raise --connect-timeout"
+            ) from None
+    finally:
+        log.setLevel(old)
+    return client
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while processes are spawned: they inherit it, so Ctrl-C reaches only this
+    process (which closes the cluster) instead of printing one traceback per worker."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | None = "auto"):
+    """:func:`get_client` for a new LocalCluster whose worker processes ignore SIGINT and log
+    errors only (their WARNING lines, e.g. tasks cancelled by a Ctrl-C, would break the
+    one-line contract of the command line; a worker that dies is reported by the command)."""
+    import logging
+    import warnings
+
+    with _sigint_ignored(), warnings.catch_warnings():
+        # another cluster on this machine holds the dashboard's port: not the user's concern
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        return get_client(
+            n_workers=n_workers,
+            memory_limit=memory_limit or "auto",
+            worker_log_level=logging.ERROR,
+        )
+
+
+class ClusterWatch:
+    """Watch a client's workers in a thread; with none alive for ``grace`` seconds, interrupt
+    the main thread (``KeyboardInterrupt`` there; :attr:`tripped` tells it apart from Ctrl-C).
+
+    Use as a context manager around the computation.
+    """
+
+    def __init__(self, client: Any, grace: float = DEFAULT_WORKER_GRACE, poll: float = 0.5):
+        self.client, self.grace, self.poll = client, float(grace), float(poll)
+        self.tripped = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bigxanes-cluster-watch")
+        self._thread.daemon = True
+
+    def _n_workers(self) -> int | None:
+        try:
+            info = self.client.scheduler_info()
+        except Exception:  # noqa: BLE001 - a scheduler gone counts as no worker
+            return 0
+        return len(info.get("workers", {}))
+
+    def _run(self) -> None:
+        import _thread
+
+        since = None
+        while not self._stop.wait(self.poll):
+            n = self._n_workers()
+            if n:
+                since = None
+                continue
+            now = time.monotonic()
+            since = now if since is None else since
+            if now - since >= self.grace:
+                self.tripped = True
+                _thread.interrupt_main()
+                return
+
+    def __enter__(self) -> ClusterWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * self.poll + 1)
 
 
 def _available_memory() -> int:
@@ -65,6 +279,7 @@ def get_client(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     processes: bool = True,
+    worker_log_level: int | None = None,
 ):
     """Return a :class:`distributed.Client`.
 
@@ -81,6 +296,8 @@ def get_client(
         Per-worker memory limit (e.g. ``"2GB"``); ``"auto"``/None = 80 % of the machine's
         memory divided among the workers.
     processes : bool
+    worker_log_level : int, optional
+        ``logging`` level of the LocalCluster's workers (distributed's default: WARNING).
 
     Returns
     -------
@@ -113,6 +330,7 @@ def get_client(
             memory_limit=memory_limit,
             processes=processes,
             dashboard_address=None,
+            **({} if worker_log_level is None else {"silence_logs": worker_log_level}),
         )
     return Client(cluster)
 
@@ -123,7 +341,6 @@ class Runner:
 
     scheduler: Any  # a distributed.Client or "threads" / "synchronous"
     owned: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def distributed(self) -> bool:

@@ -54,7 +54,7 @@ def sim2d(tmp_path_factory):
                 "particles",
                 "--shape",
                 "48,48",
-                "--components",
+                "--n-components",
                 "2",
                 "--noise",
                 "7",
@@ -166,7 +166,7 @@ def test_unmix_with_reference_files_components_and_energy_range(sim2d, tmp_path,
 
 def test_refs_vca_csv_then_unmix(sim2d, tmp_path, capsys):
     csv = tmp_path / "refs.csv"
-    rc, out, err = run(capsys, "refs", sim2d, csv, "--components", "2", "--seed", "0")
+    rc, out, err = run(capsys, "refs", sim2d, csv, "--n-components", "2", "--seed", "0")
     assert rc == 0, err
     assert "estimated number of states" in out and "eigenvalues" in out
     e, A, names = read_references([csv])
@@ -189,7 +189,7 @@ def test_refs_vca_csv_then_unmix(sim2d, tmp_path, capsys):
         "lcf",
         "--refs",
         "auto",
-        "--components-count",
+        "--n-components",
         "2",
         "-q",
     )
@@ -211,12 +211,12 @@ def test_refs_denoise_follows_the_library(sim2d, tmp_path, capsys, flag, applied
     from bigxanes.extract import extract_references
 
     csv = tmp_path / "refs.csv"
-    rc, out, err = run(capsys, "refs", sim2d, csv, "--components", "2", *flag, "-q")
+    rc, out, err = run(capsys, "refs", sim2d, csv, "--n-components", "2", *flag, "-q")
     assert rc == 0, err
     header = csv.read_text().splitlines()[0]
     assert f"denoise {applied}" in header, header
     if applied == "gaussian":  # the CSV holds what the Python API gives
-        from bigxanes.cli import _foreground
+        from bigxanes.cli.refs import foreground as _foreground
 
         st = open_stack(sim2d)["stack"]
         ex = extract_references(st.data, 2, mask=_foreground(st), seed=0)
@@ -227,7 +227,7 @@ def test_refs_denoise_follows_the_library(sim2d, tmp_path, capsys, flag, applied
 def test_unmix_refs_auto_uses_the_library_default(sim2d, tmp_path, capsys):
     out = tmp_path / "ra.zarr"
     rc, stdout, err = run(
-        capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", "auto", "--components-count", "2"
+        capsys, "unmix", sim2d, out, "--method", "lcf", "--refs", "auto", "--n-components", "2"
     )
     assert rc == 0, err
     assert "denoise gaussian" in stdout
@@ -235,7 +235,7 @@ def test_unmix_refs_auto_uses_the_library_default(sim2d, tmp_path, capsys):
 
 def test_3d_volume_unmix_plot_slice(tmp_path, capsys):
     sim = tmp_path / "vol.zarr"
-    assert main(["simulate", str(sim), "--shape", "12,24,24", "--components", "2", "-q"]) == 0
+    assert main(["simulate", str(sim), "--shape", "12,24,24", "--n-components", "2", "-q"]) == 0
     assert open_stack(sim)["stack"].dims == ("energy", "z", "y", "x")
     out = tmp_path / "vr.zarr"
     rc, _, err = run(capsys, "unmix", sim, out, "--method", "rum-tv", "--iters", "4", "-q")
@@ -432,22 +432,3 @@ def test_installed_command_subprocess(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert is_complete(tmp_path / "s.zarr")
-
-
-def test_in_memory_fallback_matches_engine(sim2d, tmp_path, capsys, monkeypatch):
-    """Without bigxanes.engine the CLI runs in memory and writes the same result layout."""
-    import bigxanes.cli as cli
-
-    eng = tmp_path / "eng.zarr"
-    assert main(["unmix", str(sim2d), str(eng), "--method", "rum-tv", "--iters", "6", "-q"]) == 0
-    monkeypatch.setattr(cli, "engine_available", lambda: False)
-    mem = tmp_path / "mem.zarr"
-    rc, _, err = run(capsys, "unmix", sim2d, mem, "--method", "rum-tv", "--iters", "6", "-q")
-    assert rc == 0, err
-    a, b = open_result(eng), open_result(mem)
-    for v in ("fraction", "scale", "residual_rms", "mask", "references"):
-        assert v in b
-    np.testing.assert_allclose(a["fraction"].values, b["fraction"].values, atol=1e-3)
-    png = tmp_path / "mem.png"
-    assert main(["plot", str(mem), str(png), "-q"]) == 0
-    assert_png_has_content(png)

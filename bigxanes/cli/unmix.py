@@ -1,0 +1,449 @@
+"""``bigxanes unmix``: phase maps from a stack store (RUM-TV, RUM-PnP, LCF, Edge-50) on the
+out-of-core engine; the cluster is created, checked and watched here."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import (
+    UserError,
+    add_components,
+    components_arg,
+    energy_range,
+    info,
+    ints,
+    nonnegative_int,
+    open_result,
+    positive_int,
+    prepare_output,
+    warn,
+)
+
+EXAMPLES = """examples:
+  bigxanes unmix stack.zarr result.zarr --method rum-tv --refs fe2.txt fe3.txt
+  bigxanes unmix sim.zarr lcf.zarr --method lcf                 # references stored in sim.zarr
+  bigxanes unmix stack.zarr r.zarr --method rum-tv --refs refs.csv --components NiO LiNiO2 \\
+      --energy-range 8330,8400 --lam-factor 2 --iters 300
+  bigxanes unmix stack.zarr r.zarr --method rum-pnp --refs a.txt b.txt --denoiser bm3d --iters 40
+  bigxanes unmix big.zarr r.zarr --method rum-tv --chunks 512,512 --workers 4 --memory-limit 4GB
+  bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
+  bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3"""
+
+
+class ClusterStopped(Exception):
+    """The cluster lost all its workers during the run (raised in place of the interrupt)."""
+
+
+def register(add) -> None:
+    """Add the ``unmix`` subparser; choices come from the library's own tuples."""
+    from ..api import LCF_VARIANTS
+    from ..baseline import BASELINES
+    from ..engine.cluster import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WORKER_GRACE
+    from ..engine.unmix import DEFAULT_CHECKPOINT_EVERY, METHODS, STATE_MODES
+    from ..kernels.denoisers import DENOISERS
+
+    s = add("unmix", "phase maps from a stack store: rum-tv, rum-pnp, lcf or edge50", EXAMPLES)
+    s.add_argument("input", metavar="IN.zarr")
+    s.add_argument("output", metavar="OUT.zarr")
+    s.add_argument("--method", default="rum-tv", choices=METHODS)
+    s.add_argument(
+        "--refs",
+        nargs="+",
+        metavar="FILE",
+        help="reference spectra files (text/CSV/XDI/Athena .nor; eV or keV); "
+        "default: the references stored in IN.zarr; 'auto' = VCA extraction",
+    )
+    add_components(
+        s,
+        "use only these references, in this order",
+        "with --refs auto: number of states (default: estimated)",
+    )
+    s.add_argument(
+        "--components-count", type=positive_int, metavar="L", help=argparse.SUPPRESS
+    )  # deprecated spelling of --n-components
+    s.add_argument("--seed", type=int, default=0, help="seed of --refs auto")
+    s.add_argument("--lam", help="regularization weight λ, or 'auto' (default)")
+    s.add_argument("--lam-factor", type=float, help="prior strength used by --lam auto")
+    s.add_argument("--iters", type=nonnegative_int, help="maximum ADMM iterations")
+    s.add_argument("--tol", type=float, help="stopping tolerance (relative residuals)")
+    s.add_argument("--rho", type=float, help="initial ADMM penalty")
+    s.add_argument("--tv-sweeps", type=positive_int, help="Jacobi sweeps per TV step")
+    s.add_argument("--denoiser", choices=DENOISERS, help="RUM-PnP denoiser")
+    s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
+    s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
+    s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
+    s.add_argument(
+        "--workers", type=positive_int, help="LocalCluster workers (default: machine-sized)"
+    )
+    s.add_argument("--memory-limit", metavar="SIZE", help="per worker, e.g. 2GB")
+    s.add_argument(
+        "--scheduler", metavar="ADDRESS", help="join an existing Dask cluster (tcp://host:8786)"
+    )
+    s.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="wait this long for --scheduler to answer and to have a worker "
+        f"(default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    s.add_argument(
+        "--worker-grace",
+        type=float,
+        default=DEFAULT_WORKER_GRACE,
+        metavar="SECONDS",
+        help="stop the run (state kept for --resume) when no worker is alive this long "
+        f"(default {DEFAULT_WORKER_GRACE:g})",
+    )
+    s.add_argument(
+        "--baseline",
+        default="pre-edge",
+        choices=BASELINES,
+        help="remove each spectrum's pre-edge mean (data and references) before "
+        "fitting: measured OD carries a flat background (default pre-edge)",
+    )
+    s.add_argument(
+        "--state-mode",
+        default="auto",
+        choices=STATE_MODES,
+        help="RUM state between iterations: in the cluster's memory (checkpointed "
+        "to Zarr) or the Zarr double buffer; auto: memory when it fits",
+    )
+    s.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="K",
+        help="memory state mode: checkpoint to Zarr every K iterations "
+        f"(default {DEFAULT_CHECKPOINT_EVERY})",
+    )
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=run)
+
+
+def rum_params(args: argparse.Namespace) -> Any:
+    """:class:`bigxanes.rum.RumParams` from the flags (None for LCF/Edge-50)."""
+    from ..rum import RumParams
+
+    if args.method not in ("rum-tv", "rum-pnp"):
+        return None
+    kw: dict[str, Any] = {"method": args.method}
+    if args.lam is not None:
+        if args.lam == "auto":
+            kw["lam"] = "auto"
+        else:
+            try:
+                kw["lam"] = float(args.lam)
+            except ValueError:
+                raise UserError(f"--lam {args.lam!r}: give a number or 'auto'") from None
+    for name, attr in (
+        ("lam_factor", "lam_factor"),
+        ("max_iter", "iters"),
+        ("tol", "tol"),
+        ("rho", "rho"),
+        ("denoiser", "denoiser"),
+        ("tv_sweeps", "tv_sweeps"),
+    ):
+        v = getattr(args, attr)
+        if v is not None:
+            kw[name] = v
+    return RumParams(**kw)
+
+
+def select_energies(energy: np.ndarray, erange: tuple[float, float] | None) -> np.ndarray:
+    """Stack energies inside ``--energy-range`` (as the engine selects them)."""
+    if erange is None:
+        return energy
+    sel = energy[(energy >= erange[0]) & (energy <= erange[1])]
+    if sel.size < 3:
+        raise UserError(
+            f"--energy-range {erange[0]:.2f},{erange[1]:.2f} keeps {sel.size} of the stack's "
+            f"energies ({energy[0]:.2f}-{energy[-1]:.2f} eV); widen it"
+        )
+    return sel
+
+
+def on_full_grid(ref: Any, energy: np.ndarray) -> Any:
+    """References read on the energy window, extended to all stack energies.
+
+    The engine takes references on the stack's full energy axis and applies ``energy_range``
+    to both; energies outside the window are never used, so they hold the edge values.
+    """
+    import xarray as xr
+
+    e_sel = np.asarray(ref["energy"].values, dtype=np.float64)
+    if e_sel.size == energy.size:
+        return ref
+    A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
+    full = np.stack([np.interp(energy, e_sel, A[:, j]) for j in range(A.shape[1])], axis=1)
+    return xr.DataArray(
+        full,
+        dims=("energy", "component"),
+        coords={
+            "energy": ("energy", energy, {"units": "eV"}),
+            "component": ref["component"].values,
+        },
+        name="references",
+    )
+
+
+def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -> tuple:
+    """References (energy, component) on the selected stack energies, and their source."""
+    import xarray as xr
+
+    from ..references import read_references
+    from .refs import auto_references, checked_stack
+
+    names, count = components_arg(args, legacy_count=False)
+    if not args.refs:
+        if "references" not in src:
+            raise UserError(
+                f"{args.input} holds no reference spectra; pass --refs FILE [FILE ...] "
+                "(or --refs auto to extract them with VCA)"
+            )
+        ref = src["references"].load()
+        if names:
+            have = [str(c) for c in ref["component"].values]
+            missing = [c for c in names if c not in have]
+            if missing:
+                raise UserError(
+                    f"--components {' '.join(missing)}: not in {args.input}; available: "
+                    f"{' '.join(have)}"
+                )
+            ref = ref.sel(component=names)
+        return ref.sel(energy=energy_sel), "store"
+    if [r.lower() for r in args.refs] == ["auto"]:
+        st = checked_stack(args.input, src).sel(energy=energy_sel)
+        ref, ns, L = auto_references(st, count, args.seed, None, args.quiet)
+        if names:
+            ref = ref.assign_coords(component=("component", names))
+        from .common import eigen_text
+
+        info(
+            f"VCA: {L} references extracted (estimated number of states {ns.n}; "
+            f"eigenvalues {eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
+            args.quiet,
+        )
+        return ref, "auto"
+    _, A, got = read_references(args.refs, energy=energy_sel, components=names)
+    ref = xr.DataArray(
+        A,
+        dims=("energy", "component"),
+        coords={"energy": ("energy", energy_sel, {"units": "eV"}), "component": got},
+        name="references",
+    )
+    return ref, "files"
+
+
+def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> None:
+    """``--baseline pre-edge`` needs a pre-edge window: refuse with the flag that fixes it."""
+    if args.method == "edge50" or args.baseline == "none":
+        return
+    from ..baseline import resolve_baseline
+
+    A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
+    try:
+        resolve_baseline(args.baseline, energy, A)
+    except (IndexError, ValueError) as exc:
+        raise UserError(
+            f"--baseline {args.baseline} needs several energies below the edge, which "
+            f"{energy.size} energies ({energy[0]:.2f}-{energy[-1]:.2f} eV) do not give "
+            f"({exc}); pass --baseline none or a wider --energy-range"
+        ) from None
+
+
+@contextlib.contextmanager
+def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Iterator[Any]:
+    """The distributed client of this run (None: the engine's threaded scheduler).
+
+    Arguments are validated first; ``--scheduler`` is reached within ``--connect-timeout``;
+    a LocalCluster is started when ``--workers``/``--memory-limit`` ask for one or the stack
+    is large (the engine's rule, :data:`bigxanes.engine.cluster.SMALL_INPUT_BYTES`). The client
+    is closed on exit, also on Ctrl-C (its worker processes ignore SIGINT).
+    """
+    from ..engine.cluster import (
+        SMALL_INPUT_BYTES,
+        connect,
+        start_local_cluster,
+        validate_cluster_args,
+    )
+
+    validate_cluster_args(
+        args.workers,
+        args.memory_limit,
+        task_bytes=task_bytes,
+        connect_timeout=args.connect_timeout,
+        worker_grace=args.worker_grace,
+    )
+    if args.scheduler in ("threads", "synchronous", "sync", "processes"):
+        yield None
+        return
+    if args.scheduler:
+        client = connect(args.scheduler, timeout=args.connect_timeout)
+    elif args.workers or args.memory_limit or nbytes >= SMALL_INPUT_BYTES:
+        client = start_local_cluster(args.workers, args.memory_limit)
+    else:
+        yield None
+        return
+    import logging
+
+    # a Ctrl-C cancels the client's pending futures; asyncio would print each one's
+    # "Task exception was never retrieved" traceback when it is garbage collected
+    aio = logging.getLogger("asyncio")
+    aio_level = aio.level
+    aio.setLevel(logging.CRITICAL + 1)
+    failed = True
+    try:
+        yield client
+        failed = False
+    finally:
+        _close_quietly(client, owned_cluster=not args.scheduler, for_good=failed)
+        if not failed:
+            aio.setLevel(aio_level)
+
+
+def _close_quietly(client: Any, owned_cluster: bool, for_good: bool = False) -> None:
+    """Close the client (and the cluster this command started) without log noise.
+
+    ``for_good`` (the run failed or was interrupted): the ``distributed`` and ``asyncio``
+    loggers stay silent, as the cancelled futures' "Task exception was never retrieved"
+    messages come when they are garbage collected, after this function.
+    """
+    import logging
+
+    logs = [logging.getLogger(n) for n in ("distributed", "asyncio")]
+    old = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        cluster = getattr(client, "cluster", None) if owned_cluster else None
+        with contextlib.suppress(Exception):
+            client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+    finally:
+        if not for_good:
+            for lg, lvl in zip(logs, old, strict=True):
+                lg.setLevel(lvl)
+
+
+def _resume_complete(args: argparse.Namespace) -> bool:
+    from ..store import is_complete
+
+    return bool(args.resume) and is_complete(args.output)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Unmix on the engine and print one summary line."""
+    from .. import engine
+    from ..paths import absolute, stale_leftovers
+    from ..store import open_stack
+
+    inp = Path(args.input)
+    if inp.is_file():
+        raise UserError(
+            f"{args.input} is a file, not a Zarr stack store: unmix reads stores; convert it "
+            f"first with `bigxanes import {args.input} STACK.zarr --energies FILE`"
+        )
+    refs_files = [f for f in (args.refs or []) if f.lower() != "auto"]
+    prepare_output(
+        args.output, [args.input, *refs_files], args.overwrite, resume=args.resume, quiet=args.quiet
+    )
+    if _resume_complete(args):
+        info(
+            f"{args.output} is already complete: nothing to resume (pass --overwrite instead of "
+            "--resume to recompute it)"
+        )
+        return 0
+    _, work = stale_leftovers(args.output)
+    if work is not None and not args.resume:
+        warn(
+            f"{work} holds the state of an interrupted run on {args.output}; it is replaced "
+            "(pass --resume instead to continue that run)"
+        )
+    if args.components_count is not None:
+        warn(f"--components-count is deprecated: use --n-components {args.components_count}")
+        if args.n_components is None:
+            args.n_components = args.components_count
+    # workers of a --scheduler cluster run in their own directory: absolute paths only
+    in_abs, out_abs = absolute(args.input), absolute(args.output)
+    src = open_stack(in_abs)
+    energy = np.asarray(src["energy"].values, dtype=np.float64)
+    erange = energy_range(args.energy_range)
+    energy_sel = select_energies(energy, erange)
+    ref, ref_source = references_for(args, src, energy_sel)
+    _check_baseline(args, energy_sel, ref)
+    params = rum_params(args)
+    chunks = ints(args.chunks, "--chunks") if args.chunks else None
+    full_ref = on_full_grid(ref, energy)
+    est = engine.estimate_resources(
+        in_abs,
+        args.method,
+        references=full_ref,
+        params=params,
+        chunks=chunks,
+        energy_range=erange,
+        n_workers=args.workers,
+    )
+    t0 = time.perf_counter()
+    with cluster_for(args, int(est["stack_bytes"]), int(est["task_bytes"])) as client:
+        watch = None
+        if client is not None:
+            from ..engine.cluster import ClusterWatch
+
+            watch = ClusterWatch(client, grace=args.worker_grace)
+        try:
+            with watch if watch is not None else contextlib.nullcontext():
+                out = engine.unmix_store(
+                    in_abs,
+                    out_abs,
+                    method=args.method,
+                    references=full_ref,
+                    params=params,
+                    lcf_variant=args.lcf_variant,
+                    energy_range=erange,
+                    chunks=chunks,
+                    client=client,
+                    scheduler=args.scheduler if client is None else None,
+                    resume=args.resume,
+                    overwrite=args.overwrite,
+                    progress=not args.quiet,
+                    nan_policy="mask",
+                    baseline=args.baseline,
+                    state_mode=args.state_mode,
+                    checkpoint_every=args.checkpoint_every,
+                )
+        except KeyboardInterrupt:
+            if watch is not None and watch.tripped:
+                raise UserError(
+                    f"no worker alive for {args.worker_grace:g} s (--worker-grace): the run "
+                    f"stopped; its state is kept in {args.output}.work: fix the cluster and "
+                    "rerun with --resume"
+                ) from None
+            raise
+    res = open_result(out)
+    a = res.attrs
+    nbad = int(a.get("n_nonfinite", 0) or 0)
+    if nbad:
+        warn(
+            f"{nbad} pixel(s) of {args.input} hold NaN/Inf values: they were masked (mask = "
+            "False, fraction not fitted) and not used for their neighbours"
+        )
+    its = a.get("n_iterations")
+    info(
+        f"wrote {args.output}: {a.get('method', args.method)} (engine)"
+        + (f", {its} iterations" if its else "")
+        + f", {int(res['mask'].sum())} of {int(res['mask'].size)} pixels in mask, "
+        f"{time.perf_counter() - t0:.1f} s",
+        args.quiet,
+    )
+    return 0
