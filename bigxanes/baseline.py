@@ -54,3 +54,52 @@ def resolve_baseline(
     if baseline == "none" or references is None:
         return None
     return pre_edge_window(energy, references, gap)
+
+
+def pre_edge_window_from_data(
+    energy: np.ndarray,
+    mean_spectrum: np.ndarray,
+    references: np.ndarray | None = None,
+    gap: float = 5.0,
+    smooth: float = 2.0,
+) -> tuple[np.ndarray, float, str]:
+    """Pre-edge window below the data's own edge (and the references', when given).
+
+    ``e0_data`` is the derivative maximum of the stack's mean spectrum, Gaussian-smoothed by
+    ``smooth`` points (:func:`bigxanes.normalize.find_e0`), ``e0_refs`` that of the references'
+    mean; the window is ``E < min(e0_data, e0_refs) - gap``. A sample calibrated below its
+    references (edge at 7119 eV, references at 7122-7127 eV) then gets a window that stops before
+    its own rising edge instead of reaching into it.
+
+    Returns
+    -------
+    window : numpy.ndarray of bool (T,)
+    e0 : float
+        The edge energy the window ends ``gap`` eV below.
+    description : str
+        One line for the run's summary/attrs, e.g.
+        ``"pre-edge window 7080.0-7113.5 eV (data edge 7119.0 eV, references 7125.0 eV)"``.
+
+    Raises ValueError (one line, naming ``--baseline none``) when fewer than 3 energies remain.
+    """
+    energy = np.asarray(energy, dtype=np.float64)
+    e0_data = float(find_e0(energy, np.asarray(mean_spectrum, dtype=np.float64), smooth=smooth))
+    e0 = e0_data
+    refs_txt = ""
+    if references is not None:
+        refs = np.asarray(references, dtype=np.float64).reshape(energy.size, -1)
+        e0_refs = float(find_e0(energy, refs.mean(axis=1)))
+        e0 = min(e0, e0_refs)
+        refs_txt = f", references {e0_refs:.1f} eV"
+    window = energy < e0 - gap
+    n = int(window.sum())
+    if n < MIN_PRE_EDGE_POINTS:
+        raise ValueError(
+            f"only {n} energies lie below the data's edge (e0 = {e0:.1f} eV - {gap:g} eV) for the"
+            " pre-edge baseline; use --baseline none or include pre-edge energies"
+        )
+    desc = (
+        f"pre-edge window {energy[window][0]:.1f}-{energy[window][-1]:.1f} eV "
+        f"(data edge {e0_data:.1f} eV{refs_txt})"
+    )
+    return window, e0, desc

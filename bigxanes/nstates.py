@@ -40,6 +40,22 @@ Two estimators are provided:
     change sign at the estimate, which makes a
     readable "eigenvalue gap" plot.
 
+``"knee"`` (the evident knee of the eigenvalue curve)
+    On real stacks the multiple-regression noise estimate misses correlated noise (drift,
+    residual misalignment, energy-correlated detector noise), so every leading eigenvalue looks
+    far above "noise" and both estimators above return ``max_states`` (the real STXM Fe L3
+    stack: eigenvalues 309, 0.43, 0.073, 0.058, 0.030, 0.010 against a noise power ~0.001, HySime
+    8). An analyst reads the scree plot instead: the number of states is where
+    ``log10(lambda_k)`` drops most, ``n = argmax_k [log10 lambda_k - log10 lambda_{k+1}]``.
+    Because ``R_y`` is not centred, ``lambda_1`` (the mean spectrum's power) always towers
+    over the rest, so the largest drop is sought for ``k >= 2``; ``n = 1`` when the eigen-gap
+    criterion finds only one direction above the noise, and ``n`` never exceeds the eigen-gap
+    count (directions at the noise level are not states). Every result also carries
+    ``n_knee``, ``n_hysime``, ``n_eigengap`` and ``log_gaps`` so the CLI can print all three
+    with the eigenvalue curve. Which to trust: on simulated stacks (white noise) all three
+    agree; on real stacks where HySime/eigen-gap hit ``max_states``, trust the knee and check
+    it with ``bigxanes rank`` (the R-factor stops improving past the right number).
+
 Both estimators need only the sums ``sum y y^T`` and ``N``; for a Dask stack they are
 streamed chunk by chunk (:func:`bigxanes.vca.correlation_sums`).
 
@@ -103,6 +119,23 @@ class NStatesResult:
     k: np.ndarray
     criterion: np.ndarray
     n_pixels: int
+    n_hysime: int = 0
+    n_eigengap: int = 0
+    n_knee: int = 0
+    log_gaps: np.ndarray | None = None
+
+    def summary(self) -> str:
+        """One line with the three estimates and the leading eigenvalues."""
+        ev = ", ".join(f"{v:.3g}" for v in self.eigenvalues[: min(8, self.eigenvalues.size)])
+        return (
+            f"states: knee {self.n_knee}, HySime {self.n_hysime}, eigen-gap {self.n_eigengap} "
+            f"(eigenvalues {ev}; noise ~{float(np.median(self.noise_power)):.2g}); "
+            + (
+                "estimates agree"
+                if self.n_knee == self.n_hysime == self.n_eigengap
+                else "trust the knee; check with 'bigxanes rank'"
+            )
+        )
 
 
 def hysime_noise(Ry: np.ndarray, n_pixels: int, *, full: bool = False) -> np.ndarray:
@@ -161,21 +194,33 @@ def _from_sums(
     pn = np.einsum("ti,tu,ui->i", V, Rn, V)
     K = int(min(max_states, T))
     ks = np.arange(1, K + 1)
-    if method == "hysime":
-        # mse(k) = sum_{i>k} py_i + 2 sum_{i<=k} pn_i (constant terms dropped)
-        tail = np.concatenate([np.cumsum(py[::-1])[::-1], [0.0]])  # tail[k] = sum_{i>=k} py
-        head = np.concatenate([[0.0], np.cumsum(pn)])
-        crit = np.array([tail[k] + 2.0 * head[k] for k in ks])
-        n = int(ks[np.argmin(crit)])
+    # HySime: mse(k) = sum_{i>k} py_i + 2 sum_{i<=k} pn_i (constant terms dropped)
+    tail = np.concatenate([np.cumsum(py[::-1])[::-1], [0.0]])  # tail[k] = sum_{i>=k} py
+    head = np.concatenate([[0.0], np.cumsum(pn)])
+    crit_h = np.array([tail[k] + 2.0 * head[k] for k in ks])
+    n_h = int(ks[np.argmin(crit_h)])
+    # eigen-gap: eigenvalue over the Marchenko-Pastur noise edge
+    g = math.sqrt(T / N)
+    edge = max((1.0 + g) ** 2 - 1.0, 0.1) * threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = w[:K] / (np.maximum(pn[:K], np.finfo(float).tiny) * edge)
+        crit_e = np.log10(np.where(ratio > 0, ratio, np.finfo(float).tiny))
+    above = crit_e > 0
+    n_e = max(int(np.argmin(above)) if not above.all() else K, 1)
+    # knee: largest drop of log10(eigenvalue) for k >= 2, within the eigen-gap count
+    floor = max(float(np.median(pn)), np.finfo(float).tiny) * 1e-3
+    lw = np.log10(np.maximum(w[: min(K + 1, T)], floor))
+    gaps = lw[:-1] - lw[1:]  # gaps[k-1] = drop after the k-th eigenvalue
+    if n_e < 2 or gaps.size < 2:
+        n_k = 1
     else:
-        g = math.sqrt(T / N)
-        edge = max((1.0 + g) ** 2 - 1.0, 0.1) * threshold
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = w[:K] / (np.maximum(pn[:K], np.finfo(float).tiny) * edge)
-            crit = np.log10(np.where(ratio > 0, ratio, np.finfo(float).tiny))
-        above = crit > 0
-        n = int(np.argmin(above)) if not above.all() else K
-        n = max(n, 1)
+        n_k = int(np.argmax(gaps[1:n_e])) + 2
+    if method == "hysime":
+        n, crit = n_h, crit_h
+    elif method == "eigengap":
+        n, crit = n_e, crit_e
+    else:
+        n, crit = n_k, gaps[:K]
     return NStatesResult(
         n=n,
         method=method,
@@ -185,13 +230,17 @@ def _from_sums(
         k=ks,
         criterion=crit,
         n_pixels=N,
+        n_hysime=n_h,
+        n_eigengap=n_e,
+        n_knee=n_k,
+        log_gaps=gaps,
     )
 
 
 def estimate_n_states(
     Y: Any,
     *,
-    method: Literal["hysime", "eigengap"] = "hysime",
+    method: Literal["hysime", "eigengap", "knee"] = "hysime",
     max_states: int = 8,
     mask: Any = None,
     threshold: float = EIGENGAP_THRESHOLD,
@@ -203,8 +252,9 @@ def estimate_n_states(
     Y : ndarray (T, N), or stack (T, *spatial) as ndarray, dask.array.Array or xarray.DataArray
         Pixel matrix (pixels as columns) or stack. A Dask stack is streamed: only the
         ``T x T`` correlation sum is accumulated, chunk by chunk.
-    method : {"hysime", "eigengap"}
-        Estimator (see the module docstring).
+    method : {"hysime", "eigengap", "knee"}
+        Estimator (see the module docstring); the result holds all three estimates
+        (``n_hysime``, ``n_eigengap``, ``n_knee``) whichever is chosen.
     max_states : int, default 8
         Largest number of states considered.
     mask : array of bool, shape (*spatial), optional
@@ -228,8 +278,8 @@ def estimate_n_states(
     >>> res.n  # doctest: +SKIP
     3
     """
-    if method not in ("hysime", "eigengap"):
-        raise ValueError(f"method must be 'hysime' or 'eigengap', got {method!r}.")
+    if method not in ("hysime", "eigengap", "knee"):
+        raise ValueError(f"method must be 'hysime', 'eigengap' or 'knee', got {method!r}.")
     if int(max_states) < 1:
         raise ValueError(f"max_states must be >= 1, got {max_states!r}.")
     arr, _ = _unwrap(Y)

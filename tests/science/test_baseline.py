@@ -47,3 +47,23 @@ def test_no_pre_edge_energies_is_a_clear_error(offset_sim):
     with pytest.raises(ValueError, match="below the edge"):
         api.lcf(Y[keep], sim.references[keep], energy=sim.energy[keep])
     api.lcf(Y[keep], sim.references[keep], energy=sim.energy[keep], baseline="none")
+
+
+def test_pre_edge_window_from_data_stays_below_the_data_edge():
+    from bigxanes.baseline import pre_edge_window, pre_edge_window_from_data
+    from bigxanes.spectra_model import xanes_spectrum
+
+    E = np.arange(7080.0, 7200.01, 0.5)
+    refs = np.c_[xanes_spectrum(E, 7124.0), xanes_spectrum(E, 7126.0)]
+    rng = np.random.default_rng(0)
+    mean = 0.3 + 0.8 * xanes_spectrum(E, 7119.0) + rng.normal(0, 0.005, E.size)
+    old = pre_edge_window(E, refs)
+    win, e0, desc = pre_edge_window_from_data(E, mean, refs)
+    assert abs(e0 - 7119.0) <= 1.0
+    assert E[old].max() > 7117.0  # the references' window reaches into the data's rising edge
+    assert E[win].max() < 7115.0 and win.sum() >= 3
+    assert desc.startswith("pre-edge window 7080.0-") and "data edge" in desc
+    win2, e02, _ = pre_edge_window_from_data(E, 0.8 * xanes_spectrum(E, 7130.0), refs)
+    assert abs(e02 - float(E[pre_edge_window(E, refs)].max() + 5.5)) < 2.0  # refs' edge lower
+    with pytest.raises(ValueError, match="--baseline none"):
+        pre_edge_window_from_data(E[E > 7116], mean[E > 7116])

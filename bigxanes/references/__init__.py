@@ -31,10 +31,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .energy import as_ev, check_references, interpolate_reference, sort_energies
-from .normalize import normalize_spectra
+from ..energy import as_ev, check_references, interpolate_reference, sort_energies
+from ..normalize import normalize_spectra
+from .catalog import (
+    check_reference_set,
+    detect_format,
+    format_reference_list,
+    list_references,
+    select_references,
+)
+from .demeter import read_demeter_multicolumn
+from .prj import ReferenceRecord, is_athena_project, read_athena_project
 
 __all__ = [
+    "ReferenceRecord",
+    "read_athena_project",
+    "is_athena_project",
+    "read_demeter_multicolumn",
+    "detect_format",
+    "list_references",
+    "select_references",
+    "check_reference_set",
+    "format_reference_list",
     "read_table",
     "read_xdi",
     "read_athena_nor",
@@ -57,6 +75,28 @@ def _is_number(tok: str) -> bool:
     return True
 
 
+_DECIMAL_COMMA = re.compile(r"\d,\d")
+
+
+def _split_fields(line: str) -> list[str]:
+    """Split one data line into fields.
+
+    ``;`` or tab separated lines may use a decimal comma (``7112,5;0,123``): there the commas
+    become points. A line with both spaces and digit-comma-digit groups but no ``;``/tab
+    (``7112,5 0,123``) is ambiguous and rejected (ValueError) rather than read as garbage;
+    plain comma or whitespace separated lines are split on either.
+    """
+    if ";" in line or ("\t" in line and "," in line):
+        sep = ";" if ";" in line else "\t"
+        return [t.strip().replace(",", ".") for t in line.split(sep) if t.strip()]
+    if _DECIMAL_COMMA.search(line) and re.search(r"\d\s+\d", line):
+        raise ValueError(
+            f"ambiguous line {line[:60]!r}: commas between digits and spaces between fields; "
+            "save the table with '.' as decimal mark (or ';' between fields)."
+        )
+    return [t for t in _SPLIT.split(line) if t]
+
+
 def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
     """Return (comment lines without the marker, header tokens or None, data (n, ncols))."""
     if not path.is_file():
@@ -72,7 +112,7 @@ def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
             if s.startswith(_COMMENT):
                 comments.append(s.lstrip("#!% \t").rstrip())
                 continue
-            toks = [t for t in _SPLIT.split(s) if t]
+            toks = _split_fields(s)
             if all(_is_number(t) for t in toks):
                 rows.append([float(t) for t in toks])
             elif not rows and header is None:
@@ -222,19 +262,47 @@ def read_athena_nor(
     return _finish(p, data[:, 0], data[:, keep], [header[i] for i in keep])
 
 
+def _common_grid(parts: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Identical grids: that grid; else the first one's energies inside the overlap of all."""
+    e_first = parts[0][1]
+    if all(e.shape == e_first.shape and np.array_equal(e, e_first) for _, e in parts):
+        return e_first
+    lo = max(e[0] for _, e in parts)
+    hi = min(e[-1] for _, e in parts)
+    if not lo < hi:
+        raise ValueError(
+            "the references do not overlap in energy: "
+            + ", ".join(f"{n}: {e[0]:.1f}-{e[-1]:.1f} eV" for n, e in parts)
+            + "; check units or use references of the same edge."
+        )
+    return e_first[(e_first >= lo) & (e_first <= hi)]
+
+
 def read_reference_file(
     path: str | os.PathLike, column: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read one reference file, choosing the reader from the suffix / first line."""
+    """Read one reference file, choosing the reader from its content
+    (:func:`bigxanes.references.catalog.detect_format`).
+
+    Athena projects give every group's normalized spectrum (``norm`` of
+    :func:`read_athena_project`) on the first group's energies inside the overlap of all groups;
+    Demeter multi-column exports give every column as stored. ``column`` picks one column
+    (XDI/``.nor``/table) or one reference by name (projects, multi-column exports).
+    """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"reference file not found: {p}")
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        first = fh.readline()
-    suffix = p.suffix.lower()
-    if suffix == ".xdi" or first.lstrip("# ").upper().startswith("XDI/"):
+    fmt = detect_format(p)
+    if fmt in ("athena-project", "demeter-multicolumn"):
+        recs = list_references(p)
+        if column is not None:
+            recs = [recs[i] for i in select_references([r.name for r in recs], [column])]
+        if fmt == "demeter-multicolumn":
+            return recs[0].energy, np.stack([r.mu for r in recs], axis=1), [r.name for r in recs]
+        E = _common_grid([(r.name, r.energy) for r in recs])
+        A = np.stack([interpolate_reference(r.energy, r.norm, E) for r in recs], axis=1)
+        return E, A, [r.name for r in recs]
+    if fmt == "xdi":
         return read_xdi(p, column)
-    if suffix == ".nor":
+    if fmt == "athena-nor":
         return read_athena_nor(p, column)
     if column is not None:
         e, v, names = read_table(p)
@@ -255,18 +323,21 @@ def read_references(
     Parameters
     ----------
     paths : path-like or sequence of path-like
-        Files in any supported format; each gives one or more references.
+        Files in any supported format (detected by content); each gives one or more references
+        (:func:`bigxanes.references.catalog.list_references`).
     energy : array_like, optional
         Target energies (eV or keV). If given, every reference is linearly interpolated onto it
         (:func:`bigxanes.energy.interpolate_reference`, ValueError when not covered). If not,
         references on identical grids are stacked as they are; otherwise they are interpolated
-        onto the first file's energies inside the overlap of all files.
+        onto the first reference's energies inside the overlap of the selected references.
     components : iterable of str, optional
-        Names to keep, in this order (error lists the available names).
+        Names to keep, in this order, matched as :func:`select_references` does (exact, then
+        case-insensitive, then unique prefix; the error lists the available names).
     normalize : bool
         Edge-step normalize each reference on its own grid first, for raw mu(E) data: the
         flattened spectrum ``flat`` of :func:`bigxanes.normalize.normalize_spectra` (default
         windows), comparable with already-normalized reference files (post-edge around 1).
+        Athena project groups are always normalized, with their own parameters.
 
     Returns
     -------
@@ -279,49 +350,32 @@ def read_references(
     paths = list(paths)
     if not paths:
         raise ValueError("no reference files given; pass at least one path.")
-    parts = []
+    recs: list[tuple[str, np.ndarray, np.ndarray]] = []
     for p in paths:
-        e, v, n = read_reference_file(p)
-        if normalize:
-            v = normalize_spectra(e, v).flat
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"{p}: normalization failed (no edge step); check the data.")
-        parts.append((e, v, n))
-    names = [n for _, _, ns in parts for n in ns]
+        for r in list_references(p):
+            if r.params.get("format") == "athena-project":
+                v = r.norm
+            elif normalize:
+                v = normalize_spectra(r.energy, r.mu).flat
+                if not np.all(np.isfinite(v)):
+                    raise ValueError(f"{p}: normalization failed (no edge step); check the data.")
+            else:
+                v = r.mu
+            recs.append((r.name, r.energy, v))
+    names = [n for n, _, _ in recs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(
             f"duplicate reference names {dup}; rename the files or header columns so each "
             "reference has a unique name."
         )
-    if energy is not None:
-        E = as_ev(energy)
-    elif all(e.shape == parts[0][0].shape and np.array_equal(e, parts[0][0]) for e, _, _ in parts):
-        E = parts[0][0]
-    else:
-        lo = max(e[0] for e, _, _ in parts)
-        hi = min(e[-1] for e, _, _ in parts)
-        if not lo < hi:
-            raise ValueError(
-                "the reference files do not overlap in energy: "
-                + ", ".join(
-                    f"{Path(p).name}: {e[0]:.1f}-{e[-1]:.1f} eV"
-                    for p, (e, _, _) in zip(paths, parts, strict=True)
-                )
-                + "; check units or use references of the same edge."
-            )
-        e0 = parts[0][0]
-        E = e0[(e0 >= lo) & (e0 <= hi)]
-    A = np.concatenate([interpolate_reference(e, v, E) for e, v, _ in parts], axis=1)
     if components is not None:
-        comps = list(components)
-        missing = [c for c in comps if c not in names]
-        if missing:
-            raise ValueError(
-                f"components {missing} not found in the reference files; available: {names}."
-            )
-        A = A[:, [names.index(c) for c in comps]]
-        names = comps
+        recs = [recs[i] for i in select_references(names, list(components))]
+        names = [n for n, _, _ in recs]
+    E = as_ev(energy) if energy is not None else _common_grid([(n, e) for n, e, _ in recs])
+    A = np.stack([interpolate_reference(e, v, E) for _, e, v in recs], axis=1)
+    if A.ndim == 3:
+        A = A[:, :, 0]
     return E, A, names
 
 
