@@ -454,10 +454,14 @@ def plot_result(
         )
     for v in maps_only:
         unit = result[v].attrs.get("units", "eV" if "energy" in v or v == "edge50" else "")
-        title = {"edge50": "Edge-50 energy", "white_line_energy": "white-line energy"}.get(
+        map_title = {"edge50": "Edge-50 energy", "white_line_energy": "white-line energy"}.get(
             v, v.replace("_", " ")
         )
-        panels.append(image_panel(_2d(result[v], z).astype(float), title, "plasma", unit))
+        panels.append(
+            image_panel(
+                _2d(result[v], z).astype(float), map_title, "plasma", "" if unit == "1" else unit
+            )
+        )
     if mask is not None:
 
         def mask_panel(ax: Any, fig: Any) -> None:

@@ -185,3 +185,27 @@ def test_png_follows_the_umask(run2d, tmp_path):
     finally:
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_edge_maps_result_keeps_its_title(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from bigxanes.edge_maps import edge_maps
+
+    ds = bx.simulate("particles", shape=(32, 32), n_components=2, sigma=2)
+    res = edge_maps(ds["stack"])
+    seen = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        seen["sup"] = self._suptitle.get_text()
+        seen["titles"] = [ax.get_title() for ax in self.axes if ax.get_title()]
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_result(res, tmp_path / "em.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert seen["sup"] == "edge-maps"
+    assert {"Edge-50 energy", "white-line energy"} <= set(seen["titles"])
