@@ -118,7 +118,7 @@ def _export_ome_zarr(ds: xr.Dataset, out: Path) -> Path:
         scale_factors=[],
         fmt=fmt,
         axes=axes,
-        scale=dict(zip(spatial, ps, strict=True)),
+        scale={"c": 1.0, **dict(zip(spatial, ps, strict=True))},
         storage_options={"chunks": (1,) + tuple(min(256, n) for n in data.shape[1:])},
     )
     finite = data[np.isfinite(data)]
