@@ -14,11 +14,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "science"))
 
+from test_align import _drifted  # noqa: E402
+
 import bigxanes as bx  # noqa: E402
 from bigxanes.align import align  # noqa: E402
 from bigxanes.kernels.registration import valid_box  # noqa: E402
 from bigxanes.metrics import foreground_mask, psnr_foreground  # noqa: E402
-from test_align import _drifted  # noqa: E402
 
 
 def main() -> None:
