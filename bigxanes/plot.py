@@ -66,12 +66,20 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, format=suffix.lstrip(".") or "png")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the user's umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _slice_index(ds: xr.Dataset | xr.DataArray, slice_index: int | None) -> int | None:
@@ -339,13 +347,19 @@ def plot_result(
         is outside the volume.
     """
     plt = _mpl()
-    if "fraction" not in result:
+    maps_only = [v for v in _EXTRA_MAPS if v in result.data_vars]
+    if "fraction" not in result and not maps_only:
         raise ValueError(
             "the result has no 'fraction' variable (variables: "
             f"{sorted(map(str, result.data_vars))}); plot the output of `bigxanes unmix`."
         )
     z = _slice_index(result, slice_index)
-    frac = _2d(result["fraction"].transpose("component", ...), z).astype(np.float64)
+    has_frac = "fraction" in result
+    if has_frac:
+        fsrc = result["fraction_unmasked"] if "fraction_unmasked" in result else result["fraction"]
+        frac = _2d(fsrc.transpose("component", ...), z).astype(np.float64)
+    else:
+        frac = np.zeros((0,) + _2d(result[maps_only[0]], z).shape)
     L = frac.shape[0]
     names = (
         [str(c) for c in result["component"].values]
@@ -360,7 +374,7 @@ def plot_result(
     if references is None and "references" in result:
         references = result["references"]
     spectra = None
-    if stack is not None and references is not None and scale is not None:
+    if has_frac and stack is not None and references is not None and scale is not None:
         spectra = _pixel_fits(
             stack,
             references,
@@ -374,69 +388,137 @@ def plot_result(
             if "energy" in result.coords
             else None,
         )
+    marks = list(spectra[1]) if spectra is not None else []
 
-    panels = (
-        L
-        + 1
-        + (scale is not None)
-        + (spectra is not None)
-        + bool(hist.get("primal"))
-        + (ev is not None)
-    )
-    ncol = min(4, panels)
-    nrow = int(np.ceil(panels / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
-    axs = list(axes.ravel())
-    k = 0
+    def mark(ax: Any) -> None:
+        for i, (y, x) in enumerate(marks):
+            ax.plot(x, y, marker="+", ms=9, mew=1.8, color=f"C{i}", ls="none")
+
+    panels: list[Any] = []
+
+    def fraction_panel(j: int) -> Any:
+        def draw(ax: Any, fig: Any) -> None:
+            img = np.ma.masked_array(frac[j], mask=~mask) if mask is not None else frac[j]
+            cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+            im = ax.imshow(img, vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
+            ax.set_title(f"fraction: {names[j]}", fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            mark(ax)
+
+        return draw
+
+    def image_panel(arr: np.ndarray, title: str, cmap: str, label: str = "") -> Any:
+        def draw(ax: Any, fig: Any) -> None:
+            img = arr if mask is None else np.ma.masked_array(arr, mask=~mask | ~np.isfinite(arr))
+            finite = np.asarray(arr)[np.isfinite(arr) & (mask if mask is not None else True)]
+            lo, hi = np.percentile(finite, [1, 99]) if finite.size else (None, None)
+            c = plt.get_cmap(cmap).with_extremes(bad="0.85")
+            im = ax.imshow(img, cmap=c, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            if label:
+                cb.set_label(label, fontsize=8)
+            mark(ax)
+
+        return draw
+
     for j in range(L):
-        ax = axs[k]
-        k += 1
-        img = np.ma.masked_array(frac[j], mask=~mask) if mask is not None else frac[j]
-        cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
-        im = ax.imshow(img, vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
-        ax.set_title(f"fraction: {names[j]}", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax = axs[k]
-    k += 1
-    ax.imshow(rgb_composite(frac, mask), interpolation="nearest")
-    ax.set_title("RGB: " + " / ".join(names[:3]), fontsize=9)
+        panels.append(fraction_panel(j))
+    if L:
+
+        def rgb(ax: Any, fig: Any) -> None:
+            from matplotlib.patches import Patch
+
+            ax.imshow(rgb_composite(frac, mask), interpolation="nearest")
+            ax.set_title("RGB composite", fontsize=9)
+            handles = [
+                Patch(color=c, label=n)
+                for c, n in zip(("red", "lime", "blue"), names[:3], strict=False)
+            ]
+            ax.legend(
+                handles=handles,
+                fontsize=7,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.02),
+                ncol=min(3, L),
+                frameon=False,
+            )
+            mark(ax)
+
+        panels.append(rgb)
     if scale is not None:
-        ax = axs[k]
-        k += 1
-        im = ax.imshow(scale, cmap="gray", interpolation="nearest")
-        ax.set_title("scale s", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        panels.append(image_panel(scale, "scale s", "gray"))
+    if "residual_rms" in result:
+        panels.append(
+            image_panel(_2d(result["residual_rms"], z).astype(float), "residual RMS", "magma")
+        )
+    for v in maps_only:
+        unit = result[v].attrs.get("units", "eV" if "energy" in v or v == "edge50" else "")
+        map_title = {"edge50": "Edge-50 energy", "white_line_energy": "white-line energy"}.get(
+            v, v.replace("_", " ")
+        )
+        panels.append(
+            image_panel(
+                _2d(result[v], z).astype(float), map_title, "plasma", "" if unit == "1" else unit
+            )
+        )
+    if mask is not None:
+
+        def mask_panel(ax: Any, fig: Any) -> None:
+            ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"mask ({100 * mask.mean():.0f} % of pixels)", fontsize=9)
+            mark(ax)
+
+        panels.append(mask_panel)
+    if L:
+
+        def histogram(ax: Any, fig: Any) -> None:
+            sel = mask if mask is not None else np.ones(frac.shape[1:], bool)
+            bins = np.linspace(0.0, 1.0, 41)
+            for j in range(L):
+                v = frac[j][sel]
+                ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", lw=1.3, label=names[j])
+            ax.set_xlabel("fraction")
+            ax.set_ylabel("pixels in mask")
+            ax.set_title("fractions inside the mask", fontsize=9)
+            ax.legend(fontsize=7)
+
+        panels.append(histogram)
     if spectra is not None:
-        ax = axs[k]
-        k += 1
-        energy, pix, fits = spectra
-        for i, ((y, x), (meas, fit)) in enumerate(zip(pix, fits, strict=True)):
-            c = f"C{i}"
-            ax.plot(energy, meas, ".", ms=2.5, color=c, label=f"({y},{x})")
-            ax.plot(energy, fit, "-", lw=1.2, color=c)
-        ax.set_xlabel("energy (eV)")
-        ax.set_title("pixel spectra (dots) and fits", fontsize=9)
-        ax.legend(fontsize=7)
+
+        def spectra_panel(ax: Any, fig: Any) -> None:
+            energy, pix, fits = spectra
+            for i, ((y, x), (meas, fit)) in enumerate(zip(pix, fits, strict=True)):
+                c = f"C{i}"
+                ax.plot(energy, meas, ".", ms=2.5, color=c, label=f"({y},{x})")
+                ax.plot(energy, fit, "-", lw=1.2, color=c)
+            ax.set_xlabel("energy (eV)")
+            ax.set_title("pixel spectra (dots) and fits, + on maps", fontsize=9)
+            ax.legend(fontsize=7)
+
+        panels.append(spectra_panel)
     if hist.get("primal"):
-        ax = axs[k]
-        k += 1
-        it = hist.get("iteration") or list(range(1, len(hist["primal"]) + 1))
-        ax.semilogy(it, np.maximum(np.asarray(hist["primal"], float), 1e-16), label="primal")
-        if hist.get("dual"):
-            ax.semilogy(it, np.maximum(np.asarray(hist["dual"], float), 1e-16), label="dual")
-        ax.set_xlabel("iteration")
-        ax.set_title("convergence (relative residuals)", fontsize=9)
-        ax.legend(fontsize=7)
+
+        def conv(ax: Any, fig: Any) -> None:
+            it = hist.get("iteration") or list(range(1, len(hist["primal"]) + 1))
+            ax.semilogy(it, np.maximum(np.asarray(hist["primal"], float), 1e-16), label="primal")
+            if hist.get("dual"):
+                ax.semilogy(it, np.maximum(np.asarray(hist["dual"], float), 1e-16), label="dual")
+            ax.set_xlabel("iteration")
+            ax.set_title("convergence (relative residuals)", fontsize=9)
+            ax.legend(fontsize=7)
+
+        panels.append(conv)
     if ev is not None:
-        n = result.attrs.get("n_states_estimate") if result is not None else None
-        _plot_eigen(axs[k], ev, n)
-        k += 1
-    for ax in axs[:k]:
+        n_est = result.attrs.get("n_states_estimate")
+        panels.append(lambda ax, fig: _plot_eigen(ax, ev, n_est))
+
+    fig, axs = _grid(plt, len(panels))
+    for draw, ax in zip(panels, axs, strict=True):
+        draw(ax, fig)
         if ax.images:
             ax.set_xticks([])
             ax.set_yticks([])
-    for ax in axs[k:]:
-        ax.set_visible(False)
     if title is None:
         meth = result.attrs.get("method", "result")
         its = result.attrs.get("n_iterations")
@@ -451,6 +533,38 @@ def plot_result(
         return save_figure(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
+
+
+_EXTRA_MAPS = ("edge50", "white_line_energy", "white_line_height")
+
+
+def grid_shape(n: int, max_cols: int = 4) -> tuple[int, int, int]:
+    """Rows, columns and panels in the last row of a grid of ``n`` panels with no empty cell.
+
+    The column count (3..``max_cols``) giving the fewest rows, then the fewest gaps, is chosen;
+    the panels of a short last row are widened to fill it (see :func:`_grid`).
+    """
+    if n <= max_cols:
+        return 1, max(n, 1), max(n, 1)
+    best = min(range(3, max_cols + 1), key=lambda c: (-(-n // c), (-n) % c))
+    rows = -(-n // best)
+    last = n - (rows - 1) * best
+    return rows, best, last
+
+
+def _grid(plt: Any, n: int) -> tuple[Any, list[Any]]:
+    """A figure with exactly ``n`` axes filling the grid (the last row's panels are wider)."""
+    rows, cols, last = grid_shape(n)
+    fig = plt.figure(figsize=(3.6 * cols, 3.3 * rows))
+    gs = fig.add_gridspec(rows, cols * last)
+    axs = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        if r < rows - 1:
+            axs.append(fig.add_subplot(gs[r, c * last : (c + 1) * last]))
+        else:
+            axs.append(fig.add_subplot(gs[r, c * cols : (c + 1) * cols]))
+    return fig, axs
 
 
 def plot_references(

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_TILE_2D",
     "DEFAULT_TILE_3D",
     "COMPLETE_ATTR",
+    "STACK_VAR",
     "SPATIAL_DIMS",
     "stack_chunks",
     "default_tile",
@@ -48,6 +49,9 @@ __all__ = [
 DEFAULT_TILE_2D = 256
 #: Spatial tile edge (voxels) of 3-D stacks: (T, 64, 64, 64) float32 is 1 MiB per energy.
 DEFAULT_TILE_3D = 64
+#: Name of the stack variable in new stores (``stack`` is shadowed by ``Dataset.stack``);
+#: :func:`open_stack` reads it, and the old name ``stack``, as ``ds["stack"]``.
+STACK_VAR = "absorbance"
 #: Group attribute set (last) when a store has been completely written.
 COMPLETE_ATTR = "bigxanes_complete"
 #: Dimension names that are tiled; every other dimension is stored as one chunk.
@@ -335,6 +339,10 @@ def open_stack(path: str | os.PathLike) -> xr.Dataset:
             f"{spath} is incomplete (an interrupted write?); re-run the command that made it"
         )
     ds = xr.open_zarr(spath, chunks={}, consolidated=False, zarr_format=3)
+    if STACK_VAR in ds.data_vars and "stack" not in ds.data_vars:
+        # new stores name the stack ``absorbance`` (``Dataset.stack`` is a method); code here
+        # reads it as ``ds["stack"]`` from stores old and new
+        ds = ds.rename({STACK_VAR: "stack"})
     if "stack" not in ds.data_vars:
         raise ValueError(
             f"{spath} has no 'stack' variable (variables: {sorted(map(str, ds.data_vars))}); "
@@ -382,7 +390,8 @@ def stack_info(path: str | os.PathLike) -> dict[str, Any]:
     """
     ds = open_stack(path)
     st = ds["stack"]
-    arr = zarr.open_group(str(path), mode="r")["stack"]
+    g = zarr.open_group(str(path), mode="r")
+    arr = g[STACK_VAR] if STACK_VAR in g else g["stack"]
     energy = np.asarray(ds["energy"].values, dtype=np.float64)
     components = None
     if "references" in ds.data_vars and "component" in ds.coords:

@@ -115,3 +115,97 @@ def test_plot_numpy_stack_without_energies_is_a_clear_error(run2d, tmp_path):
             references=ds["references"].values,
         )
     assert not list(tmp_path.iterdir())
+
+
+# --- issue 17: legend, residual/mask/histogram panels, marked pixels, edge maps, no empty cells
+
+
+def test_grid_has_no_empty_cells():
+    from bigxanes.plot import _grid, _mpl, grid_shape
+
+    plt = _mpl()
+    for n in range(1, 14):
+        rows, cols, last = grid_shape(n)
+        assert (rows - 1) * cols + last == n and 1 <= last <= cols
+        fig, axs = _grid(plt, n)
+        assert len(fig.axes) == n
+        # the panels of every row span the full width
+        right = max(ax.get_position().x1 for ax in axs[-last:])
+        assert abs(right - max(ax.get_position().x1 for ax in axs)) < 1e-6
+        plt.close(fig)
+
+
+def test_new_panels_and_marked_pixels(run2d, tmp_path):
+    import matplotlib.pyplot as plt
+
+    ds, res = run2d
+    res = res.copy()
+    res["edge50"] = res["scale"] * 0 + 8350.0
+    shown = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        shown["titles"] = [ax.get_title() for ax in self.axes]
+        shown["legends"] = [
+            [t.get_text() for t in ax.get_legend().get_texts()]
+            for ax in self.axes
+            if ax.get_legend() is not None
+        ]
+        shown["marks"] = sum(1 for ax in self.axes for ln in ax.lines if ln.get_marker() == "+")
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_result(res, tmp_path / "r.png", stack=ds["stack"], references=ds["references"])
+    finally:
+        plt.Figure.savefig = orig
+    titles = " | ".join(shown["titles"])
+    for want in ("RGB", "residual RMS", "mask", "fractions inside the mask", "Edge-50"):
+        assert want in titles, titles
+    names = [str(c) for c in res["component"].values]
+    assert any(leg[: len(names)] == names[:3] for leg in shown["legends"])  # RGB legend
+    assert shown["marks"] >= 3  # chosen pixels marked on the maps
+
+
+def test_edge50_only_result_is_plotted(tmp_path):
+    ds = bx.simulate("particles", shape=(32, 32), n_components=2, sigma=3)
+    res = bx.edge50(ds["stack"], None)
+    assert "fraction" not in res
+    out = plot_result(res, tmp_path / "e.png")
+    assert _content(out) > 0.02
+
+
+def test_png_follows_the_umask(run2d, tmp_path):
+    import os
+
+    _ds, res = run2d
+    old = os.umask(0o022)
+    try:
+        out = plot_result(res, tmp_path / "u.png")
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_edge_maps_result_keeps_its_title(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from bigxanes.edge_maps import edge_maps
+
+    ds = bx.simulate("particles", shape=(32, 32), n_components=2, sigma=2)
+    res = edge_maps(ds["stack"])
+    seen = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        seen["sup"] = self._suptitle.get_text()
+        seen["titles"] = [ax.get_title() for ax in self.axes if ax.get_title()]
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_result(res, tmp_path / "em.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert seen["sup"] == "edge-maps"
+    assert {"Edge-50 energy", "white-line energy"} <= set(seen["titles"])
