@@ -36,9 +36,11 @@ __all__ = [
     "result_coords",
 ]
 
-#: Attrs that describe how a run was executed, not what it computed (only engine results carry
-#: them): the parity tests compare every other attr.
+#: Attrs that describe how a run was executed or stored, not what it computed (only engine
+#: results carry them; ``bigxanes_complete`` is the store's completion marker): the parity
+#: tests compare every other attr.
 EXECUTOR_ATTRS = (
+    "bigxanes_complete",
     "engine",
     "input",
     "tiles",
