@@ -91,7 +91,7 @@ class RumParams:
     tol : float
         Stop when the relative primal and dual residuals both fall below ``tol``.
     tv_sweeps : int
-        Jacobi sweeps per TV X-step (DESIGN.md §3 step 1).
+        Jacobi sweeps per TV X-step (docs/design.md, "ADMM", step 1).
     denoiser : {"tv", "bm3d", "bm4d"}
         PnP denoiser.
     denoiser_halo : int or None

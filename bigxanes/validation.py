@@ -71,4 +71,3 @@ def check_references(references: np.ndarray, n_energies: int) -> np.ndarray:
             "the others; remove the duplicate or combined reference"
         )
     return A
-

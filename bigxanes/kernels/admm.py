@@ -1,7 +1,7 @@
 """One ADMM iteration of robust unmixing (RUM-TV / RUM-PnP) on a block of pixel state.
 
 Implements Algorithm 1 of Wang et al., "Robust retrieval of material chemical states in X-ray
-microspectroscopy", Opt. Express 2023, in scaled form, as written out in DESIGN.md §3:
+microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/design.md, "ADMM":
 
 1. X-step. TV: ``(s² + 1 - Δ) X = (M - C) s + ∇ᵀ(U - D) + W - E`` (warm-started Jacobi sweeps);
    PnP: ``X = ((M - C) s + (U - D) + W - E) / (s² + 2)``.
@@ -85,7 +85,7 @@ def _reg_view(v: np.ndarray, layout: StateLayout) -> np.ndarray:
 def initial_state(
     aty: np.ndarray, yty: np.ndarray, M0: np.ndarray, layout: StateLayout, dtype=np.float64
 ) -> np.ndarray:
-    """Initial ADMM state from the LCF (NNLS) solution ``M0`` (DESIGN.md §3, Init).
+    """Initial ADMM state from the LCF (NNLS) solution ``M0`` (docs/design.md, "ADMM", Init).
 
     ``s0 = Σ_j M0_j``, ``X0 = M0 / s0`` (uniform where s0 ~ 0), ``W = X0``, ``t = s0``, duals 0,
     ``U = ∇X0`` (TV) or ``X0`` (PnP). Arrays are (channels, *spatial).
@@ -131,7 +131,7 @@ def admm_iteration(
         Regularization weight λ and penalty ρ of this iteration.
     rho_next : float
         ρ of the next iteration (``γρ`` for PnP, ``ρ`` for TV); the scaled duals are rescaled
-        by ``rho / rho_next`` (DESIGN.md §3 step 6).
+        by ``rho / rho_next`` (docs/design.md, "ADMM", step 6).
     tv_sweeps : int
         Jacobi sweeps of the TV X-step.
     denoiser : str
