@@ -4,7 +4,7 @@ the threaded scheduler for small inputs (docs/design.md, "Measured pitfalls").""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -123,7 +123,6 @@ class Runner:
 
     scheduler: Any  # a distributed.Client or "threads" / "synchronous"
     owned: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def distributed(self) -> bool:

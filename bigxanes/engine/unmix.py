@@ -30,7 +30,6 @@ from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
 from ..rum import RumParams
-from ..store import is_complete
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
@@ -348,9 +347,3 @@ def _execute(
     stack = ds["stack"]
     coords = result_coords(inputs, {d: stack[d].values for d in sdims if d in stack.coords}, sdims)
     return build_dataset(inputs, variables, coords, attrs)
-
-
-def is_result_complete(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a complete result store (kept for the CLI; use
-    :func:`bigxanes.store.is_complete`)."""
-    return is_complete(path)
