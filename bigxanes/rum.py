@@ -29,6 +29,7 @@ import numpy as np
 from .kernels.admm import RESIDUALS, StateLayout, admm_iteration
 from .kernels.denoisers import DEFAULT_HALO, DENOISERS
 from .kernels.maps import final_maps
+from .kernels.moments import gram
 from .kernels.pass1 import Pass1Layout, pass1_block, state_from_pass1
 from .kernels.stats import (
     auto_lambda,
@@ -327,7 +328,7 @@ def solve_rum(
     spatial = P.shape[1:]
     N = int(np.prod(spatial))
     layout = StateLayout(L, len(spatial), params.reg)
-    AtA = A.T @ A
+    AtA = gram(A)
     nv = noise_variance(resid_sum, N, T, L, scale)
     lam = resolve_lambda(params, nv, A, scale)
     init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)

@@ -34,6 +34,7 @@ import numpy as np
 from ..integrity import test_pause
 from ..kernels.admm import RESIDUALS, StateLayout
 from ..kernels.maps import rum_outputs_block
+from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout, state_from_pass1
 from ..kernels.stats import noise_sigma, noise_variance
 from ..rum import History, RumParams, resolve_lambda, run_admm
@@ -195,7 +196,7 @@ class RumIterations:
         self.T, self.L, self.N = T, L, int(np.prod(spatial))
         self.spatial, self.state_tiles = spatial, tuple(state_tiles)
         self.layout = StateLayout(L, len(spatial), params.reg)
-        self.AtA = A.T @ A
+        self.AtA = gram(A)
         self.scale = float(stats["scale"])
         self.noise_var = noise_variance(stats["resid_sum"], self.N, T, L, self.scale)
         self.lam = resolve_lambda(params, self.noise_var, A, self.scale)

@@ -108,3 +108,9 @@ def mean_spectrum(sums: np.ndarray) -> np.ndarray:
     """Mean finite spectrum from the summed :func:`finite_spectrum_sum` outputs."""
     sums = np.asarray(sums, dtype=np.float64).reshape(-1)
     return sums[:-1] / max(sums[-1], 1.0)
+
+
+def gram(A: np.ndarray) -> np.ndarray:
+    """``AᵀA`` (L x L) of the references, float64."""
+    A = np.asarray(A, dtype=np.float64)
+    return A.T @ A

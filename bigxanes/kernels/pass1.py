@@ -17,7 +17,7 @@ from .baseline import subtract_pre_edge
 from .edge50 import edge50_energy
 from .layout import ChannelLayout
 from .lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
-from .moments import block_moments, clean_block, residual_sq
+from .moments import block_moments, clean_block, gram, residual_sq
 from .normalize import normalize_spectra
 from .stats import HIST_BINS, data_scale, scale_histogram
 
@@ -102,7 +102,7 @@ def pass1_block(
         bad = ~np.isfinite(np.asarray(Y)).all(axis=0).reshape(-1)
     flat[sl["bad"]] = bad.reshape(1, -1)
     if A is not None:
-        AtA = A.T @ A
+        AtA = gram(A)
         M0 = nnls_coefficients(AtA, aty)
         flat[sl["aty"]] = aty
         flat[sl["yty"]] = yty
