@@ -114,6 +114,32 @@ def _check_args(
     return None
 
 
+def _run_record(
+    input: Any,
+    method: str,
+    lcf_variant: str,
+    energy_range: Any,
+    tiles: tuple[int, ...],
+    Y: da.Array,
+    params: RumParams | None,
+    inputs: Inputs,
+) -> dict[str, Any]:
+    """What the run is (a resume refuses a work directory recorded for another run)."""
+    A = inputs.A
+    return {
+        "input": str(Path(input).resolve()) if "://" not in str(input) else str(input),
+        "method": method,
+        "lcf_variant": lcf_variant,
+        "energy_range": energy_range,
+        "tiles": tiles,
+        "shape": tuple(Y.shape),
+        "nan_policy": inputs.nan_policy,
+        "params": params.as_dict() if params is not None else None,
+        "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
+        "version": __version__,
+    }
+
+
 def _stack_dask(input: Any, ds: Any, inputs: Inputs, tiles: tuple[int, ...]) -> da.Array:
     """The stack as dask on ``(T, *tiles)`` chunks, windowed; a chunk that fails to decode is
     named in the error (:func:`bigxanes.integrity.checked_dask`)."""
@@ -244,20 +270,7 @@ def unmix_store(
         lock.release()
         raise
     try:
-        run = {
-            "input": str(Path(input).resolve()) if "://" not in str(input) else str(input),
-            "method": method,
-            "lcf_variant": lcf_variant,
-            "energy_range": energy_range,
-            "tiles": tiles,
-            "shape": tuple(Y.shape),
-            "nan_policy": nan_policy,
-            "params": params.as_dict() if params is not None else None,
-            "references": None
-            if inputs.A is None
-            else hashlib.sha1(inputs.A.tobytes()).hexdigest(),
-            "version": __version__,
-        }
+        run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
         if not (resume and work.matches(run)):
             work.reset(run)
