@@ -201,7 +201,7 @@ def test_errors_and_resources(data2d, tmp_path):
     out = unmix_store(
         path, tmp_path / "o.zarr", method="lcf", progress=False, energy_range=(8300, 8500)
     )
-    assert _open(out).attrs["energy_range"] == "[8300, 8500]"
+    assert json.loads(_open(out).attrs["energy_range"]) == [8300, 8500]
     with pytest.raises(FileExistsError):
         unmix_store(path, out, method="lcf", progress=False)
     with pytest.raises(ValueError, match="method"):
