@@ -4,186 +4,137 @@ Functions take a stack as an ``xr.DataArray`` with dims ``("energy", "y", "x")``
 ``("energy", "z", "y", "x")`` and an ``energy`` coordinate in eV (keV is detected), or a NumPy
 array plus ``energy=``; references as an ``xr.DataArray`` ``(energy, component)`` (interpolated
 onto the stack's energies when their energies differ) or a ``(T, L)`` array on the stack's
-energies. They return an ``xr.Dataset`` laid out as DESIGN.md §5 (``fraction``, ``scale``,
-``residual_rms``, ``mask``, ...), with every parameter in ``attrs``.
+energies. They return an ``xr.Dataset`` (``fraction``, ``scale``, ``residual_rms``, ``mask``,
+...; docs/design.md, "Results"), with every parameter in ``attrs``.
 
-For stacks larger than memory use :func:`bigxanes.engine.unmix_store`, which runs the same
-kernels chunk-wise on Dask.
+This module is the in-memory executor of the pipeline: it runs the same kernels as
+:func:`bigxanes.engine.unmix_store` (inputs: :mod:`bigxanes.pipeline.prepare`; pass 1:
+:func:`bigxanes.kernels.pass1.pass1_block`; maps: :mod:`bigxanes.kernels.maps`; Dataset:
+:mod:`bigxanes.pipeline.result`) with the whole array as one block, and holds no math of its
+own.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
-from . import __version__
-from .baseline import resolve_baseline, subtract_pre_edge
-from .energy import as_ev, interpolate_reference
-from .kernels.edge50 import edge50_energy, fraction_from_edge50
-from .kernels.lcf import (
-    fractions_from_coefficients,
-    lstsq_coefficients,
-    nnls_coefficients,
-    sum_to_one_coefficients,
+from .kernels.admm import StateLayout
+from .kernels.edge50 import edge50_reference_energies
+from .kernels.maps import rum_outputs_block
+from .kernels.moments import finite_spectrum_sum, mean_spectrum
+from .kernels.pass1 import Pass1Layout, pass1_block, pass1_statistics
+from .kernels.stats import noise_sigma
+from .pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, LCF_VARIANTS, MASK_THRESHOLD
+from .pipeline.prepare import (
+    check_options,
+    edge50_e0,
+    prepare_inputs,
+    spatial_dims,
+    stack_array,
 )
-from .normalize import find_e0, normalize_spectra
-from .rum import RumParams, robust_scale, unmix_rum_array
-from .validation import check_energy_axis, check_references, check_stack
+from .pipeline.result import (
+    build_dataset,
+    method_variables,
+    one_block,
+    result_attrs,
+    result_coords,
+)
+from .rum import RumParams, solve_rum
+from .validation import check_stack
 
-LCF_VARIANTS = ("nnls", "lstsq", "sum-to-one")
-MASK_THRESHOLD = 0.05  # scale below this fraction of the data scale c: no material (= engine)
-
-
-def _spatial_dims(ndim: int) -> tuple[str, ...]:
-    return ("y", "x") if ndim == 2 else ("z", "y", "x")
-
-
-def _prepare_stack(stack, energy) -> tuple[np.ndarray, np.ndarray, dict]:
-    if isinstance(stack, xr.Dataset):
-        stack = stack["stack"]
-    if isinstance(stack, xr.DataArray):
-        if "energy" not in stack.dims:
-            raise ValueError(f"stack needs an 'energy' dimension, has dims {stack.dims}")
-        stack = stack.transpose("energy", ...)
-        if energy is None:
-            if "energy" not in stack.coords:
-                raise ValueError("stack has no 'energy' coordinate; pass energy=[...] in eV")
-            energy = stack["energy"].values
-        coords = {d: stack[d].values for d in stack.dims[1:] if d in stack.coords}
-        Y = np.asarray(stack.values)
-    else:
-        Y = np.asarray(stack)
-        coords = {}
-        if energy is None:
-            raise ValueError("a NumPy stack needs energy=[...] (one energy per image, in eV)")
-    if Y.ndim not in (3, 4):
-        raise ValueError(
-            f"stack must have 3 (energy, y, x) or 4 (energy, z, y, x) dimensions, got {Y.ndim}"
-        )
-    energy = np.asarray(energy, dtype=np.float64)
-    check_energy_axis(energy, Y.shape[0])
-    energy = as_ev(energy)
-    return Y, energy, coords
+__all__ = ["LCF_VARIANTS", "MASK_THRESHOLD", "edge50", "history_of", "lcf", "unmix"]
 
 
-def _prepare_references(references, energy: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    if isinstance(references, xr.DataArray):
-        ref = references.transpose("energy", ...)
-        names = (
-            [str(v) for v in ref["component"].values]
-            if "component" in ref.coords
-            else [f"ref{i + 1}" for i in range(ref.shape[1])]
-        )
-        e_ref = as_ev(ref["energy"].values)
-        A = np.asarray(ref.values, dtype=np.float64)
-        if A.ndim == 1:
-            A = A[:, None]
-        if not np.all(np.isfinite(A)):
-            raise ValueError("references contain NaN or Inf; fix the reference spectra")
-        if e_ref.shape != energy.shape or not np.allclose(e_ref, energy, rtol=0, atol=1e-6):
-            A = interpolate_reference(e_ref, A, energy)
-    else:
-        A = np.asarray(references, dtype=np.float64)
-        if A.ndim == 1:
-            A = A[:, None]
-        names = [f"ref{i + 1}" for i in range(A.shape[1])] if A.ndim == 2 else []
-    A = check_references(A, energy.size)
-    return A, names
-
-
-def _apply_nan_policy(Y: np.ndarray, nan_policy: str) -> tuple[np.ndarray, np.ndarray]:
-    if nan_policy not in ("raise", "mask"):
-        raise ValueError(f"nan_policy must be 'raise' or 'mask', got {nan_policy!r}")
-    if nan_policy == "raise":
-        check_stack(Y)
-        return Y, np.zeros(Y.shape[1:], dtype=bool)
-    bad = ~np.all(np.isfinite(Y), axis=0)
-    if bad.any():
-        Y = np.where(bad, 0.0, Y)
-    return Y, bad
-
-
-def _remove_baseline(Y: np.ndarray, A: np.ndarray, energy: np.ndarray, baseline: str):
-    window = resolve_baseline(baseline, energy, A)
-    if window is None:
-        return Y, A, {"baseline": "none"}
-    attrs = {
-        "baseline": baseline,
-        "baseline_window_eV": [float(energy[window].min()), float(energy[window].max())],
-    }
-    return subtract_pre_edge(Y, window), subtract_pre_edge(A, window), attrs
-
-
-def _dataset(
+def _run(
     method: str,
-    X: np.ndarray,
-    s: np.ndarray,
-    resid_rms: np.ndarray,
-    names: list[str],
-    energy: np.ndarray,
-    coords: dict,
-    bad: np.ndarray,
-    attrs: dict,
-    data_scale: float,
-    references: np.ndarray | None = None,
+    stack: Any,
+    references: Any,
+    *,
+    energy: npt.ArrayLike | None,
+    nan_policy: str,
+    baseline: str,
+    energy_range: tuple[float, float] | None,
+    variant: str = "nnls",
+    params: RumParams | None = None,
+    state_dtype: npt.DTypeLike = np.float64,
+    e0: float | None = None,
+    level: float = 0.5,
+    norm_kwargs: dict | None = None,
 ) -> xr.Dataset:
-    dims = _spatial_dims(s.ndim)
-    mask = (s > MASK_THRESHOLD * data_scale) & ~bad
-    c = {d: coords[d] for d in dims if d in coords}
-    c["component"] = names
-    # the fitted energies, as in the engine's results (plots redo the baseline on them)
-    c["energy"] = ("energy", np.asarray(energy, dtype=np.float64), {"units": "eV"})
-    ds = xr.Dataset(
-        {
-            "fraction": (("component",) + dims, X.astype(np.float32)),
-            "scale": (dims, s.astype(np.float32)),
-            "residual_rms": (dims, resid_rms.astype(np.float32)),
-            "mask": (dims, mask),
-        },
-        coords=c,
+    """The pipeline with the whole stack as one block (the engine maps the same calls)."""
+    check_options(method, variant=variant, nan_policy=nan_policy)
+    Y, energy, coords = stack_array(stack, energy)
+    inputs = prepare_inputs(
+        method,
+        energy,
+        references,
+        baseline=baseline,
+        nan_policy=nan_policy,
+        energy_range=energy_range,
     )
-    ds.attrs.update(
-        method=method,
-        version=__version__,
-        n_energies=int(energy.size),
-        energy_min=float(energy[0]),
-        energy_max=float(energy[-1]),
-        n_nonfinite=int(bad.sum()),
-        mask_threshold=MASK_THRESHOLD,
-        data_scale=float(data_scale),
-        **attrs,
+    if inputs.select is not None:
+        Y = Y[inputs.select]
+    if nan_policy == "raise":
+        check_stack(Y)  # names the first bad pixel
+    sdims = spatial_dims(Y.ndim - 1)
+    L, T = inputs.n_components, inputs.energy.size
+    p1 = Pass1Layout(L, variant if method == "lcf" else "nnls", method == "edge50")
+    extra: dict[str, Any] = {}
+    e50_refs = None
+    if method == "edge50":
+        if e0 is None:
+            e0 = edge50_e0(inputs.energy, inputs.A, lambda: mean_spectrum(finite_spectrum_sum(Y)))
+        extra.update(e0=float(e0), level=float(level))
+        if L == 2:
+            e50_refs = edge50_reference_energies(inputs.energy, inputs.A, e0, level, norm_kwargs)
+            extra["edge50_references"] = [float(v) for v in e50_refs]
+    P = pass1_block(
+        Y,
+        layout=p1,
+        A=inputs.A,
+        energy=inputs.energy,
+        e0=e0,
+        baseline=inputs.window,
+        level=level,
+        norm_kwargs=norm_kwargs,
     )
-    if references is not None:  # as fitted (baseline removed), like the engine's results
-        ds["references"] = (("energy", "component"), np.asarray(references, dtype=np.float64))
-        ds["references"].attrs["description"] = (
-            "reference spectra as fitted (pre-edge baseline removed when baseline='pre-edge')"
+    stats = pass1_statistics(P, p1)
+    c = stats["scale"]
+    rum_maps = None
+    if params is not None:
+        S, history, init = solve_rum(
+            P, p1, inputs.A, params, c, stats["resid_sum"], state_dtype=state_dtype
         )
-    ds["fraction"].attrs["description"] = "fraction of each chemical state (sums to one)"
-    ds["scale"].attrs["description"] = "per-pixel scale s of Y = A X diag(s)"
-    ds["residual_rms"].attrs["description"] = "RMS over energies of Y - A X s"
-    ds["mask"].attrs["description"] = (
-        f"True where scale > {MASK_THRESHOLD} x data_scale (99th percentile of the NNLS scale) "
-        "and the data are finite"
+        layout = StateLayout(L, Y.ndim - 1, params.reg)
+        rum_maps = rum_outputs_block(S, layout=layout, AtA=init.AtA, scale=c, n_energies=T)
+        extra.update(
+            params=params.as_dict(),
+            lam=init.lam,
+            noise_sigma=noise_sigma(init.noise_var, c),
+            n_iterations=len(history.iteration),
+            history=history.as_dict(),
+        )
+    variables = method_variables(
+        inputs, P, p1, c, sdims, one_block, rum_maps=rum_maps, e50_refs=e50_refs
     )
-    return ds
-
-
-def _residual_rms(Y: np.ndarray, A: np.ndarray, M: np.ndarray) -> np.ndarray:
-    T = Y.shape[0]
-    R = Y.reshape(T, -1) - A @ M.reshape(M.shape[0], -1)
-    return np.sqrt(np.mean(R * R, axis=0)).reshape(Y.shape[1:])
+    attrs = result_attrs(inputs, n_bad=stats["n_bad"], scale=c, lcf_variant=variant, **extra)
+    return build_dataset(inputs, variables, result_coords(inputs, coords, sdims), attrs)
 
 
 def lcf(
-    stack,
-    references,
+    stack: Any,
+    references: Any,
     *,
-    energy=None,
+    energy: npt.ArrayLike | None = None,
     variant: str = "nnls",
-    nan_policy: str = "raise",
-    baseline: str = "pre-edge",
+    nan_policy: str = DEFAULT_NAN_POLICY,
+    baseline: str = DEFAULT_BASELINE,
+    energy_range: tuple[float, float] | None = None,
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -202,214 +153,118 @@ def lcf(
     energy : array_like, optional
         Energies in eV when ``stack`` is a NumPy array.
     variant : {"nnls", "lstsq", "sum-to-one"}
-    nan_policy : {"raise", "mask"}
-        "mask": pixels with NaN/Inf are zeroed, excluded from ``mask`` and counted in attrs.
+    nan_policy : {"mask", "raise"}
+        "mask" (default): pixels with NaN/Inf are zeroed, excluded from ``mask`` and counted in
+        attrs (``n_nonfinite``); "raise": a ValueError naming the first such pixel.
     baseline : {"pre-edge", "none"}
         "pre-edge": subtract each spectrum's mean over the pre-edge energies from the data and
-        the references before fitting (:mod:`bigxanes.baseline`; measured OD carries a flat
-        background from other elements and supports that the model has no term for).
+        the references before fitting (:mod:`bigxanes.kernels.baseline`; measured OD carries a
+        flat background from other elements and supports that the model has no term for).
+    energy_range : (float, float), optional
+        Fit only the energies in this window (eV, inclusive).
 
     Returns
     -------
-    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``mask``.
+    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``mask``, ``references``.
     """
-    if variant not in LCF_VARIANTS:
-        raise ValueError(
-            f"unknown LCF variant {variant!r}; choose one of {', '.join(LCF_VARIANTS)}"
-        )
-    Y, energy, coords = _prepare_stack(stack, energy)
-    A, names = _prepare_references(references, energy)
-    Y, bad = _apply_nan_policy(Y, nan_policy)
-    Y, A, battrs = _remove_baseline(Y, A, energy, baseline)
-    T, L = A.shape
-    Yf = Y.reshape(T, -1).astype(np.float64)
-    AtA, AtY = A.T @ A, A.T @ Yf
-    M0 = nnls_coefficients(AtA, AtY)
-    c = robust_scale(M0.sum(axis=0))
-    if variant == "nnls":
-        M = M0
-        X, s = fractions_from_coefficients(M)
-    elif variant == "lstsq":
-        M = lstsq_coefficients(AtA, AtY)
-        X, s = fractions_from_coefficients(M)
-    else:
-        X = sum_to_one_coefficients(AtA, AtY)
-        s = np.ones(X.shape[1])
-        M = X
-    spatial = Y.shape[1:]
-    X = X.reshape((L,) + spatial)
-    s = s.reshape(spatial)
-    M = M.reshape((L,) + spatial)
-    return _dataset(
-        f"lcf-{variant}",
-        X,
-        s,
-        _residual_rms(Y, A, M),
-        names,
-        energy,
-        coords,
-        bad,
-        {"lcf_variant": variant, **battrs},
-        c,
-        references=A,
+    return _run(
+        "lcf",
+        stack,
+        references,
+        energy=energy,
+        nan_policy=nan_policy,
+        baseline=baseline,
+        energy_range=energy_range,
+        variant=variant,
     )
 
 
 def edge50(
-    stack,
-    references=None,
+    stack: Any,
+    references: Any = None,
     *,
-    energy=None,
+    energy: npt.ArrayLike | None = None,
     e0: float | None = None,
     level: float = 0.5,
-    nan_policy: str = "raise",
-    **norm_kwargs,
+    nan_policy: str = DEFAULT_NAN_POLICY,
+    energy_range: tuple[float, float] | None = None,
+    **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
 
-    Each spectrum is edge-step normalized (:func:`bigxanes.normalize.normalize_spectra`, one e0
-    for all pixels: the derivative maximum of the mean spectrum unless given), then
+    Each spectrum is edge-step normalized (:func:`bigxanes.kernels.normalize.normalize_spectra`
+    with ``norm_kwargs``, one e0 for all pixels: the derivative maximum of the references' mean
+    spectrum, else of the mean finite spectrum, unless given), then
     :func:`bigxanes.kernels.edge50.edge50_energy` finds the interpolated crossing. With two
     references the map is also read as fractions, ``x₂ = (E - E₁) / (E₂ - E₁)`` clipped to
     [0, 1], with E₁, E₂ the references' Edge-50 energies.
 
     Returns
     -------
-    xr.Dataset with ``edge50`` (eV; NaN where there is no crossing) and, with two references,
-    ``fraction``, ``scale`` (edge step), ``residual_rms`` and ``mask`` (like the engine,
-    other numbers of references give the ``edge50`` map alone).
+    xr.Dataset with ``edge50`` (eV; NaN where there is no crossing), ``scale`` and ``mask``;
+    with references also ``residual_rms`` and ``lcf_fraction`` (from the NNLS fit of the same
+    pass), and with two references ``fraction`` (NaN where there is no crossing).
     """
-    Y, energy, coords = _prepare_stack(stack, energy)
-    Y, bad = _apply_nan_policy(Y, nan_policy)
-    A, names = (None, None) if references is None else _prepare_references(references, energy)
-    if e0 is None:  # as the engine: from the references' mean, else from the data's mean
-        mean = A.mean(axis=1) if A is not None else Y.reshape(Y.shape[0], -1).mean(axis=1)
-        e0 = float(find_e0(energy, mean))
-    nr = normalize_spectra(energy, Y, e0=e0, **norm_kwargs)
-    e50 = edge50_energy(energy, nr.norm, level)
-    e50 = np.where(bad, np.nan, e50)
-    dims = _spatial_dims(Y.ndim - 1)
-    attrs = {"e0": float(e0), "level": float(level)}
-    if A is None or A.shape[1] != 2:
-        # the Edge-50 energy is a map of its own; it reads as fractions only for two states
-        ds = xr.Dataset(
-            {"edge50": (dims, e50.astype(np.float32))},
-            coords={d: coords[d] for d in dims if d in coords},
-        )
-        ds.attrs.update(method="edge50", version=__version__, **attrs)
-        if A is not None:
-            ds.attrs["note"] = (
-                f"no fractions: Edge-50 reads fractions only for two references, "
-                f"got {A.shape[1]}; use lcf or rum-tv for more states"
-            )
-    else:
-        ref_norm = normalize_spectra(energy, A, e0=e0, **norm_kwargs).norm
-        e_refs = edge50_energy(energy, ref_norm, level)
-        if not np.all(np.isfinite(e_refs)) or abs(e_refs[1] - e_refs[0]) < 1e-9:
-            raise ValueError("the references' Edge-50 energies are undefined or equal")
-        X = fraction_from_edge50(e50, e_refs)
-        X = np.where(np.isfinite(X), X, 0.5)
-        # scale, residual and mask as the engine: from the unconstrained LCF of the same pass
-        T = Y.shape[0]
-        Yf = Y.reshape(T, -1)
-        AtA, AtY = A.T @ A, A.T @ Yf
-        M = lstsq_coefficients(AtA, AtY)
-        s = M.sum(axis=0).reshape(Y.shape[1:])
-        c = robust_scale(nnls_coefficients(AtA, AtY).sum(axis=0))
-        ds = _dataset(
-            "edge50",
-            X,
-            s,
-            _residual_rms(Y, A, M),
-            names,
-            energy,
-            coords,
-            bad | ~np.isfinite(e50),
-            {**attrs, "edge50_references": [float(v) for v in e_refs]},
-            c,
-            references=A,
-        )
-        ds["edge50"] = (dims, e50.astype(np.float32))
-    ds["edge50"].attrs.update(units="eV", description=f"energy of the first {level} crossing")
-    return ds
+    return _run(
+        "edge50",
+        stack,
+        references,
+        energy=energy,
+        nan_policy=nan_policy,
+        baseline="none",
+        energy_range=energy_range,
+        e0=e0,
+        level=level,
+        norm_kwargs=norm_kwargs,
+    )
 
 
 def unmix(
-    stack,
-    references,
+    stack: Any,
+    references: Any,
     *,
     method: str = "rum-tv",
-    energy=None,
-    nan_policy: str = "raise",
-    baseline: str = "pre-edge",
-    state_dtype=np.float64,
-    **params,
+    energy: npt.ArrayLike | None = None,
+    nan_policy: str = DEFAULT_NAN_POLICY,
+    baseline: str = DEFAULT_BASELINE,
+    energy_range: tuple[float, float] | None = None,
+    state_dtype: npt.DTypeLike = np.float64,
+    **params: Any,
 ) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
 
     Solves ``min_{X,s} ½||Y - A X diag(s)||² + λ Σ_j Φ(x_j)`` s.t. X >= 0, 1ᵀX = 1, s >= 0
-    (paper eq. 5) by ADMM (Algorithm 1; DESIGN.md §3), initialized from NNLS-LCF.
+    (paper eq. 5) by ADMM (Algorithm 1; docs/design.md, "ADMM"), initialized from NNLS-LCF.
 
     Parameters
     ----------
-    stack, references, energy, nan_policy, baseline
+    stack, references, energy, nan_policy, baseline, energy_range
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
-        Precision of the ADMM state between iterations (float32 matches the Dask path).
+        Precision of the ADMM state between iterations (float32 matches the engine).
     **params
         :class:`bigxanes.rum.RumParams` fields: ``lam`` ("auto" or a number), ``lam_factor``,
         ``rho``, ``gamma``, ``max_iter``, ``tol``, ``tv_sweeps``, ``denoiser``
-        ("tv" | "bm3d" | "bm4d"), ``rho_adapt``.
+        ("tv" | "bm3d" | "bm4d"), ``rho_adapt``; for "lcf" ``variant``, for "edge50" the
+        keywords of :func:`edge50`.
 
     Returns
     -------
     xr.Dataset with ``fraction`` (component, ...), ``scale``, ``residual_rms``, ``mask``,
     ``lcf_fraction`` (the NNLS initialization) and attrs: method, params, lam, data scale,
-    noise level, iterations and ``history`` (JSON: per-iteration primal and dual residuals,
-    objective, ρ).
+    noise level ``noise_sigma`` (stack units), iterations and ``history`` (JSON:
+    per-iteration primal and dual residuals, objective, ρ).
     """
+    kw = dict(energy=energy, nan_policy=nan_policy, energy_range=energy_range)
     if method == "lcf":
-        return lcf(
-            stack, references, energy=energy, nan_policy=nan_policy, baseline=baseline, **params
-        )
+        return lcf(stack, references, baseline=baseline, **kw, **params)
     if method == "edge50":
-        return edge50(stack, references, energy=energy, nan_policy=nan_policy, **params)
+        return edge50(stack, references, **kw, **params)
     p = RumParams(method=method, **params)
-    Y, energy, coords = _prepare_stack(stack, energy)
-    A, names = _prepare_references(references, energy)
-    Y, bad = _apply_nan_policy(Y, nan_policy)
-    Y, A, battrs = _remove_baseline(Y, A, energy, baseline)
-    X, s, M, history, init = unmix_rum_array(Y, A, p, state_dtype=state_dtype)
-    attrs = {
-        "params": json.dumps(p.as_dict()),
-        "lam": init.lam,
-        "noise_sigma": float(np.sqrt(init.noise_var) * init.scale),
-        "n_iterations": len(history.iteration),
-        "history": json.dumps(history.as_dict()),
-        **battrs,
-    }
-    ds = _dataset(
-        method,
-        X,
-        s,
-        _residual_rms(Y, A, M),
-        names,
-        energy,
-        coords,
-        bad,
-        attrs,
-        init.scale,
-        references=A,
+    return _run(
+        method, stack, references, baseline=baseline, params=p, state_dtype=state_dtype, **kw
     )
-    T, L = A.shape
-    M0 = nnls_coefficients(A.T @ A, A.T @ Y.reshape(T, -1))
-    X0, _ = fractions_from_coefficients(M0)
-    ds["lcf_fraction"] = (
-        ("component",) + _spatial_dims(s.ndim),
-        X0.reshape((L,) + s.shape).astype(np.float32),
-    )
-    return ds
 
 
 def history_of(ds: xr.Dataset) -> dict:

@@ -26,9 +26,35 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .kernels.admm import RESIDUALS, StateLayout, admm_iteration, initial_state
+from .kernels.admm import RESIDUALS, StateLayout, admm_iteration
 from .kernels.denoisers import DEFAULT_HALO, DENOISERS
-from .kernels.lcf import nnls_coefficients
+from .kernels.maps import final_maps
+from .kernels.moments import gram
+from .kernels.pass1 import Pass1Layout, pass1_block, state_from_pass1
+from .kernels.stats import (
+    auto_lambda,
+    noise_variance,
+    reference_contrast,
+    robust_scale,
+    scale_from_histogram,
+)
+
+__all__ = [
+    "METHODS",
+    "RumParams",
+    "History",
+    "Initialization",
+    "final_maps",
+    "next_rho",
+    "noise_variance",
+    "reference_contrast",
+    "resolve_lambda",
+    "robust_scale",
+    "run_admm",
+    "scale_from_histogram",
+    "solve_rum",
+    "unmix_rum_array",
+]
 
 METHODS = ("rum-tv", "rum-pnp")
 
@@ -66,7 +92,7 @@ class RumParams:
     tol : float
         Stop when the relative primal and dual residuals both fall below ``tol``.
     tv_sweeps : int
-        Jacobi sweeps per TV X-step (DESIGN.md §3 step 1).
+        Jacobi sweeps per TV X-step (docs/design.md, "ADMM", step 1).
     denoiser : {"tv", "bm3d", "bm4d"}
         PnP denoiser.
     denoiser_halo : int or None
@@ -166,41 +192,6 @@ class History:
         return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
-def robust_scale(s0: np.ndarray, quantile: float = 0.99, bins: int = 4096) -> float:
-    """Data scale ``c``: the ``quantile`` of the LCF scale map, from a fixed-bin histogram.
-
-    A histogram on ``[0, max s0]`` with ``bins`` bins gives the same number for the whole array
-    and for the sum of per-chunk histograms (the Dask path), unlike a sort-based percentile.
-    Returns 1.0 for an image without material.
-    """
-    s0 = np.asarray(s0, dtype=np.float64).ravel()
-    smax = float(s0.max(initial=0.0))
-    if not smax > 0:
-        return 1.0
-    hist, edges = np.histogram(s0, bins=bins, range=(0.0, smax))
-    return scale_from_histogram(hist, edges)
-
-
-def scale_from_histogram(hist: np.ndarray, edges: np.ndarray, quantile: float = 0.99) -> float:
-    """Upper edge of the histogram bin where the cumulative count reaches ``quantile``."""
-    cdf = np.cumsum(hist) / max(hist.sum(), 1)
-    i = int(np.searchsorted(cdf, quantile))
-    return float(edges[min(i + 1, len(edges) - 1)])
-
-
-def reference_contrast(A: np.ndarray) -> float:
-    """Contrast of the references: the smallest distance ``min_{i<j} ||a_i - a_j||₂``.
-
-    The two closest references are the hardest to tell apart; the fraction noise of a pixel
-    with scale 1 is about ``σ / contrast``.
-    """
-    A = np.asarray(A, dtype=np.float64)
-    L = A.shape[1]
-    if L < 2:
-        return float(np.linalg.norm(A[:, 0]))
-    return float(min(np.linalg.norm(A[:, i] - A[:, j]) for i in range(L) for j in range(i + 1, L)))
-
-
 def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: float) -> float:
     """λ on the scaled stack: the given number, or for "auto" ``lam_factor · σ̂ · δ``.
 
@@ -213,7 +204,7 @@ def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: fl
     if params.lam != "auto":
         return float(params.lam)
     sigma = params.noise_sigma / scale if params.noise_sigma is not None else math.sqrt(noise_var)
-    return float(params.lam_factor * sigma * reference_contrast(A))
+    return auto_lambda(params.lam_factor, sigma, A)
 
 
 def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
@@ -311,12 +302,55 @@ class Initialization:
     AtA: np.ndarray  # AᵀA (references are not scaled; the data are)
 
 
-def noise_variance(
-    sum_sq_residual: float, n_pixels: int, n_energies: int, n_components: int, scale: float
-) -> float:
-    """σ̂² of the scaled data from the NNLS residual: ``Σ|y - A m0|² / (N (T - L) c²)``."""
-    dof = max(n_pixels * (n_energies - n_components), 1)
-    return float(sum_sq_residual) / dof / (scale * scale)
+def solve_rum(
+    P: np.ndarray,
+    p1: Pass1Layout,
+    A: np.ndarray,
+    params: RumParams,
+    scale: float,
+    resid_sum: float,
+    *,
+    state_dtype=np.float64,
+) -> tuple[np.ndarray, History, Initialization]:
+    """RUM on one block holding the whole image: the in-memory executor of the iterations.
+
+    Starts from the pass-1 channels ``P`` (:func:`~bigxanes.kernels.pass1.pass1_block`) with
+    data scale ``scale`` and summed NNLS residual ``resid_sum`` (the engine derives both from
+    the same channels block by block), resolves λ, builds the initial state
+    (:func:`~bigxanes.kernels.pass1.state_from_pass1`) and drives
+    :func:`~bigxanes.kernels.admm.admm_iteration` with :func:`run_admm`.
+
+    Returns
+    -------
+    S : final state (n_channels, *spatial), history, init.
+    """
+    T, L = A.shape
+    spatial = P.shape[1:]
+    N = int(np.prod(spatial))
+    layout = StateLayout(L, len(spatial), params.reg)
+    AtA = gram(A)
+    nv = noise_variance(resid_sum, N, T, L, scale)
+    lam = resolve_lambda(params, nv, A, scale)
+    init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)
+    n = layout.n_channels
+    state = [state_from_pass1(P, p1=p1, layout=layout, scale=scale, dtype=state_dtype)]
+
+    def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
+        out = admm_iteration(
+            state[0],
+            layout=layout,
+            AtA=AtA,
+            lam=lam,
+            rho=rho,
+            rho_next=rho_next,
+            tv_sweeps=params.tv_sweeps,
+            denoiser=params.denoiser,
+        )
+        state[0] = out[:n].astype(state_dtype, copy=False)
+        return {name: float(out[n + i].sum()) for i, name in enumerate(RESIDUALS)}
+
+    history = run_admm(step, params, lam, N, L)
+    return state[0], history, init
 
 
 def unmix_rum_array(
@@ -326,7 +360,10 @@ def unmix_rum_array(
     *,
     state_dtype=np.float64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, History, Initialization]:
-    """Robust unmixing of an in-memory stack.
+    """Robust unmixing of an in-memory stack (finite, baseline already removed).
+
+    Pass 1 on the whole stack as one block, the data scale from its channels, then
+    :func:`solve_rum` and :func:`~bigxanes.kernels.maps.final_maps`.
 
     Parameters
     ----------
@@ -336,66 +373,20 @@ def unmix_rum_array(
         References on the stack's energies.
     params : RumParams
     state_dtype : dtype
-        Precision the state is kept in between iterations (the Dask path stores float32).
+        Precision the state is kept in between iterations (the engine stores float32).
 
     Returns
     -------
     X : (L, *spatial) fractions (non-negative, summing to one), s : (*spatial) scale,
     M : (L, *spatial) coefficients ``X s``, history, init.
     """
-    T = Y.shape[0]
-    spatial = Y.shape[1:]
-    L = A.shape[1]
-    layout = StateLayout(L, len(spatial), params.reg)
-    Yf = Y.reshape(T, -1).astype(np.float64, copy=False)
-    AtA = A.T @ A
-    aty = A.T @ Yf
-    yty = np.einsum("tn,tn->n", Yf, Yf)
-    M0 = nnls_coefficients(AtA, aty)
-    resid0 = yty - 2 * np.sum(M0 * aty, 0) + np.sum(M0 * (AtA @ M0), 0)
-    c = robust_scale(M0.sum(axis=0))
-    nv = noise_variance(float(np.maximum(resid0, 0).sum()), Yf.shape[1], T, L, c)
-    lam = resolve_lambda(params, nv, A, c)
-    init = Initialization(scale=c, noise_var=nv, lam=lam, AtA=AtA)
-    S = initial_state(
-        (aty / c).reshape((L,) + spatial),
-        (yty / (c * c)).reshape(spatial),
-        (M0 / c).reshape((L,) + spatial),
-        layout,
-        dtype=state_dtype,
+    from .kernels.pass1 import pass1_statistics
+
+    p1 = Pass1Layout(A.shape[1])
+    P = pass1_block(Y, layout=p1, A=A, energy=np.arange(Y.shape[0], dtype=np.float64))
+    stats = pass1_statistics(P, p1)
+    S, history, init = solve_rum(
+        P, p1, A, params, stats["scale"], stats["resid_sum"], state_dtype=state_dtype
     )
-    n = layout.n_channels
-    holder = {"S": S}
-
-    def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        out = admm_iteration(
-            holder["S"],
-            layout=layout,
-            AtA=AtA,
-            lam=lam,
-            rho=rho,
-            rho_next=rho_next,
-            tv_sweeps=params.tv_sweeps,
-            denoiser=params.denoiser,
-        )
-        holder["S"] = out[:n].astype(state_dtype, copy=False)
-        return {name: float(out[n + i].sum()) for i, name in enumerate(RESIDUALS)}
-
-    history = run_admm(step, params, lam, Yf.shape[1], L)
-    X, s, M = final_maps(holder["S"], layout, c)
+    X, s, M = final_maps(S, StateLayout(A.shape[1], Y.ndim - 1, params.reg), init.scale)
     return X, s, M, history, init
-
-
-def final_maps(S: np.ndarray, layout: StateLayout, scale: float):
-    """Fractions, scale and coefficients from a state block.
-
-    Fractions are the projected split variable W (non-negative), renormalized to sum to one
-    (uniform where W is all zero); the scale is t (non-negative) times the data scale ``c``.
-    """
-    sl = layout.slices
-    W = np.asarray(S[sl["W"]], dtype=np.float64)
-    t = np.asarray(S[sl["t"]][0], dtype=np.float64) * scale
-    tot = W.sum(axis=0)
-    ok = tot > 1e-12
-    X = np.where(ok, W / np.where(ok, tot, 1.0), 1.0 / layout.n_components)
-    return X, t, X * t

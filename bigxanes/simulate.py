@@ -1,6 +1,6 @@
 """Simulated TXM-XANES stacks with ground truth.
 
-Model (paper eq. 1, docs/DESIGN.md section 2): ``Y = A X diag(s) + R`` with ``A`` (T, L)
+Model (paper eq. 1, docs/design.md, "Model"): ``Y = A X diag(s) + R`` with ``A`` (T, L)
 references, ``X`` (L, N) fractions on the simplex, ``s`` (N,) scale. The clean stack is one
 matrix product ``A @ (X * s)`` of a (T, L) and an (L, N) matrix.
 

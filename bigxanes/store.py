@@ -188,7 +188,7 @@ def write_dataset(
     is set last, then the directory is renamed to ``PATH``. With ``overwrite`` an existing
     ``PATH`` is moved aside, replaced, then deleted. Dask-backed variables are streamed chunk
     by chunk (never loaded whole); note that ``to_zarr`` may take a cluster-wide lock
-    (DESIGN.md), acceptable for one-off imports.
+    (docs/design.md, "Measured pitfalls"), acceptable for one-off imports.
 
     Parameters
     ----------

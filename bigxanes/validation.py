@@ -37,8 +37,9 @@ def check_stack(stack: np.ndarray) -> None:
     bad = ~np.isfinite(stack)
     if bad.any():
         pix = np.argwhere(bad.any(axis=0))
+        first = tuple(int(i) for i in pix[0])
         raise ValueError(
-            f"stack contains NaN or Inf in {len(pix)} pixel(s) (first at {tuple(pix[0])}); "
+            f"stack contains NaN or Inf in {len(pix)} pixel(s) (first at {first}); "
             "mask them with nan_policy='mask' or clean the data"
         )
 
@@ -70,11 +71,3 @@ def check_references(references: np.ndarray, n_energies: int) -> np.ndarray:
             "the others; remove the duplicate or combined reference"
         )
     return A
-
-
-def check_positive(name: str, value: float) -> float:
-    """A strictly positive finite number (noise sigma, λ, ρ, ...)."""
-    v = float(value)
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return v

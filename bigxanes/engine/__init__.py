@@ -1,4 +1,4 @@
-"""Out-of-core engine: Zarr stacks -> phase maps on Dask (DESIGN.md §4-5).
+"""Out-of-core engine: Zarr stacks -> phase maps on Dask (docs/design.md, "Both executors").
 
 Public entry points: :func:`unmix_store`, :func:`estimate_resources`, :func:`get_client`.
 """

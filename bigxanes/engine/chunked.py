@@ -1,198 +1,32 @@
-"""Chunk-wise execution helpers: the block functions run by ``map_blocks``/``map_overlap`` and
-the wrappers that build those graphs.
+"""Graph plumbing of the engine: the wrappers that run block functions over dask arrays
+(``map_blocks`` / ``map_overlap``) and over Zarr regions (one task per state block).
 
-Block functions call the pure NumPy kernels of :mod:`bigxanes.kernels` on one block; they must
+The block functions themselves are the pure NumPy kernels of :mod:`bigxanes.kernels`; they must
 be deterministic (a killed worker's tasks are re-run). ``map_blocks`` cannot return several
 arrays, so every block function returns ONE stacked float64 array ``(channels, *spatial)`` and
-the caller slices channels (DESIGN.md §4).
+the caller slices channels (docs/design.md, "Both executors").
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 
-from ..baseline import subtract_pre_edge
-from ..kernels.admm import StateLayout, admm_iteration, initial_state
-from ..kernels.edge50 import edge50_energy
-from ..kernels.layout import ChannelLayout
-from ..kernels.lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
-from ..normalize import normalize_spectra
+from ..kernels.admm import admm_iteration
 
 __all__ = [
-    "LCF_VARIANTS",
-    "Pass1Layout",
-    "pass1_block",
     "map_spatial_blocks",
     "map_spatial_overlap",
     "min_chunks",
-    "clean_block",
     "block_regions",
     "halo_window",
+    "admm_block",
     "admm_interior",
     "admm_zarr_block",
 ]
-
-#: LCF variants (``lcf_variant`` of :func:`bigxanes.engine.unmix_store`).
-LCF_VARIANTS = {
-    "nnls": nnls_coefficients,
-    "lstsq": lstsq_coefficients,
-    "sum-to-one": sum_to_one_coefficients,
-}
-
-
-@dataclass(frozen=True)
-class Pass1Layout(ChannelLayout):
-    """Channels of the single pass over the stack (everything that needs ``Y``).
-
-    ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
-    ``bad`` (1, 1 where the spectrum had NaN/Inf), optional ``lcf`` (L) + ``lcf_resid`` (1)
-    for a non-NNLS LCF variant, optional ``edge50`` (1, eV) + ``edge_step`` (1).
-    """
-
-    n_components: int
-    variant: str = "nnls"
-    edge50: bool = False
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        L = self.n_components
-        out = {"aty": L, "yty": 1, "M0": L, "resid0": 1, "bad": 1}
-        if self.variant != "nnls":
-            out.update(lcf=L, lcf_resid=1)
-        if self.edge50:
-            out.update(edge50=1, edge_step=1)
-        return out
-
-    def lcf_slices(self) -> tuple[slice, slice]:
-        """(coefficients, residual) channels of the requested LCF variant."""
-        sl = self.slices
-        if self.variant == "nnls":
-            return sl["M0"], sl["resid0"]
-        return sl["lcf"], sl["lcf_resid"]
-
-
-def clean_block(Y: np.ndarray, nan_policy: str = "mask") -> tuple[np.ndarray, np.ndarray]:
-    """Float64 copy of a stack block with non-finite spectra zeroed; and the bad-pixel map.
-
-    With ``nan_policy="mask"`` a spectrum holding any NaN/Inf is set to 0 (so s = 0 and it does
-    not spread through the spatial steps); with ``"raise"`` a ValueError is raised.
-    """
-    Y = np.asarray(Y, dtype=np.float64)
-    bad = ~np.isfinite(Y).all(axis=0)
-    if bad.any():
-        if nan_policy != "mask":
-            raise ValueError(
-                f"the stack holds {int(bad.sum())} spectra with NaN/Inf in this block; "
-                "pass nan_policy='mask' to exclude them"
-            )
-        Y = Y.copy()
-        Y[:, bad] = 0.0
-    return Y, bad
-
-
-def _resid(yty, aty, M, AtA):
-    return yty - 2.0 * np.sum(M * aty, axis=0) + np.sum(M * (AtA @ M), axis=0)
-
-
-def pass1_block(
-    Y: np.ndarray,
-    *,
-    layout: Pass1Layout,
-    A: np.ndarray | None,
-    energy: np.ndarray,
-    e0: float | None = None,
-    nan_policy: str = "mask",
-    baseline: np.ndarray | None = None,
-) -> np.ndarray:
-    """The one pass over a stack block ``(T, *spatial)``: see :class:`Pass1Layout`.
-
-    Same arithmetic as the in-memory path (:func:`bigxanes.rum.unmix_rum_array`): ``AᵀY`` and
-    ``yᵀy`` in float64, exact batched NNLS. ``baseline``: boolean mask of the pre-edge energies;
-    each spectrum's mean over them is subtracted first
-    (:func:`bigxanes.baseline.subtract_pre_edge`, here inside the block task: as a separate
-    dask step it cost more than the rest of pass 1); ``A`` must already be corrected alike.
-    """
-    T = Y.shape[0]
-    spatial = Y.shape[1:]
-    out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)
-    sl = layout.slices
-    flat = out.reshape(layout.n_channels, -1)
-    if layout.edge50:  # normalization needs the whole float64 block
-        if baseline is not None:  # in the stack's dtype, as the in-memory path
-            with np.errstate(invalid="ignore"):  # Inf - Inf: a bad spectrum, zeroed next
-                Y = subtract_pre_edge(Y, baseline)
-        Yc, bad = clean_block(Y, nan_policy)
-        bad = bad.reshape(-1)
-        if A is not None:
-            Yf = Yc.reshape(T, -1)
-            aty, yty = A.T @ Yf, np.einsum("tn,tn->n", Yf, Yf)
-    elif A is not None:
-        aty, yty, bad = _moments(np.asarray(Y).reshape(T, -1), A, baseline, nan_policy)
-    else:
-        bad = ~np.isfinite(np.asarray(Y)).all(axis=0).reshape(-1)
-    flat[sl["bad"]] = bad.reshape(1, -1)
-    if A is not None:
-        AtA = A.T @ A
-        M0 = nnls_coefficients(AtA, aty)
-        flat[sl["aty"]] = aty
-        flat[sl["yty"]] = yty
-        flat[sl["M0"]] = M0
-        flat[sl["resid0"]] = _resid(yty, aty, M0, AtA)
-        if layout.variant != "nnls":
-            M = LCF_VARIANTS[layout.variant](AtA, aty)
-            flat[sl["lcf"]] = M
-            flat[sl["lcf_resid"]] = _resid(yty, aty, M, AtA)
-    if layout.edge50:
-        nr = normalize_spectra(energy, Yc, e0=e0)
-        flat[sl["edge50"]] = edge50_energy(energy, nr.norm).reshape(1, -1)
-        flat[sl["edge_step"]] = np.asarray(nr.edge_step).reshape(1, -1)
-    return out
-
-
-#: Pixels per slab of :func:`_moments`: 100 energies x 1024 px x 8 B = 0.8 MB, so a slab's
-#: float64 copy stays in a core's L2 cache while ``AᵀY`` and ``yᵀy`` read it (measured on a
-#: 256² tile: 6.9 ms against 11.7 ms for whole-block conversion; 4096 px: 6.0, 256 px: 7.0).
-SLAB_PIXELS = 1024
-
-
-def _moments(
-    Yf: np.ndarray, A: np.ndarray, baseline: np.ndarray | None, nan_policy: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``AᵀY``, ``yᵀy`` (float64) and the bad-spectrum mask of ``Yf`` ``(T, N)``, slab by slab.
-
-    Each slab gets the pre-edge baseline in the stack's dtype (as the in-memory path), then a
-    float64 copy. A spectrum holding NaN/Inf has a non-finite ``yᵀy`` (squares of float32
-    values cannot overflow float64), so no separate finiteness pass is needed; such spectra
-    get zero moments, as if zeroed (:func:`clean_block`), or raise with ``"raise"``.
-    """
-    N = Yf.shape[1]
-    At = np.ascontiguousarray(A.T)
-    aty = np.empty((A.shape[1], N))
-    yty = np.empty(N)
-    for a in range(0, N, SLAB_PIXELS):
-        ys = Yf[:, a : a + SLAB_PIXELS]
-        if baseline is not None:
-            with np.errstate(invalid="ignore"):
-                ys = subtract_pre_edge(ys, baseline)
-        ys = ys.astype(np.float64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            aty[:, a : a + SLAB_PIXELS] = At @ ys
-            yty[a : a + SLAB_PIXELS] = np.einsum("tn,tn->n", ys, ys)
-    bad = ~np.isfinite(yty)
-    if bad.any():
-        if nan_policy != "mask":
-            raise ValueError(
-                f"the stack holds {int(bad.sum())} spectra with NaN/Inf in this block; "
-                "pass nan_policy='mask' to exclude them"
-            )
-        aty[:, bad] = 0.0
-        yty[bad] = 0.0
-    return aty, yty, bad
 
 
 def min_chunks(chunks: Sequence[int], shape: Sequence[int], depth: int) -> tuple[int, ...]:
@@ -255,17 +89,6 @@ def map_spatial_overlap(
         **kwargs,
     )
     return da.overlap.trim_internal(y, dep, boundary=bnd)
-
-
-def init_state_block(
-    P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float, dtype=np.float32
-) -> np.ndarray:
-    """Initial ADMM state of a block from its pass-1 channels (needs a 1-pixel halo for TV)."""
-    sl = p1.slices
-    c = float(scale)
-    return initial_state(
-        P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout, dtype=dtype
-    ).astype(np.float64)
 
 
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Dask schedulers for the engine: a LocalCluster sized to the machine, an existing cluster, or
-the threaded scheduler for small inputs (DESIGN.md §4)."""
+the threaded scheduler for small inputs (docs/design.md, "Measured pitfalls")."""
 
 from __future__ import annotations
 

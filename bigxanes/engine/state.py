@@ -1,5 +1,5 @@
 """The engine's working directory: the pass-1 array and the double-buffered ADMM state in a
-Zarr group, with commit records for resuming (DESIGN.md §4).
+Zarr group, with commit records for resuming (docs/design.md, "State modes and state blocks").
 
 Layout of ``OUT.work`` (a Zarr v3 group next to the output ``OUT``)::
 
@@ -35,7 +35,7 @@ BUFFERS = ("state_a", "state_b")
 def _compressors():
     from zarr.codecs import BloscCodec
 
-    # lz4 state: ~2x faster than zstd here (DESIGN.md §4); the state is scratch.
+    # lz4 state: ~2x faster than zstd (docs/design.md, "Measured pitfalls"); the state is scratch.
     return (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),)
 
 

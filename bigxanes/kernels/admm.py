@@ -1,7 +1,7 @@
 """One ADMM iteration of robust unmixing (RUM-TV / RUM-PnP) on a block of pixel state.
 
 Implements Algorithm 1 of Wang et al., "Robust retrieval of material chemical states in X-ray
-microspectroscopy", Opt. Express 2023, in scaled form, as written out in DESIGN.md §3:
+microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/design.md, "ADMM":
 
 1. X-step. TV: ``(s² + 1 - Δ) X = (M - C) s + ∇ᵀ(U - D) + W - E`` (warm-started Jacobi sweeps);
    PnP: ``X = ((M - C) s + (U - D) + W - E) / (s² + 2)``.
@@ -16,7 +16,8 @@ microspectroscopy", Opt. Express 2023, in scaled form, as written out in DESIGN.
 The whole state of a block is one array ``(channels, *spatial)`` whose channel layout is given
 by :class:`StateLayout`; the iteration returns the new state with extra per-pixel *residual*
 channels appended (squared residual contributions, summed over the image by the caller).
-The kernel is exact on any block whose halo is at least :func:`halo_depth` deep.
+The kernel is exact on any block whose halo is at least ``RumParams.halo`` deep
+(:attr:`bigxanes.rum.RumParams.halo`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 
 from .denoisers import denoise_maps
 from .layout import ChannelLayout
+from .lcf import fractions_from_coefficients
+from .moments import residual_sq
 from .stencils import gradient, gradient_adjoint, isotropic_shrink, jacobi_screened_poisson, tv_norm
 
 RESIDUALS = ("r_scale", "r_simplex", "r_positive", "r_reg", "dual", "data", "reg")
@@ -73,15 +76,6 @@ class StateLayout(ChannelLayout):
         return self.n_channels + len(RESIDUALS)
 
 
-def halo_depth(method: str, tv_sweeps: int, denoiser_halo: int) -> int:
-    """Halo a block needs for :func:`admm_iteration` to be exact in its interior.
-
-    TV: ∇ᵀ in the right-hand side and each Jacobi sweep reach one pixel, ∇X one more:
-    ``tv_sweeps + 2``. PnP: the denoiser's footprint.
-    """
-    return tv_sweeps + 2 if method == "tv" else denoiser_halo
-
-
 def _reg_view(v: np.ndarray, layout: StateLayout) -> np.ndarray:
     if layout.method == "tv":
         return v.reshape((layout.ndim, layout.n_components) + v.shape[1:])
@@ -91,17 +85,14 @@ def _reg_view(v: np.ndarray, layout: StateLayout) -> np.ndarray:
 def initial_state(
     aty: np.ndarray, yty: np.ndarray, M0: np.ndarray, layout: StateLayout, dtype=np.float64
 ) -> np.ndarray:
-    """Initial ADMM state from the LCF (NNLS) solution ``M0`` (DESIGN.md §3, Init).
+    """Initial ADMM state from the LCF (NNLS) solution ``M0`` (docs/design.md, "ADMM", Init).
 
     ``s0 = Σ_j M0_j``, ``X0 = M0 / s0`` (uniform where s0 ~ 0), ``W = X0``, ``t = s0``, duals 0,
     ``U = ∇X0`` (TV) or ``X0`` (PnP). Arrays are (channels, *spatial).
     """
-    L = layout.n_components
     sl = layout.slices
     S = np.zeros((layout.n_channels,) + M0.shape[1:], dtype=dtype)
-    s0 = M0.sum(axis=0)
-    ok = s0 > 1e-12
-    X0 = np.where(ok, M0 / np.where(ok, s0, 1.0), 1.0 / L)
+    X0, s0 = fractions_from_coefficients(M0)
     S[sl["aty"]] = aty
     S[sl["yty"]] = yty
     S[sl["X"]] = X0
@@ -140,7 +131,7 @@ def admm_iteration(
         Regularization weight λ and penalty ρ of this iteration.
     rho_next : float
         ρ of the next iteration (``γρ`` for PnP, ``ρ`` for TV); the scaled duals are rescaled
-        by ``rho / rho_next`` (DESIGN.md §3 step 6).
+        by ``rho / rho_next`` (docs/design.md, "ADMM", step 6).
     tv_sweeps : int
         Jacobi sweeps of the TV X-step.
     denoiser : str
@@ -223,7 +214,6 @@ def admm_iteration(
     out[r + 3] = np.sum(reg_res * reg_res, axis=reg_axes)
     dM = M - M_prev
     out[r + 4] = rho * rho * np.sum(dM * dM, axis=0)
-    AtAM = np.tensordot(AtA, M, axes=1)
-    out[r + 5] = yty - 2.0 * np.sum(M * aty, axis=0) + np.sum(M * AtAM, axis=0)
+    out[r + 5] = residual_sq(yty, aty, M, AtA)
     out[r + 6] = tv_norm(X, nd) if layout.method == "tv" else 0.0
     return out

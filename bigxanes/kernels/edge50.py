@@ -47,3 +47,26 @@ def fraction_from_edge50(e50: np.ndarray, e50_refs: np.ndarray) -> np.ndarray:
     e1, e2 = float(e50_refs[0]), float(e50_refs[1])
     x2 = np.clip((e50 - e1) / (e2 - e1), 0.0, 1.0)
     return np.stack([1.0 - x2, x2])
+
+
+def edge50_reference_energies(
+    energy: np.ndarray,
+    references: np.ndarray,
+    e0: float,
+    level: float = 0.5,
+    norm_kwargs: dict | None = None,
+) -> np.ndarray:
+    """Edge-50 energies of the references, normalized like the data (same e0 and options).
+
+    Raises ValueError when they are undefined or equal (the map cannot be read as fractions).
+    """
+    from .normalize import normalize_spectra
+
+    norm = normalize_spectra(energy, references, e0=e0, **(norm_kwargs or {})).norm
+    e_refs = edge50_energy(energy, norm, level)
+    if not np.all(np.isfinite(e_refs)) or abs(float(e_refs[-1] - e_refs[0])) < 1e-9:
+        raise ValueError(
+            "the references' Edge-50 energies are undefined or equal: Edge-50 cannot tell them "
+            "apart; use --method lcf or rum-tv"
+        )
+    return e_refs

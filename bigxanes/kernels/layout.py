@@ -1,7 +1,7 @@
 """Named channel layouts: many per-pixel quantities stacked in one array ``(channels, ...)``.
 
 ``map_blocks`` returns one array per call, so each block function stacks its outputs along a
-channel axis; a layout names the channel ranges (DESIGN.md §4).
+channel axis; a layout names the channel ranges (docs/design.md, "Both executors").
 """
 
 from __future__ import annotations

@@ -129,18 +129,29 @@ def sum_to_one_coefficients(AtA: np.ndarray, AtY: np.ndarray, tol: float = 1e-10
     return best
 
 
-def fractions_from_coefficients(M: np.ndarray, eps: float = 1e-12):
-    """Split coefficients ``M = X diag(s)`` into fractions X (columns sum to one) and scale s.
+#: ``1ᵀM`` at or below this is "no material": the fractions there are uniform (1/L).
+FRACTION_EPS = 1e-12
 
-    ``s = 1ᵀM``; where ``s <= eps`` (no material) X is uniform 1/L.
+
+def fractions_from_coefficients(
+    M: np.ndarray, eps: float = FRACTION_EPS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split coefficients ``M = X diag(s)`` into fractions X (summing to one) and scale s.
+
+    ``s = 1ᵀM``; where ``s <= eps`` (no material) X is uniform 1/L. The one coefficients ->
+    fractions rule of the package (LCF maps, the ADMM start, the RUM output maps).
+
+    Parameters
+    ----------
+    M : (L, *spatial) ndarray
 
     Returns
     -------
-    X : (L, N) ndarray
-    s : (N,) ndarray
+    X : (L, *spatial) ndarray
+    s : (*spatial) ndarray
     """
+    M = np.asarray(M)
     s = M.sum(axis=0)
     ok = s > eps
-    X = np.full_like(M, 1.0 / M.shape[0])
-    X[:, ok] = M[:, ok] / s[ok]
+    X = np.where(ok, M / np.where(ok, s, 1.0), 1.0 / M.shape[0])
     return X, s

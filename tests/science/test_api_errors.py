@@ -22,13 +22,24 @@ def test_energy_count_differs(sim):
 def test_nonfinite_stack(sim, bad):
     Y = sim.stack.copy()
     Y[3, 2, 5] = bad
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        api.unmix(Y, sim.references, energy=sim.energy, method="rum-tv", max_iter=2)
-    # masked instead of raised on request, and the input is not modified
-    ds = api.lcf(Y, sim.references, energy=sim.energy, nan_policy="mask")
-    assert not ds["mask"].values[2, 5]
-    assert ds.attrs["n_nonfinite"] == 1
+    with pytest.raises(ValueError, match=r"NaN or Inf in 1 pixel\(s\) \(first at \(2, 5\)\)"):
+        api.unmix(
+            Y, sim.references, energy=sim.energy, method="rum-tv", max_iter=2, nan_policy="raise"
+        )
+    # masked by default (as the engine and the CLI), and the input is not modified
+    for ds in (
+        api.lcf(Y, sim.references, energy=sim.energy),
+        api.unmix(Y, sim.references, energy=sim.energy, method="rum-tv", max_iter=2),
+    ):
+        assert not ds["mask"].values[2, 5]
+        assert ds.attrs["n_nonfinite"] == 1 and ds.attrs["nan_policy"] == "mask"
+        assert np.all(np.isfinite(ds["fraction"].values))
     assert not np.isfinite(Y[3, 2, 5])
+
+
+def test_unknown_nan_policy(sim):
+    with pytest.raises(ValueError, match="nan_policy must be one of 'mask', 'raise'"):
+        api.lcf(sim.stack, sim.references, energy=sim.energy, nan_policy="drop")
 
 
 def test_nonfinite_references(sim):

@@ -88,7 +88,7 @@ def test_rum_beats_lcf_more_states(L, method):
 
 
 def test_dual_rescaling_when_rho_grows():
-    # DESIGN.md §3 step 6: scaled duals are multiplied by rho_old / rho_new
+    # docs/design.md, "ADMM", step 6: scaled duals are multiplied by rho_old / rho_new
     from bigxanes.kernels.admm import StateLayout, admm_iteration, initial_state
     from bigxanes.kernels.lcf import nnls_coefficients
 

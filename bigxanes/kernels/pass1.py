@@ -1,0 +1,165 @@
+"""Pass 1: the one read of the stack, per block (docs/design.md, "Pass 1").
+
+Everything that needs the spectra ``Y`` is computed here, into one stacked array whose channels
+are named by :class:`Pass1Layout`: ``AᵀY``, ``yᵀy``, the NNLS start ``M0`` and its squared
+residual, the bad-spectrum map, optionally another LCF variant and Edge-50. The in-memory API
+calls :func:`pass1_block` once on the whole stack; the engine maps it over tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .admm import StateLayout, initial_state
+from .baseline import subtract_pre_edge
+from .edge50 import edge50_energy
+from .layout import ChannelLayout
+from .lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
+from .moments import block_moments, clean_block, gram, residual_sq
+from .normalize import normalize_spectra
+from .stats import HIST_BINS, data_scale, scale_histogram
+
+#: LCF solvers by variant name (``variant`` of ``bx.lcf``, ``lcf_variant`` of the engine).
+LCF_SOLVERS = {
+    "nnls": nnls_coefficients,
+    "lstsq": lstsq_coefficients,
+    "sum-to-one": sum_to_one_coefficients,
+}
+
+
+@dataclass(frozen=True)
+class Pass1Layout(ChannelLayout):
+    """Channels of the single pass over the stack (everything that needs ``Y``).
+
+    ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
+    ``bad`` (1, 1 where the spectrum had NaN/Inf), optional ``lcf`` (L) + ``lcf_resid`` (1)
+    for a non-NNLS LCF variant, optional ``edge50`` (1, eV) + ``edge_step`` (1).
+    """
+
+    n_components: int
+    variant: str = "nnls"
+    edge50: bool = False
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        L = self.n_components
+        out = {"aty": L, "yty": 1, "M0": L, "resid0": 1, "bad": 1}
+        if self.variant != "nnls":
+            out.update(lcf=L, lcf_resid=1)
+        if self.edge50:
+            out.update(edge50=1, edge_step=1)
+        return out
+
+    def lcf_slices(self) -> tuple[slice, slice]:
+        """(coefficients, residual) channels of the requested LCF variant."""
+        sl = self.slices
+        if self.variant == "nnls":
+            return sl["M0"], sl["resid0"]
+        return sl["lcf"], sl["lcf_resid"]
+
+
+def pass1_block(
+    Y: np.ndarray,
+    *,
+    layout: Pass1Layout,
+    A: np.ndarray | None,
+    energy: np.ndarray,
+    e0: float | None = None,
+    nan_policy: str = "mask",
+    baseline: np.ndarray | None = None,
+    level: float = 0.5,
+    norm_kwargs: dict | None = None,
+) -> np.ndarray:
+    """The one pass over a stack block ``(T, *spatial)``: see :class:`Pass1Layout`.
+
+    ``AᵀY`` and ``yᵀy`` in float64 (:func:`~bigxanes.kernels.moments.block_moments`), exact
+    batched NNLS, residuals by :func:`~bigxanes.kernels.moments.residual_sq`. ``baseline``:
+    boolean mask of the pre-edge energies; each spectrum's mean over them is subtracted first
+    (in the stack's dtype); ``A`` must already be corrected alike. Edge-50 (``layout.edge50``):
+    each finite spectrum is edge-step normalized with the given ``e0`` and ``norm_kwargs``
+    (:func:`~bigxanes.kernels.normalize.normalize_spectra`) and the first ``level`` crossing
+    found (:func:`~bigxanes.kernels.edge50.edge50_energy`).
+    """
+    T = Y.shape[0]
+    spatial = Y.shape[1:]
+    out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)
+    sl = layout.slices
+    flat = out.reshape(layout.n_channels, -1)
+    if layout.edge50:  # normalization needs the whole float64 block
+        if baseline is not None:
+            with np.errstate(invalid="ignore"):  # Inf - Inf: a bad spectrum, zeroed next
+                Y = subtract_pre_edge(Y, baseline)
+        Yc, bad = clean_block(Y, nan_policy)
+        bad = bad.reshape(-1)
+        if A is not None:
+            Yf = Yc.reshape(T, -1)
+            aty, yty = A.T @ Yf, np.einsum("tn,tn->n", Yf, Yf)
+    elif A is not None:
+        aty, yty, bad = block_moments(np.asarray(Y).reshape(T, -1), A, baseline, nan_policy)
+    else:
+        bad = ~np.isfinite(np.asarray(Y)).all(axis=0).reshape(-1)
+    flat[sl["bad"]] = bad.reshape(1, -1)
+    if A is not None:
+        AtA = gram(A)
+        M0 = nnls_coefficients(AtA, aty)
+        flat[sl["aty"]] = aty
+        flat[sl["yty"]] = yty
+        flat[sl["M0"]] = M0
+        flat[sl["resid0"]] = residual_sq(yty, aty, M0, AtA)
+        if layout.variant != "nnls":
+            M = LCF_SOLVERS[layout.variant](AtA, aty)
+            flat[sl["lcf"]] = M
+            flat[sl["lcf_resid"]] = residual_sq(yty, aty, M, AtA)
+    if layout.edge50:
+        nr = normalize_spectra(energy, Yc, e0=e0, **(norm_kwargs or {}))
+        flat[sl["edge50"]] = edge50_energy(energy, nr.norm, level).reshape(1, -1)
+        flat[sl["edge_step"]] = np.asarray(nr.edge_step).reshape(1, -1)
+    return out
+
+
+def stats_block(P: np.ndarray, *, p1: Pass1Layout) -> np.ndarray:
+    """Sum of the clipped NNLS residuals, max of ``s0 = 1ᵀM0`` and the count of bad spectra of
+    a pass-1 block, shaped ``(3, 1, ...)`` (additive / max-able over blocks)."""
+    sl = p1.slices
+    out = np.zeros((3,) + (1,) * (P.ndim - 1), dtype=np.float64)
+    out[0] = np.maximum(P[sl["resid0"]], 0.0).sum()
+    out[1] = P[sl["M0"]].sum(axis=0).max() if P[sl["M0"]].size else 0.0
+    out[2] = P[sl["bad"]].sum()
+    return out
+
+
+def hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
+    """Histogram of ``s0 = 1ᵀM0`` of a pass-1 block (:func:`~.stats.scale_histogram`), shaped
+    ``(HIST_BINS, 1, ...)``."""
+    h = scale_histogram(P[p1.slices["M0"]].sum(axis=0), smax)
+    return h.reshape((HIST_BINS,) + (1,) * (P.ndim - 1))
+
+
+def state_from_pass1(
+    P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float, dtype=np.float32
+) -> np.ndarray:
+    """Initial ADMM state of a block from its pass-1 channels, on the stack scaled by ``1/c``
+    (:func:`~bigxanes.kernels.admm.initial_state`; needs a 1-pixel halo for TV). Rounded to
+    ``dtype`` (the precision the state is kept in), returned as float64."""
+    sl = p1.slices
+    c = float(scale)
+    return initial_state(
+        P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout, dtype=dtype
+    ).astype(np.float64)
+
+
+def reduce_stats(per_block: np.ndarray) -> tuple[float, float, int]:
+    """(residual sum, max s0, bad count) from the :func:`stats_block` outputs of all blocks."""
+    per_block = np.asarray(per_block).reshape(3, -1)
+    return float(per_block[0].sum()), float(per_block[1].max()), int(per_block[2].sum())
+
+
+def pass1_statistics(P: np.ndarray, p1: Pass1Layout) -> dict[str, float]:
+    """The image statistics of pass 1 with the whole image as one block: ``resid_sum``,
+    ``s_max``, ``n_bad`` and the data scale ``scale`` (the engine reduces the same block
+    functions over its tiles)."""
+    r_sum, s_max, n_bad = reduce_stats(stats_block(P, p1=p1))
+    hist = hist_block(P, p1=p1, smax=s_max).reshape(-1) if s_max > 0 else None
+    return {"resid_sum": r_sum, "s_max": s_max, "n_bad": n_bad, "scale": data_scale(hist, s_max)}
