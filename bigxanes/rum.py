@@ -162,9 +162,9 @@ class History:
     # verdict, set by run_admm when it returns
     converged: bool = False
     stop_reason: str = ""  # "tolerance", "max_iter" or "stalled"
-    rel_primal: float = float("nan")  # final relative primal residual (compare with tol)
-    rel_dual: float = float("nan")  # final relative dual residual
-    tol: float = float("nan")
+    rel_primal: float | None = None  # final relative primal residual (compare with tol)
+    rel_dual: float | None = None  # final relative dual residual
+    tol: float | None = None  # (None until set: JSON-safe, no NaN in Zarr attrs)
 
     @property
     def n_iterations(self) -> int:
@@ -173,6 +173,8 @@ class History:
     def verdict(self) -> str:
         """One line: converged or not, why it stopped, final residuals against the tolerance."""
         state = "converged" if self.converged else "NOT converged"
+        if self.rel_primal is None or self.rel_dual is None or self.tol is None:
+            return f"{state} after {self.n_iterations} iterations ({self.stop_reason or '-'})"
         return (
             f"{state} after {self.n_iterations} iterations ({self.stop_reason}): relative "
             f"primal {self.rel_primal:.3g}, dual {self.rel_dual:.3g}, tol {self.tol:.3g}"
@@ -350,7 +352,9 @@ def set_verdict(history: History, tol: float, norm: float, reason: str) -> None:
         history.rel_primal = history.primal[-1] / norm
         history.rel_dual = history.dual[-1] / norm
     history.tol = float(tol)
-    history.converged = bool(history.rel_primal < tol and history.rel_dual < tol)
+    history.converged = bool(
+        history.rel_primal is not None and history.rel_primal < tol and history.rel_dual < tol
+    )
     if history.converged:
         reason = "tolerance"
     history.stop_reason = reason
