@@ -82,9 +82,11 @@ class RumParams:
         Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
         instead of the estimate from the LCF residual. Must be positive.
     rho_adapt : bool
-        RUM-TV: residual balancing (Boyd et al. 2011, §3.4.1): every 10 iterations, ρ is
-        multiplied (divided) by 2 when the primal residual exceeds the dual one tenfold (or the
-        reverse), decided from the previous iteration's global residuals, so both paths agree.
+        RUM-TV: residual balancing (Boyd et al. 2011, §3.4.1) with a stall guard: every 10
+        iterations, ρ is multiplied (divided) by 2 when the primal residual exceeds the dual one
+        tenfold (or the reverse), and doubled when the primal residual fell less than 2x over
+        the last 10 iterations (see :func:`next_rho`); decided from the previous iteration's
+        global residuals, so both paths agree.
     rho_max : float
     max_iter : int, optional
         Default 500 for RUM-TV, 100 for RUM-PnP (its ρ grows by γ per iteration; at 60 the
@@ -183,13 +185,36 @@ class History:
     r_reg: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     rho_next: float = 0.0  # ρ the next iteration will use (for resuming)
+    # verdict, set by run_admm when it returns
+    converged: bool = False
+    stop_reason: str = ""  # "tolerance", "max_iter" or "stalled"
+    rel_primal: float | None = None  # final relative primal residual (compare with tol)
+    rel_dual: float | None = None  # final relative dual residual
+    tol: float | None = None  # (None until set: JSON-safe, no NaN in Zarr attrs)
+
+    @property
+    def n_iterations(self) -> int:
+        return len(self.iteration)
+
+    def verdict(self) -> str:
+        """One line: converged or not, why it stopped, final residuals against the tolerance."""
+        state = "converged" if self.converged else "NOT converged"
+        if self.rel_primal is None or self.rel_dual is None or self.tol is None:
+            return f"{state} after {self.n_iterations} iterations ({self.stop_reason or '-'})"
+        return (
+            f"{state} after {self.n_iterations} iterations ({self.stop_reason}): relative "
+            f"primal {self.rel_primal:.3g}, dual {self.rel_dual:.3g}, tol {self.tol:.3g}"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in d.items()})
+        known = set(cls.__dataclass_fields__)
+        return cls(
+            **{k: (list(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        )
 
 
 def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: float) -> float:
@@ -210,15 +235,22 @@ def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: fl
 def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
     """ρ for iteration k + 1 given ρ of iteration k and the residuals recorded so far.
 
-    PnP: ``min(γ ρ, rho_max)`` (paper Algorithm 1 step 8). TV with ``rho_adapt``: residual
-    balancing from the last *completed* iteration (k - 1), at most every 10 iterations.
+    PnP: ``min(γ ρ, rho_max)`` (paper Algorithm 1 step 8). TV with ``rho_adapt``: every 10
+    iterations, from the last *completed* iteration (k - 1): ρ doubles when the primal residual
+    exceeds the dual one tenfold (residual balancing, Boyd et al. 2011 §3.4.1) or when it has
+    stalled (fallen less than 2x over the last 10 iterations while ``primal >= dual``); ρ halves
+    when the dual residual exceeds the primal one tenfold.
     """
     if params.reg == "pnp":
         return float(min(rho * params.gamma, max(params.rho_max, rho)))
     if not params.rho_adapt or k < 1 or (k % 10) != 0 or not history.primal:
         return float(rho)
     p, d = history.primal[-1], history.dual[-1]
-    if p > 10.0 * d:
+    # stall guard (non-convex X s coupling: ADMM needs ρ large enough, which is not known in
+    # advance): the primal residual fell less than 2x over the last 10 iterations while it
+    # dominates the dual one -> double ρ (issue 13: 500 iterations stuck in a limit cycle).
+    stalled = len(history.primal) > 10 and p > 0.5 * history.primal[-11] and p >= d
+    if p > 10.0 * d or stalled:
         return float(min(rho * 2.0, params.rho_max))
     if d > 10.0 * p:
         return float(max(rho / 2.0, 1e-4))
@@ -276,6 +308,8 @@ def run_admm(
     """
     history = history if history is not None else History()
     rho = history.rho_next if history.iteration else float(params.rho)
+    norm = math.sqrt(n_pixels * n_components)
+    reason = "max_iter"
     for k in range(start, int(params.max_iter)):
         rho_next = next_rho(params, k, rho, history)
         t0 = time.perf_counter()
@@ -288,8 +322,33 @@ def run_admm(
         if on_iteration is not None:
             on_iteration(k, history)
         if rp < params.tol and rd < params.tol:
+            reason = "tolerance"
             break
+        if rho >= params.rho_max and stalled(history, norm, params.tol):
+            reason = "stalled"
+            break
+    set_verdict(history, params.tol, norm, reason)
     return history
+
+
+def stalled(history: History, norm: float, tol: float, window: int = 50) -> bool:
+    """True when ρ is at its cap and the primal residual fell less than 2x in ``window`` its."""
+    p = history.primal
+    return len(p) > window and p[-1] / norm >= tol and p[-1] > 0.5 * p[-1 - window]
+
+
+def set_verdict(history: History, tol: float, norm: float, reason: str) -> None:
+    """Record the run's verdict in ``history`` (``converged``, ``stop_reason``, residuals)."""
+    if history.primal:
+        history.rel_primal = history.primal[-1] / norm
+        history.rel_dual = history.dual[-1] / norm
+    history.tol = float(tol)
+    history.converged = bool(
+        history.rel_primal is not None and history.rel_primal < tol and history.rel_dual < tol
+    )
+    if history.converged:
+        reason = "tolerance"
+    history.stop_reason = reason
 
 
 @dataclass

@@ -5,7 +5,13 @@ microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/de
 
 1. X-step. TV: ``(s² + 1 - Δ) X = (M - C) s + ∇ᵀ(U - D) + W - E`` (warm-started Jacobi sweeps);
    PnP: ``X = ((M - C) s + (U - D) + W - E) / (s² + 2)``.
-2. Normalize columns of X to sum to one (uniform where the sum is ~0).
+2. ... solved on the affine set ``1ᵀX = 1`` (Algorithm 1 step 4, "normalize X"): with
+   ``H = diag(h) - Δ`` the same for every component (``h = s² + 1``; PnP ``h = s² + 2``, no Δ)
+   and ``H 1 = h``, the constrained minimizer is ``X_j = H⁻¹(b_j - μ)`` with the per-pixel
+   multiplier ``μ = (Σ_j b_j - h) / L``. Jacobi sweeps started from an X that sums to one keep
+   the sum at one; a final ``X += (1 - 1ᵀX) / L`` removes round-off. (Dividing X by its column
+   sum, as before, is not a minimizer and blows up where the sum is near 0 or negative: the
+   spikes and the oscillation seen on real data with misfitting references, issue 13.)
 3. ``s = (Σ_j X_j (M - C)_j + t - g) / (Σ_j X_j² + 1)``.
 4. ``M = (AᵀA + ρI)⁻¹ (AᵀY + ρ (X s + C))``.
 5. TV: ``U = shrink(∇X + D, λ/ρ)``; PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
@@ -155,17 +161,20 @@ def admm_iteration(
     U, D = _reg_view(S[sl["U"]], layout), _reg_view(S[sl["D"]], layout)
 
     # 1. X-step
-    base = (M_prev - C) * s + W - E
+    # 1.+2. X-step on the affine set 1ᵀX = 1 (exact minimizer, see module docstring):
+    # μ = (Σ_j rhs_j - diag) / L, then solve with rhs_j - μ, then remove round-off.
     if layout.method == "tv":
-        X = jacobi_screened_poisson(
-            base + gradient_adjoint(U - D, nd), s * s + 1.0, X, nd, tv_sweeps
-        )
+        rhs = (M_prev - C) * s + W - E + gradient_adjoint(U - D, nd)
+        diag = s * s + 1.0
     else:
-        X = (base + U - D) / (s * s + 2.0)
-    # 2. simplex normalization
-    colsum = X.sum(axis=0)
-    ok = np.abs(colsum) > 1e-8
-    X = np.where(ok, X / np.where(ok, colsum, 1.0), 1.0 / L)
+        rhs = (M_prev - C) * s + W - E + U - D
+        diag = s * s + 2.0
+    rhs = rhs - (rhs.sum(axis=0) - diag) / L
+    if layout.method == "tv":
+        X = jacobi_screened_poisson(rhs, diag, X, nd, tv_sweeps)
+    else:
+        X = rhs / diag
+    X = X + (1.0 - X.sum(axis=0)) / L
     # 3. scale
     s = (np.sum(X * (M_prev - C), axis=0) + t - g) / (np.sum(X * X, axis=0) + 1.0)
     # 4. M-step: pixel-local L x L solve
