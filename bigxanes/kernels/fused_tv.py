@@ -94,10 +94,14 @@ def chambolle_iterations(
     """Run Chambolle's iteration on one map ``v`` (nz, ny, nx), writing the result into ``u``.
 
     ``nd`` is the number of spatial axes of the map (2: ``nz == 1`` and no z component;
-    3: volume). Returns the number of iterations run.
+    3: volume). The dual field ``p`` and the iterate are kept in float64 whatever the dtype of
+    ``v`` and ``u`` (in float32 the unconverged iterations drifted by up to 1e-5 from the float64
+    result after 100 iterations; in float64 the error is float32 round-off of the input).
+    Returns the number of iterations run.
     """
     nz, ny, nx = v.shape
-    p = np.zeros((nd, nz, ny, nx), dtype=v.dtype)
+    p = np.zeros((nd, nz, ny, nx))
+    work = u if u.dtype == np.float64 else np.empty(v.shape)
     rows_d2 = np.zeros(nz * ny)
     rows_norm = np.zeros(nz * ny)
     tau = 1.0 / (2.0 * nd)
@@ -106,8 +110,8 @@ def chambolle_iterations(
     e_init = e_prev = 0.0
     i = 0
     while i < max_num_iter:
-        _pass_u(v, p, u, rows_d2, nd)  # i == 0: p = 0, so u = v and d = 0
-        _pass_p(u, p, rows_norm, tau, tau_w, nd)
+        _pass_u(v, p, work, rows_d2, nd)  # i == 0: p = 0, so u = v and d = 0
+        _pass_p(work, p, rows_norm, tau, tau_w, nd)
         e = (_row_total(rows_d2) + weight * _row_total(rows_norm)) / size
         if i == 0:
             e_init = e_prev = e
@@ -116,6 +120,8 @@ def chambolle_iterations(
         else:
             e_prev = e
         i += 1
+    if work is not u:
+        u[...] = work
     return i
 
 
