@@ -226,3 +226,35 @@ def admm_iteration(
     out[r + 5] = residual_sq(yty, aty, M, AtA)
     out[r + 6] = tv_norm(X, nd) if layout.method == "tv" else 0.0
     return out
+
+
+BACKENDS = ("numpy", "numba")
+
+
+def default_backend() -> str:
+    """``"numba"`` when numba imports, else ``"numpy"``."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
+
+
+def admm_step(
+    S: np.ndarray, *, backend: str | None = None, residuals: bool = True, **kwargs
+) -> np.ndarray:
+    """:func:`admm_iteration` on the chosen backend (thin dispatch; same arguments).
+
+    ``backend="numpy"`` runs the float64 NumPy reference (always returns the residual
+    channels); ``"numba"`` the fused float32 kernel
+    :func:`bigxanes.kernels.fused.admm_iteration_fused` (residual channels only when
+    ``residuals``). ``None``: :func:`default_backend`.
+    """
+    backend = default_backend() if backend is None else backend
+    if backend == "numpy":
+        return admm_iteration(S, **kwargs)
+    if backend == "numba":
+        from .fused import admm_iteration_fused
+
+        return admm_iteration_fused(S, residuals=residuals, **kwargs)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,482 @@
+"""Fused float32 ADMM iteration of robust unmixing (RUM-TV / RUM-PnP), compiled with numba.
+
+The same math, steps and channel layout as the NumPy reference
+:func:`bigxanes.kernels.admm.admm_iteration` (Wang et al., Opt. Express 2023, Algorithm 1 in
+scaled form, DESIGN.md §3), reorganized into a few passes over the block instead of ~100
+full-array NumPy passes over float64 temporaries:
+
+TV
+    1. pass ``rhs``: ``rhs = (M - C) s + W - E + ∇ᵀ(U - D)`` and ``1/(s² + 1 + count)``
+       (the Jacobi diagonal of ``s² + 1 - Δ``), per pixel, reading the neighbours of ``U - D``;
+    2. ``tv_sweeps`` Jacobi sweeps ``X ← (rhs + Σ_neighbours X) / (s² + 1 + count)``, the last
+       one also normalizing each column of X to sum to one (step 2);
+    3. pass ``update``: steps 3-8 per pixel (scale s, the L x L M-step, ``∇X`` from the
+       neighbours' new X, the isotropic shrink, projections, dual ascent with the ρ rescale),
+       and, only when asked, the residual channels.
+PnP
+    1. pass ``local``: X-step, normalization, s, M, W, t, C, E, g and ``V = X + D`` per pixel;
+    2. the denoiser ``U_j = denoise(V_j, sqrt(λ/ρ))`` (numba Chambolle for ``"tv"``,
+       :func:`bigxanes.kernels.denoisers.denoise_maps` for the others);
+    3. pass ``dual``: ``D ← (D + X - U) ρ/ρ_next`` and the regularizer residual.
+
+The state is stored in float32 and every pixel's arithmetic is done in float64 registers, so
+the result equals the float64 reference to float32 round-off (tested to 1e-5 relative). Every
+pass is parallel over rows (``numba.prange``) and writes each output element from its own
+inputs only: no reduction crosses rows, so the result does not depend on the thread count.
+The residual channels are per-pixel, as in the reference (the caller sums them over the part
+of the block it keeps); with ``residuals=False`` they are neither computed nor returned.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+from .admm import RESIDUALS, StateLayout
+from .denoisers import denoise_maps
+from .fused_tv import denoise_maps_tv
+
+#: Channel offsets passed to the compiled passes, in this order.
+_NAMES = ("aty", "yty", "X", "s", "M", "W", "t", "C", "E", "g", "U", "D")
+
+
+def _offsets(layout: StateLayout) -> np.ndarray:
+    sl = layout.slices
+    return np.array([sl[n].start for n in _NAMES], dtype=np.int64)
+
+
+@numba.njit(inline="always")
+def _count(z, y, x, nz, ny, nx):
+    """Number of in-block neighbours (the diagonal of ``-Δ``, Neumann boundary)."""
+    c = 0.0
+    if x > 0:
+        c += 1.0
+    if x < nx - 1:
+        c += 1.0
+    if y > 0:
+        c += 1.0
+    if y < ny - 1:
+        c += 1.0
+    if z > 0:
+        c += 1.0
+    if z < nz - 1:
+        c += 1.0
+    return c
+
+
+# The state is channel-major (channel, z, y, x): one pixel's channels lie a whole map apart
+# (4 MiB at 1024², a power of two, so they all fall in the same cache sets). Each pass
+# therefore gathers the rows it needs into a small pixel-major buffer (x, channel), computes
+# there, and scatters the result rows back: every access to the big arrays is a sequential
+# row.
+
+
+@numba.njit(inline="always")
+def _gather(A, c0, nc, z, y, B, b0):
+    """``B[x, b0 + c] = A[c0 + c, z, y, x]`` for c < nc (one row, channels to columns)."""
+    for c in range(nc):
+        for x in range(A.shape[3]):
+            B[x, b0 + c] = A[c0 + c, z, y, x]
+
+
+@numba.njit(inline="always")
+def _scatter(B, b0, nc, A, c0, z, y):
+    """``A[c0 + c, z, y, x] = B[x, b0 + c]`` for c < nc."""
+    for c in range(nc):
+        for x in range(A.shape[3]):
+            A[c0 + c, z, y, x] = B[x, b0 + c]
+
+
+@numba.njit(parallel=True, cache=True)
+def _tv_rhs(S, o, L, nd, rhs, inv):
+    """TV step 1, right-hand side ``(M - C) s + W - E + ∇ᵀ(U - D)`` and ``1/(s²+1+count)``."""
+    n, nz, ny, nx = S.shape
+    os_, oM, oW, oC, oE, oU, oD = o[3], o[4], o[5], o[7], o[8], o[10], o[11]
+    K = nd * L
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        B = np.empty((nx, n))
+        Qy = np.zeros((nx, 2 * K))  # U, D of row y - 1 (K components each)
+        Qz = np.zeros((nx, 2 * K))  # U, D of plane z - 1
+        R = np.empty((nx, L + 1))
+        _gather(S, 0, n, z, y, B, 0)
+        if y > 0:
+            _gather(S, oU, 2 * K, z, y - 1, Qy, 0)
+        if z > 0:
+            _gather(S, oU, 2 * K, z - 1, y, Qz, 0)
+        for x in range(nx):
+            s = B[x, os_]
+            R[x, L] = 1.0 / (s * s + 1.0 + _count(z, y, x, nz, ny, nx))
+            for j in range(L):
+                b = (B[x, oM + j] - B[x, oC + j]) * s + B[x, oW + j] - B[x, oE + j]
+                # (∇ᵀq)_i = q_{i-1} - q_i with q_{-1} = 0 and q_{n-1} taken as 0, per axis;
+                # gradient components are axis-major over the nd spatial axes (z, y, x)
+                div = 0.0
+                cx = (nd - 1) * L + j
+                cy = (nd - 2) * L + j
+                if x < nx - 1:
+                    div -= B[x, oU + cx] - B[x, oD + cx]
+                if x > 0:
+                    div += B[x - 1, oU + cx] - B[x - 1, oD + cx]
+                if y < ny - 1:
+                    div -= B[x, oU + cy] - B[x, oD + cy]
+                if y > 0:
+                    div += Qy[x, cy] - Qy[x, K + cy]
+                if nd == 3:
+                    if z < nz - 1:
+                        div -= B[x, oU + j] - B[x, oD + j]
+                    if z > 0:
+                        div += Qz[x, j] - Qz[x, K + j]
+                R[x, j] = b + div
+        for j in range(L):
+            for x in range(nx):
+                rhs[j, z, y, x] = R[x, j]
+        for x in range(nx):
+            inv[z, y, x] = R[x, L]
+
+
+@numba.njit(parallel=True, cache=True)
+def _jacobi_sweep(src, rhs, inv, dst):
+    """One Jacobi sweep ``dst = (rhs + Σ_neighbours src) · inv`` (Neumann boundary)."""
+    L, nz, ny, nx = src.shape
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        for j in range(L):
+            for x in range(nx):
+                acc = np.float64(rhs[j, z, y, x])
+                if x > 0:
+                    acc += src[j, z, y, x - 1]
+                if x < nx - 1:
+                    acc += src[j, z, y, x + 1]
+                if y > 0:
+                    acc += src[j, z, y - 1, x]
+                if y < ny - 1:
+                    acc += src[j, z, y + 1, x]
+                if z > 0:
+                    acc += src[j, z - 1, y, x]
+                if z < nz - 1:
+                    acc += src[j, z + 1, y, x]
+                dst[j, z, y, x] = acc * inv[z, y, x]
+
+
+@numba.njit(parallel=True, cache=True)
+def _jacobi_last_normalize(src, rhs, inv, out, oX):
+    """The last Jacobi sweep, then step 2: each column of X divided by its sum (uniform
+    ``1/L`` where ``|sum| <= 1e-8``), written to the X channels of ``out``."""
+    L, nz, ny, nx = src.shape
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        xv = np.empty((L, nx))
+        col = np.zeros(nx)
+        for j in range(L):
+            for x in range(nx):
+                acc = np.float64(rhs[j, z, y, x])
+                if x > 0:
+                    acc += src[j, z, y, x - 1]
+                if x < nx - 1:
+                    acc += src[j, z, y, x + 1]
+                if y > 0:
+                    acc += src[j, z, y - 1, x]
+                if y < ny - 1:
+                    acc += src[j, z, y + 1, x]
+                if z > 0:
+                    acc += src[j, z - 1, y, x]
+                if z < nz - 1:
+                    acc += src[j, z + 1, y, x]
+                v = acc * inv[z, y, x]
+                xv[j, x] = v
+                col[x] += v
+        for j in range(L):
+            for x in range(nx):
+                c = col[x]
+                out[oX + j, z, y, x] = xv[j, x] / c if abs(c) > 1e-8 else 1.0 / L
+
+
+@numba.njit(inline="always")
+def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
+    """Steps 3, 4, 7 and the C, E, g parts of 8 for pixel ``x`` of a gathered row ``B``
+    (old state) whose normalized X is in ``X``.
+
+    Writes aty, yty, s, M, W, t, C, E, g to the output row ``OB`` and fills ``Mn`` (the new
+    M); when ``want``, also the residual columns r_scale, r_simplex, r_positive, dual and data
+    (``OB[x, res + i]``)."""
+    oaty, oyty, os_, oM, oW, ot, oC, oE, og = o[0], o[1], o[3], o[4], o[5], o[6], o[7], o[8], o[9]
+    for c in range(L + 1):
+        OB[x, oaty + c] = B[x, oaty + c]
+    t_old = B[x, ot]
+    g_old = B[x, og]
+    num = 0.0
+    den = 0.0
+    for j in range(L):
+        num += X[j] * (B[x, oM + j] - B[x, oC + j])
+        den += X[j] * X[j]
+    s = (num + t_old - g_old) / (den + 1.0)
+    for j in range(L):
+        Xs[j] = X[j] * s
+    for i in range(L):
+        m = 0.0
+        for k in range(L):
+            m += P[i, k] * (B[x, oaty + k] + rho * (Xs[k] + B[x, oC + k]))
+        Mn[i] = m
+    t = max(s + g_old, 0.0)
+    r_sc = 0.0
+    r_si = 0.0
+    dM = 0.0
+    for j in range(L):
+        e_old = B[x, oE + j]
+        w = max(X[j] + e_old, 0.0)
+        rs = Xs[j] - Mn[j]
+        ri = X[j] - w
+        OB[x, oM + j] = Mn[j]
+        OB[x, oW + j] = w
+        OB[x, oC + j] = (B[x, oC + j] + rs) * f
+        OB[x, oE + j] = (e_old + ri) * f
+        r_sc += rs * rs
+        r_si += ri * ri
+        d = Mn[j] - B[x, oM + j]
+        dM += d * d
+    rp = s - t
+    OB[x, os_] = s
+    OB[x, ot] = t
+    OB[x, og] = (g_old + rp) * f
+    if want:
+        OB[x, res + 0] = r_sc
+        OB[x, res + 1] = r_si
+        OB[x, res + 2] = rp * rp
+        OB[x, res + 4] = rho * rho * dM
+        ma = 0.0
+        mam = 0.0
+        for i in range(L):
+            ma += Mn[i] * B[x, oaty + i]
+            am = 0.0
+            for k in range(L):
+                am += AtA[i, k] * Mn[k]
+            mam += Mn[i] * am
+        OB[x, res + 5] = B[x, oyty] - 2.0 * ma + mam
+
+
+@numba.njit(parallel=True, cache=True)
+def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
+    """TV steps 3-8 per pixel, reading the normalized X of the pixel and its forward
+    neighbours from ``out``; the regularizer residual ``|∇X - U|²`` and ``TV(X)``."""
+    n, nz, ny, nx = S.shape
+    oX, oU, oD = o[2], o[10], o[11]
+    n_ob = out.shape[0]
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        B = np.empty((nx, n))
+        OB = np.empty((nx, n_ob))
+        Xc = np.empty((nx, L))
+        Xy = np.zeros((nx, L))  # X of row y + 1
+        Xz = np.zeros((nx, L))  # X of plane z + 1
+        _gather(S, 0, n, z, y, B, 0)
+        _gather(out, oX, L, z, y, Xc, 0)
+        if y < ny - 1:
+            _gather(out, oX, L, z, y + 1, Xy, 0)
+        if z < nz - 1:
+            _gather(out, oX, L, z + 1, y, Xz, 0)
+        X = np.empty(L)
+        Mn = np.empty(L)
+        Xs = np.empty(L)
+        gX = np.zeros(3)
+        v = np.zeros(3)
+        a0 = 3 - nd
+        for x in range(nx):
+            for j in range(L):
+                X[j] = Xc[x, j]
+            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
+            r_reg = 0.0
+            tv = 0.0
+            for j in range(L):
+                gX[0] = Xz[x, j] - X[j] if z < nz - 1 else 0.0
+                gX[1] = Xy[x, j] - X[j] if y < ny - 1 else 0.0
+                gX[2] = Xc[x + 1, j] - X[j] if x < nx - 1 else 0.0
+                nrm = 0.0
+                gn = 0.0
+                for ax in range(a0, 3):
+                    g = gX[ax]
+                    gn += g * g
+                    vv = g + B[x, oD + (ax - a0) * L + j]
+                    v[ax] = vv
+                    nrm += vv * vv
+                nrm = np.sqrt(nrm)
+                fac = max(1.0 - thr / max(nrm, 1e-300), 0.0)
+                tv += np.sqrt(gn)
+                for ax in range(a0, 3):
+                    c = (ax - a0) * L + j
+                    u = v[ax] * fac
+                    rr = gX[ax] - u
+                    OB[x, oU + c] = u
+                    OB[x, oD + c] = (B[x, oD + c] + rr) * f
+                    r_reg += rr * rr
+            if want:
+                OB[x, res + 3] = r_reg
+                OB[x, res + 6] = tv
+        _scatter(OB, 0, oX, out, 0, z, y)
+        _scatter(OB, oX + L, n_ob - oX - L, out, oX + L, z, y)
+
+
+@numba.njit(parallel=True, cache=True)
+def _pnp_local(S, out, o, L, P, AtA, rho, f, res, want, V):
+    """PnP steps 1-4, 7 and 8 (all but the U-step and D) per pixel; ``V = X + D``."""
+    n, nz, ny, nx = S.shape
+    oX, os_, oM, oW, oC, oE, oU, oD = o[2], o[3], o[4], o[5], o[7], o[8], o[10], o[11]
+    n_ob = out.shape[0]
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        B = np.empty((nx, n))
+        OB = np.empty((nx, n_ob))
+        VB = np.empty((nx, L))
+        _gather(S, 0, n, z, y, B, 0)
+        X = np.empty(L)
+        Mn = np.empty(L)
+        Xs = np.empty(L)
+        for x in range(nx):
+            s = B[x, os_]
+            den = s * s + 2.0
+            col = 0.0
+            for j in range(L):
+                base = (B[x, oM + j] - B[x, oC + j]) * s + B[x, oW + j] - B[x, oE + j]
+                xj = (base + B[x, oU + j] - B[x, oD + j]) / den
+                X[j] = xj
+                col += xj
+            ok = abs(col) > 1e-8
+            for j in range(L):
+                X[j] = X[j] / col if ok else 1.0 / L
+                OB[x, oX + j] = X[j]
+                VB[x, j] = X[j] + B[x, oD + j]
+            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
+            if want:
+                OB[x, res + 6] = 0.0
+        _scatter(OB, 0, oU, out, 0, z, y)
+        if want:
+            _scatter(OB, res, n_ob - res, out, res, z, y)
+        _scatter(VB, 0, L, V, 0, z, y)
+
+
+@numba.njit(parallel=True, cache=True)
+def _pnp_dual(S, out, o, L, U, f, res, want):
+    """PnP step 8 for D: ``D ← (D + X - U) f``, ``U`` stored, and ``|X - U|²``."""
+    _, nz, ny, nx = S.shape
+    oX, oU, oD = o[2], o[10], o[11]
+    for r in numba.prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        acc = np.zeros(nx)
+        for j in range(L):
+            for x in range(nx):
+                u = np.float64(U[j, z, y, x])
+                rr = np.float64(out[oX + j, z, y, x]) - u
+                out[oU + j, z, y, x] = u
+                out[oD + j, z, y, x] = (np.float64(S[oD + j, z, y, x]) + rr) * f
+                acc[x] += rr * rr
+        if want:
+            for x in range(nx):
+                out[res + 3, z, y, x] = acc[x]
+
+
+def _as_4d(a: np.ndarray, ndim: int) -> np.ndarray:
+    return a.reshape(a.shape[:1] + (1,) * (3 - ndim) + a.shape[1:])
+
+
+def admm_iteration_fused(
+    S: np.ndarray,
+    *,
+    layout: StateLayout,
+    AtA: np.ndarray,
+    lam: float,
+    rho: float,
+    rho_next: float,
+    tv_sweeps: int = 10,
+    denoiser: str = "tv",
+    residuals: bool = True,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """One ADMM iteration on a float32 state block, fused and compiled (see module docstring).
+
+    Same arguments and result as :func:`bigxanes.kernels.admm.admm_iteration`, in float32.
+
+    Parameters
+    ----------
+    S : (n_channels, *spatial) ndarray
+        State block (converted to C-contiguous float32 if it is not; never modified).
+    layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser
+        As :func:`~bigxanes.kernels.admm.admm_iteration`.
+    residuals : bool
+        Compute and return the per-pixel :data:`~bigxanes.kernels.admm.RESIDUALS` channels.
+        Without them the iteration skips their arithmetic and the output has only the state.
+    out : ndarray, optional
+        Preallocated float32 C-contiguous output of the returned shape (not ``S``): lets a
+        driver double-buffer the state without allocating per iteration.
+
+    Returns
+    -------
+    (n_out, *spatial) float32 ndarray if ``residuals`` else (n_channels, *spatial).
+    """
+    nd = layout.ndim
+    L = layout.n_components
+    n = layout.n_channels
+    if S.shape[0] != n or S.ndim != nd + 1:
+        raise ValueError(f"state has shape {S.shape}, expected ({n}, <{nd} spatial axes>)")
+    S = np.ascontiguousarray(S, dtype=np.float32)
+    n_out = layout.n_out if residuals else n
+    shape = (n_out,) + S.shape[1:]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+    elif np.shares_memory(out, S):
+        raise ValueError("out must not share memory with the state S")
+    S4, O4 = _as_4d(S, nd), _as_4d(out, nd)
+    o = _offsets(layout)
+    AtA = np.ascontiguousarray(AtA, dtype=np.float64)
+    P = np.linalg.inv(AtA + rho * np.eye(L))
+    f = float(rho) / float(rho_next)
+    want = bool(residuals)
+    if layout.method == "tv":
+        sp = S4.shape[1:]
+        rhs = np.empty((L,) + sp, dtype=np.float32)
+        inv = np.empty(sp, dtype=np.float32)
+        _tv_rhs(S4, o, L, nd, rhs, inv)
+        Xc = S4[o[2] : o[2] + L]
+        bufs = (np.empty((L,) + sp, dtype=np.float32), np.empty((L,) + sp, dtype=np.float32))
+        for k in range(int(tv_sweeps) - 1):
+            dst = bufs[k % 2]
+            _jacobi_sweep(Xc, rhs, inv, dst)
+            Xc = dst
+        _jacobi_last_normalize(Xc, rhs, inv, O4, o[2])
+        _tv_update(S4, O4, o, L, nd, P, AtA, float(rho), float(lam) / float(rho), f, n, want)
+    else:
+        V = np.empty((L,) + S4.shape[1:], dtype=np.float32)
+        _pnp_local(S4, O4, o, L, P, AtA, float(rho), f, n, want, V)
+        sigma = float(np.sqrt(lam / rho))
+        V = V.reshape((L,) + S.shape[1:])
+        if denoiser == "tv":
+            U = denoise_maps_tv(V, sigma, nd)
+        else:
+            U = denoise_maps(V, sigma, denoiser, nd).astype(np.float32)
+        _pnp_dual(S4, O4, o, L, _as_4d(np.ascontiguousarray(U), nd), f, n, want)
+    return out
+
+
+def compile_fused(ndim: int = 2, method: str = "tv", n_components: int = 2) -> float:
+    """Compile (or load from numba's on-disk cache) the passes for one kind of block, on a tiny
+    block; return the seconds it took (reported apart from the iteration times)."""
+    layout = StateLayout(n_components, ndim, method)
+    S = np.zeros((layout.n_channels,) + (4,) * ndim, dtype=np.float32)
+    S[layout.slices["X"]] = 1.0 / n_components
+    t0 = time.perf_counter()
+    admm_iteration_fused(
+        S, layout=layout, AtA=np.eye(n_components), lam=0.1, rho=1.0, rho_next=1.0, tv_sweeps=2
+    )
+    return time.perf_counter() - t0
+
+
+__all__ = ["RESIDUALS", "admm_iteration_fused", "compile_fused"]
