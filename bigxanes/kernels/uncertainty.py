@@ -53,6 +53,7 @@ __all__ = [
     "fraction_covariance",
     "fraction_std",
     "lcf_fraction_std",
+    "constraint_active",
     "perturbation_moments",
     "rum_fraction_std",
 ]
@@ -178,6 +179,17 @@ def lcf_fraction_std(
     if cov.shape[-1] == 1 and Mf.shape[1] != 1:
         cov = np.broadcast_to(cov, (L, L, Mf.shape[1]))
     return fraction_std(Mf, cov).reshape((L,) + spatial)
+
+
+def constraint_active(M: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Pixels whose NNLS solution has a component clipped to zero (on the simplex boundary).
+
+    There :func:`lcf_fraction_std` is conservative (an upper bound, see module docstring);
+    elsewhere it is the first-order covariance. ``(L, *spatial) -> (*spatial)`` bool; pixels
+    without material (``1ᵀm <= eps``) are False.
+    """
+    s = M.sum(axis=0)
+    return (s > eps) & np.any(M <= 0.0, axis=0)
 
 
 def perturbation_moments(
