@@ -36,8 +36,11 @@ as the noisy observation of the truth:
 
 The covariance term is estimated by K perturbed re-solves (data ``y + δ_k``, ``δ_k`` drawn with
 the estimated noise level; ``Cov ≈ mean_k (x_R^k - x_R)(x_L^k - x_L)``) and the whole right-hand
-side is averaged over a small spatial window (the identity holds in expectation, one pixel is
-one noisy sample), floored at the perturbation variance of RUM: :func:`rum_fraction_std`.
+side, divided by ``V_L`` (a local inverse effective number of averaged pixels), is averaged
+over a small spatial window (the identity holds in expectation; one pixel is one noisy
+sample), floored at the perturbation variance, widened along edges and scaled back by ``V_L``:
+:func:`rum_fraction_std`. The re-solves must use the *same* λ as the estimate (with
+``lam="auto"`` a perturbed stack is noisier and would get a larger λ).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import maximum_filter, uniform_filter
 
 __all__ = [
     "coefficient_covariance",
@@ -239,10 +242,18 @@ def rum_fraction_std(
     var_pert: np.ndarray,
     cov_pert: np.ndarray,
     window: int = 5,
+    edge: int = 3,
 ) -> np.ndarray:
-    """Local root-mean-square error estimate of RUM fractions (Stein's identity, see module doc).
+    """Local root-mean-square error estimate of RUM fractions (Stein's identity, module doc).
 
-    ``MSE ≈ mean_window[(x_R - x_L)² - V_L + 2 Cov(x_R, x_L)]``, floored at ``var_pert``.
+    Per pixel, the risk relative to the LCF variance,
+    ``r = [(x_R - x_L)² - V_L + 2 Cov(x_R, x_L)] / V_L`` (one noisy sample of ``MSE_R / V_L``,
+    the inverse of an effective number of pixels the prior averages), is averaged over a
+    ``window``-wide box, floored at the box mean of ``var_pert / V_L`` (the variance part alone),
+    then spread by a maximum filter of width ``edge`` (the prior's bias lies on thin lines along
+    edges, which the box average would dilute), and scaled back: ``MSE = V_L · r̄``. Averaging
+    the ratio rather than the risk keeps the empty background (where ``V_L`` is huge) from
+    leaking into the particles' border pixels.
 
     Parameters
     ----------
@@ -251,24 +262,26 @@ def rum_fraction_std(
     x_lcf : (L, *spatial) ndarray
         Unconstrained (least-squares, free scale) LCF fractions of the same data.
     var_lcf : (L, *spatial) ndarray
-        Their variance (``lcf_fraction_std ** 2``); NaN (no material) is treated as 0 weight.
+        Their variance (``lcf_fraction_std ** 2``); NaN (no material) gives NaN.
     var_pert, cov_pert : (L, *spatial) ndarray
-        From :func:`perturbation_moments`.
-    window : int
-        Side of the averaging window (pixels per spatial axis).
+        From :func:`perturbation_moments` (re-solves at the same λ as ``x_rum``).
+    window, edge : int
+        Box and maximum-filter widths in pixels per spatial axis (``edge=1``: no spreading).
 
     Returns
     -------
     (L, *spatial) ndarray
-        Estimated std (root MSE) of each RUM fraction; NaN where ``var_lcf`` is NaN.
+        Estimated std (root MSE) of each RUM fraction.
     """
-    good = np.isfinite(var_lcf) & np.isfinite(x_lcf)
+    good = np.isfinite(var_lcf) & np.isfinite(x_lcf) & (var_lcf > 0)
+    v = np.where(good, var_lcf, 1.0)
     d = np.where(good, x_rum - x_lcf, 0.0)
-    term = np.where(good, d * d - var_lcf + 2.0 * cov_pert, 0.0)
+    ratio = np.where(good, (d * d - v + 2.0 * cov_pert) / v, 0.0)
+    floor = np.where(good, var_pert / v, 0.0)
     size = (1,) + (int(window),) * (x_rum.ndim - 1)
-    num = uniform_filter(term, size=size, mode="nearest")
-    den = uniform_filter(good.astype(np.float64), size=size, mode="nearest")
-    mse = num / np.maximum(den, 1e-12)
-    mse = np.maximum(mse, var_pert)
-    out = np.sqrt(np.maximum(mse, 0.0))
-    return np.where(good, out, np.nan)
+    den = np.maximum(uniform_filter(good.astype(np.float64), size=size, mode="nearest"), 1e-12)
+    r = uniform_filter(ratio, size=size, mode="nearest") / den
+    r = np.maximum(r, uniform_filter(floor, size=size, mode="nearest") / den)
+    if int(edge) > 1:
+        r = maximum_filter(r, size=(1,) + (int(edge),) * (x_rum.ndim - 1), mode="nearest")
+    return np.where(good, np.sqrt(np.maximum(r, 0.0) * v), np.nan)
