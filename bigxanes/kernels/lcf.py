@@ -12,6 +12,8 @@ from itertools import combinations
 
 import numpy as np
 
+from .weights import batched_solve
+
 MAX_ENUMERATED_COMPONENTS = 10
 
 
@@ -76,6 +78,52 @@ def nnls_coefficients(AtA: np.ndarray, AtY: np.ndarray, tol: float = 1e-12) -> n
         feasible = np.all(m >= -tol * scale / np.diag(AtA_S)[:, None], axis=0)
         m = np.maximum(m, 0.0)
         obj = _quadratic_objective(m, AtA_S, AtY_S)
+        better = feasible & (obj < best_obj)
+        if better.any():
+            best[:, better] = 0.0
+            best[np.ix_(idx, np.flatnonzero(better))] = m[:, better]
+            best_obj = np.where(better, obj, best_obj)
+    return best
+
+
+def nnls_coefficients_pixelwise(G: np.ndarray, b: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """NNLS with a different normal matrix per pixel: ``min_m mᵀG_n m - 2 mᵀb_n, m >= 0``.
+
+    The weighted LCF ``min Σ_t w_tn (y_tn - (A m)_t)²`` s.t. ``m >= 0`` with per-pixel weights
+    (``G_n = Aᵀ diag(w_n) A``, ``b_n = Aᵀ diag(w_n) y_n``, see
+    :func:`bigxanes.kernels.weights.weighted_normal_equations`). Same exact active-set
+    enumeration as :func:`nnls_coefficients`, with batched L x L solves; a shared ``(L, L)``
+    matrix gives the same result as :func:`nnls_coefficients`.
+
+    Parameters
+    ----------
+    G : (L, L, N) ndarray
+    b : (L, N) ndarray
+
+    Returns
+    -------
+    M : (L, N) ndarray, non-negative.
+    """
+    if G.ndim == 2:
+        return nnls_coefficients(G, b, tol)
+    L, N = b.shape
+    if L > MAX_ENUMERATED_COMPONENTS:
+        raise ValueError(
+            f"{L} references: exact batched NNLS supports at most {MAX_ENUMERATED_COMPONENTS}; "
+            "use fewer reference spectra"
+        )
+    best_obj = np.zeros(N)
+    best = np.zeros((L, N))
+    scale = np.abs(b).max(axis=0, initial=0.0) + 1e-300
+    for S in _subsets(L):
+        idx = np.asarray(S)
+        G_S = G[np.ix_(idx, idx)]
+        b_S = b[idx]
+        m = batched_solve(G_S, b_S)
+        diag = np.einsum("iin->in", G_S)
+        feasible = np.all(m >= -tol * scale / diag, axis=0)
+        m = np.maximum(m, 0.0)
+        obj = np.einsum("in,ijn,jn->n", m, G_S, m) - 2.0 * np.einsum("in,in->n", m, b_S)
         better = feasible & (obj < best_obj)
         if better.any():
             best[:, better] = 0.0
