@@ -29,8 +29,10 @@ import numpy as np
 from .kernels.admm import RESIDUALS, StateLayout, admm_iteration, initial_state
 from .kernels.denoisers import DEFAULT_HALO, DENOISERS
 from .kernels.lcf import nnls_coefficients
+from .kernels.weights import DEFAULT_KAPPA, edge_weights
 
 METHODS = ("rum-tv", "rum-pnp")
+PRIORS = ("tv", "guided-tv")
 
 
 @dataclass
@@ -52,6 +54,12 @@ class RumParams:
     gamma : float, optional
         ρ growth per iteration (PnP; ``ρ_{k+1} = γ ρ_k``, capped at ``rho_max``); default 1.05
         for PnP, 1 for RUM-TV.
+    prior : {"tv", "guided-tv"}
+        RUM-TV spatial prior: plain isotropic TV, or structure-guided TV whose per-pixel
+        edge weights come from the LCF scale map (:mod:`bigxanes.kernels.weights`):
+        ``U = shrink(∇X + D, λ w / ρ)``.
+    guide_kappa : float
+        Edge scale κ of the guided-TV weights, in units of the scaled LCF scale map.
     noise_sigma : float, optional
         Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
         instead of the estimate from the LCF residual. Must be positive.
@@ -86,10 +94,17 @@ class RumParams:
     denoiser_halo: int | None = None
     rho_adapt: bool = True
     noise_sigma: float | None = None
+    prior: str = "tv"
+    guide_kappa: float = DEFAULT_KAPPA
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.prior not in PRIORS or (self.prior != "tv" and self.method != "rum-tv"):
+            raise ValueError(
+                f"prior must be one of {', '.join(PRIORS)} ('guided-tv' with method rum-tv), "
+                f"got {self.prior!r}"
+            )
         fast_pnp = self.method == "rum-pnp" and self.denoiser == "tv"
         if self.lam_factor is None:
             self.lam_factor = 0.1 if (self.method == "rum-pnp" and not fast_pnp) else 0.2
@@ -103,7 +118,7 @@ class RumParams:
             )
         if self.lam != "auto" and not (isinstance(self.lam, int | float) and self.lam >= 0):
             raise ValueError(f"lam must be a non-negative number or 'auto', got {self.lam!r}")
-        for name in ("rho", "lam_factor", "rho_max", "tol"):
+        for name in ("rho", "lam_factor", "rho_max", "tol", "guide_kappa"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
@@ -346,7 +361,8 @@ def unmix_rum_array(
     T = Y.shape[0]
     spatial = Y.shape[1:]
     L = A.shape[1]
-    layout = StateLayout(L, len(spatial), params.reg)
+    guided = params.prior == "guided-tv"
+    layout = StateLayout(L, len(spatial), params.reg, weighted=guided)
     Yf = Y.reshape(T, -1).astype(np.float64, copy=False)
     AtA = A.T @ A
     aty = A.T @ Yf
@@ -363,6 +379,13 @@ def unmix_rum_array(
         (M0 / c).reshape((L,) + spatial),
         layout,
         dtype=state_dtype,
+        weight=(
+            edge_weights(
+                (M0.sum(axis=0) / c).reshape(spatial), len(spatial), kappa=params.guide_kappa
+            )
+            if guided
+            else None
+        ),
     )
     n = layout.n_channels
     holder = {"S": S}
