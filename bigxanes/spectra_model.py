@@ -197,9 +197,9 @@ def model_references(
 
 def shared_data_dir() -> Path | None:
     """The shared real-data folder: ``$BIGXANES_SHARED_DATA``, else ``../shared/data`` next to
-    the repository, else ``/work/shared/data``; None when none exists."""
+    the repository; None when neither exists."""
     cands = [os.environ.get("BIGXANES_SHARED_DATA")]
-    cands += [str(Path(__file__).resolve().parents[2] / "shared" / "data"), "/work/shared/data"]
+    cands += [str(Path(__file__).resolve().parents[2] / "shared" / "data")]
     for c in cands:
         if c and Path(c).is_dir():
             return Path(c)
