@@ -31,10 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .energy import as_ev, check_references, interpolate_reference, sort_energies
-from .normalize import normalize_spectra
+from ..energy import as_ev, check_references, interpolate_reference, sort_energies
+from ..normalize import normalize_spectra
+from .prj import ReferenceRecord, is_athena_project, read_athena_project
 
 __all__ = [
+    "ReferenceRecord",
+    "read_athena_project",
+    "is_athena_project",
     "read_table",
     "read_xdi",
     "read_athena_nor",
