@@ -40,7 +40,10 @@ __all__ = [
 REAL_SETS = {
     "ni": (3, ("Ni2+", "Ni3+", "Ni0")),
     "fe-l3": (2, ("Fe2+", "Fe3+")),
+    "mn": (5, ("MnO", "Mn2O3x", "Pyrolusite", "Mn foil", "Li2MnO3")),
+    "fe-k": (4, ("Fe foil", "Hematite", "Goerthite", "Ferrihydrite")),
 }
+_PRJ = {"mn": ("Mn.prj", 6550.0), "fe-k": ("Fe.prj", 7125.0)}
 
 
 def default_energy_grid(base_e0: float = 8345.0) -> np.ndarray:
@@ -223,6 +226,13 @@ def real_references(
       (8250-8550 eV, 100 points, 1 eV over the edge), as a TXM scan would have them.
     * ``"fe-l3"``: Fe L3 edge STXM references Fe2+ / Fe3+ (optical density as measured, on
       the stack's own 123 energies 700-730 eV), L = 2.
+    * ``"mn"``: Mn K edge standards of ``athena_projects/Mn.prj`` (read and normalized by
+      :func:`bigxanes.references.prj.read_athena_project`, ``norm``): MnO (Mn2+), Mn2O3
+      (Mn3+), pyrolusite (MnO2, Mn4+), Mn foil (Mn0), Li2MnO3 (Mn4+, layered), L = 2..5 in
+      that order. Default energies: :func:`default_energy_grid` with ``e0 = 6550``.
+    * ``"fe-k"``: Fe K edge standards of ``Fe.prj``: Fe foil, hematite, goethite ("Goerthite"
+      as labelled in the file), ferrihydrite (three Fe3+ oxides: nearly collinear), L = 2..4;
+      default grid ``e0 = 7125``.
 
     Parameters
     ----------
@@ -256,6 +266,14 @@ def real_references(
     root = Path(data_dir) if data_dir is not None else shared_data_dir()
     if root is None or not root.is_dir():
         raise FileNotFoundError("shared data folder not found; set BIGXANES_SHARED_DATA.")
+    if name in _PRJ:
+        from .references.prj import read_athena_project
+
+        fname, e0 = _PRJ[name]
+        recs = {r.name: r for r in read_athena_project(root / "athena_projects" / fname)}
+        E = default_energy_grid(e0) if energy is None else np.asarray(energy, dtype=np.float64)
+        cols = [interpolate_reference(recs[c].energy, recs[c].norm, E) for c in order[:L]]
+        return E, np.stack(cols, axis=1), list(order[:L])
     if name == "ni":
         e_all, A_all, names_all = load_ni_references(root / "ni_k_edge_refs")
     else:

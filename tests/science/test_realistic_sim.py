@@ -70,9 +70,13 @@ def test_energy_shift_is_an_exact_shift_of_the_references():
 
 
 @needs_data
-@pytest.mark.parametrize(("name", "L"), [("ni", 2), ("ni", 3), ("fe-l3", 2)])
+@pytest.mark.parametrize(
+    ("name", "L"), [("ni", 2), ("ni", 3), ("fe-l3", 2), ("mn", 2), ("mn", 5), ("fe-k", 3)]
+)
 def test_real_reference_sets(name, L):
     E, A, names = real_references(name, L)
+    if name in ("ni", "mn", "fe-k"):  # edge-step normalized: pre-edge ~0, post-edge ~1
+        assert np.all(np.abs(A[:5]) < 0.1) and np.all(np.abs(A[-5:].mean(axis=0) - 1) < 0.2)
     assert A.shape == (E.size, L) and len(names) == L and np.all(np.isfinite(A))
     assert np.linalg.matrix_rank(A) == L
     ds = simulate("cathode", (24, 24), sigma=3.0, seed=1, references=(E, A, names))
