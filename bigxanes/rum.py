@@ -33,6 +33,7 @@ from .kernels.weights import DEFAULT_KAPPA, edge_weights
 
 METHODS = ("rum-tv", "rum-pnp")
 PRIORS = ("tv", "guided-tv")
+GUIDED_LAM_FACTOR = 1.0  # chosen on the tuning split of benchmarks/bench_realistic.py
 
 
 @dataclass
@@ -47,7 +48,8 @@ class RumParams:
     lam_factor : float, optional
         Prior strength used by ``lam="auto"`` (``λ = lam_factor · σ̂ · δ``, see
         :func:`resolve_lambda`). Default 0.2, 0.1 for RUM-PnP with BM3D/BM4D (chosen with
-        benchmarks/param_sensitivity.py on the simulated phantoms).
+        benchmarks/param_sensitivity.py on the simulated phantoms), 1.0 for guided TV (its
+        weights lower λ at edges; chosen on the tuning split of benchmarks/bench_realistic.py).
     rho : float
         Initial ADMM penalty ρ (scaled stack). The problem is non-convex (X s), so ρ also changes
         the result: ρ >= 1 stops near the LCF start; 0.1-0.3 agree within 0.35 dB (measured).
@@ -108,6 +110,8 @@ class RumParams:
         fast_pnp = self.method == "rum-pnp" and self.denoiser == "tv"
         if self.lam_factor is None:
             self.lam_factor = 0.1 if (self.method == "rum-pnp" and not fast_pnp) else 0.2
+            if self.prior == "guided-tv":
+                self.lam_factor = GUIDED_LAM_FACTOR
         if self.gamma is None:
             self.gamma = 1.0 if self.method == "rum-tv" else 1.05
         if self.max_iter is None:
