@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["particles", "electrode", "wedge", "make_phantom", "PHANTOMS"]
+__all__ = ["particles", "electrode", "wedge", "cathode", "make_phantom", "PHANTOMS"]
 
 _SOFTMAX_WIDTH = 0.5
 
@@ -249,7 +249,108 @@ def wedge(
     return X, s
 
 
-PHANTOMS = {"particles": particles, "electrode": electrode, "wedge": wedge}
+def _crack_distance(
+    rng: np.random.Generator, shape: tuple[int, ...], centre: np.ndarray, radius: float
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Distance of each pixel of a sphere's bounding box to a random plane (a line in 2-D)
+    through a point near the sphere's centre: ``|n · (r - c')|``, ``n`` a random unit normal."""
+    nd = len(shape)
+    lo = np.maximum(np.floor(centre - radius).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + radius).astype(int) + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    normal = rng.standard_normal(nd)
+    normal /= np.linalg.norm(normal)
+    through = centre + rng.uniform(-0.3, 0.3, nd) * radius
+    grids = np.ogrid[box]
+    dist = np.abs(sum(nv * (g - c) for nv, g, c in zip(normal, grids, through, strict=True)))
+    return box, dist
+
+
+def cathode(
+    shape: tuple[int, ...] = (128, 128),
+    n_components: int = 2,
+    seed: int = 0,
+    *,
+    radius_range: tuple[float, float] = (0.06, 0.13),
+    collector: float = 0.08,
+    binder_scale: tuple[float, float] = (0.02, 0.06),
+    background: tuple[float, float] = (1e-3, 0.01),
+    crack_fraction: float = 0.5,
+    crack_width: float = 1.0,
+    crack_reach: float = 2.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A battery cathode section: cracked secondary particles with core-shell state gradients
+    in a carbon/binder matrix, on a current collector.
+
+    Layout along the last axis (electrode depth): separator side at index 0, a current
+    collector slab in the last ``collector`` fraction of the axis (no active element:
+    ``s ~ U(background)``). Between them, secondary particles (radii ``radius_range *
+    min(shape)``, centre distance >= 0.85 of the radius sum: they may touch) sit in a matrix
+    that a smooth random field splits into carbon/binder (``s ~ U(binder_scale)``) and pores
+    (``s ~ U(background)``).
+
+    Chemistry: each particle has a core and a shell state position (delithiation starts at
+    the surface), ``p = core + (shell - core) (rho/r)^2`` as in :func:`particles`, shifted
+    by a depth gradient (particles near the separator react further). A fraction
+    ``crack_fraction`` of the particles are cracked: a plane (line in 2-D) of width
+    ``crack_width`` px through the particle holds no material (``s`` of the binder), and the
+    electrolyte reaching the crack faces drives them to the shell state:
+    ``p ← p + (shell - p) exp(-d / crack_reach)`` with ``d`` the distance to the crack plane.
+    So fractions jump between touching particles and at crack faces, and vary smoothly inside.
+    Fractions from the softmax of ``p`` (module docstring).
+    """
+    shape = _check(shape, n_components)
+    L = int(n_components)
+    rng = np.random.default_rng(seed)
+    m = min(shape)
+    span = max(L - 1, 1)
+    n_depth = shape[-1]
+    n_coll = max(2, int(round(collector * n_depth)))
+    active_shape = shape[:-1] + (n_depth - n_coll,)
+    rmean = 0.5 * (radius_range[0] + radius_range[1]) * m
+    vol = float(np.prod(active_shape))
+    unit = np.pi * rmean**2 if len(shape) == 2 else 4.0 / 3.0 * np.pi * rmean**3
+    n_target = int(1.5 * vol / unit) + 4
+    cen, rad = _place(
+        rng, active_shape, n_target, radius_range[0] * m, radius_range[1] * m, 0.85, 8 * n_target
+    )
+    k = rad.size
+    core = rng.uniform(-0.3, 0.4 * span, k)
+    shell = np.clip(core + rng.uniform(0.5, 1.0, k) * span, -0.5, L - 0.5)
+    depth = 0.3 * span * (0.5 - cen[:, -1] / max(n_depth - n_coll - 1, 1))
+    core, shell = core + depth, np.clip(shell + depth, -0.5, L - 0.5)
+    s, pos, inside = _render(shape, cen, rad, core, shell)
+    owner = np.full(shape, -1)
+    for i, (c, r) in enumerate(zip(cen, rad, strict=True)):
+        lo = np.maximum(np.floor(c - r).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        rho2 = sum((g - ci) ** 2 for g, ci in zip(np.ogrid[box], c, strict=True))
+        dome = np.sqrt(np.maximum(r**2 - rho2, 0.0)) / float(rad.max())
+        ob = owner[box]
+        ob[(rho2 < r * r) & (np.abs(s[box] - dome) < 1e-12)] = i
+    crack = np.zeros(shape, dtype=bool)
+    for i in np.flatnonzero(rng.random(k) < crack_fraction):
+        box, dist = _crack_distance(rng, shape, cen[i], rad[i])
+        mine = owner[box] == i
+        pb = pos[box]
+        pb[mine] = (pb + (shell[i] - pb) * np.exp(-dist / crack_reach))[mine]
+        cb = crack[box]
+        cb |= mine & (dist < 0.5 * crack_width)
+    X = _dirichlet_field(rng, L, shape)
+    X[:, inside] = _softmax_states(np.clip(pos[inside], -0.5, L - 0.5), L)
+    field = gaussian_filter(rng.standard_normal(shape), sigma=max(1.0, 0.03 * m))
+    matrix = ~inside | crack
+    binder = matrix & (field > -0.3)
+    pore = matrix & ~binder
+    s[binder] = rng.uniform(*binder_scale, np.count_nonzero(binder))
+    s[pore] = rng.uniform(*background, np.count_nonzero(pore))
+    coll = (slice(None),) * (len(shape) - 1) + (slice(n_depth - n_coll, None),)
+    s[coll] = rng.uniform(*background, s[coll].shape)
+    return X, s
+
+
+PHANTOMS = {"particles": particles, "electrode": electrode, "wedge": wedge, "cathode": cathode}
 
 
 def make_phantom(
@@ -259,7 +360,7 @@ def make_phantom(
 
     Parameters
     ----------
-    name : {"particles", "electrode", "wedge"}
+    name : {"particles", "electrode", "wedge", "cathode"}
     shape : tuple of int
         ``(y, x)`` or ``(z, y, x)``.
     n_components : int

@@ -28,6 +28,7 @@ import numpy as np
 
 from .kernels.admm import RESIDUALS, StateLayout, admm_iteration
 from .kernels.denoisers import DEFAULT_HALO, DENOISERS
+from .kernels.guide import DEFAULT_KAPPA
 from .kernels.maps import final_maps
 from .kernels.moments import gram
 from .kernels.pass1 import Pass1Layout, pass1_block, state_from_pass1
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 METHODS = ("rum-tv", "rum-pnp")
+PRIORS = ("tv", "guided-tv")
+GUIDED_LAM_FACTOR = 1.0  # chosen on the tuning split of benchmarks/bench_realistic.py
 
 
 @dataclass
@@ -71,13 +74,20 @@ class RumParams:
     lam_factor : float, optional
         Prior strength used by ``lam="auto"`` (``λ = lam_factor · σ̂ · δ``, see
         :func:`resolve_lambda`). Default 0.2, 0.1 for RUM-PnP with BM3D/BM4D (chosen with
-        benchmarks/param_sensitivity.py on the simulated phantoms).
+        benchmarks/param_sensitivity.py on the simulated phantoms), 1.0 for guided TV (its
+        weights lower λ at edges; chosen on the tuning split of benchmarks/bench_realistic.py).
     rho : float
         Initial ADMM penalty ρ (scaled stack). The problem is non-convex (X s), so ρ also changes
         the result: ρ >= 1 stops near the LCF start; 0.1-0.3 agree within 0.35 dB (measured).
     gamma : float, optional
         ρ growth per iteration (PnP; ``ρ_{k+1} = γ ρ_k``, capped at ``rho_max``); default 1.05
         for PnP, 1 for RUM-TV.
+    prior : {"tv", "guided-tv"}
+        RUM-TV spatial prior: plain isotropic TV, or structure-guided TV whose per-pixel
+        edge weights come from the LCF scale map (:mod:`bigxanes.kernels.guide`):
+        ``U = shrink(∇X + D, λ w / ρ)``.
+    guide_kappa : float
+        Edge scale κ of the guided-TV weights, in units of the scaled LCF scale map.
     noise_sigma : float, optional
         Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
         instead of the estimate from the LCF residual. Must be positive.
@@ -114,13 +124,22 @@ class RumParams:
     denoiser_halo: int | None = None
     rho_adapt: bool = True
     noise_sigma: float | None = None
+    prior: str = "tv"
+    guide_kappa: float = DEFAULT_KAPPA
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.prior not in PRIORS or (self.prior != "tv" and self.method != "rum-tv"):
+            raise ValueError(
+                f"prior must be one of {', '.join(PRIORS)} ('guided-tv' with method rum-tv), "
+                f"got {self.prior!r}"
+            )
         fast_pnp = self.method == "rum-pnp" and self.denoiser == "tv"
         if self.lam_factor is None:
             self.lam_factor = 0.1 if (self.method == "rum-pnp" and not fast_pnp) else 0.2
+            if self.prior == "guided-tv":
+                self.lam_factor = GUIDED_LAM_FACTOR
         if self.gamma is None:
             self.gamma = 1.0 if self.method == "rum-tv" else 1.05
         if self.max_iter is None:
@@ -131,7 +150,7 @@ class RumParams:
             )
         if self.lam != "auto" and not (isinstance(self.lam, int | float) and self.lam >= 0):
             raise ValueError(f"lam must be a non-negative number or 'auto', got {self.lam!r}")
-        for name in ("rho", "lam_factor", "rho_max", "tol"):
+        for name in ("rho", "lam_factor", "rho_max", "tol", "guide_kappa"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")

@@ -15,6 +15,16 @@ Noise convention
   are clipped to ``>= 1`` (a zero count has no finite OD), and ``OD = -ln(n / I0)``. Photon noise
   thus grows where the sample absorbs most. When both are given, Poisson noise is applied first
   and the Gaussian noise (std from the *clean* maximum) is added on top.
+
+Realism options (off by default)
+--------------------------------
+* **thickness** ``τ``: the scale is multiplied by a smooth random field ``1 + τ f`` with
+  ``f ∈ [-1, 1]`` (Gaussian-smoothed noise, correlation length ~ min(shape)/4): thickness
+  and density vary across the sample; ``true_scale`` holds the product.
+* **energy_shift** ``δmax`` (eV): each pixel's spectra are shifted in energy by a smooth
+  field ``δ ∈ [-δmax, δmax]``: ``y(E) = Σ_j M_j a_j(E - δ)`` (exact, by linear
+  interpolation of the references), while the fit uses the unshifted references (calibration
+  drift and small chemical shifts the references do not hold).
 """
 
 from __future__ import annotations
@@ -23,14 +33,47 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
+from scipy.ndimage import gaussian_filter
 
 from .energy import as_ev, interpolate_reference
 from .phantoms import make_phantom
 from .spectra_model import model_references
 
-__all__ = ["SimArrays", "simulate_to_arrays", "simulate", "add_noise", "spatial_dims"]
+__all__ = [
+    "SimArrays",
+    "simulate_to_arrays",
+    "simulate",
+    "add_noise",
+    "spatial_dims",
+    "smooth_field",
+    "shifted_stack",
+]
 
 _NOISE_STREAM = 0x5EED  # second seed word: noise draws independent of the phantom's
+_FIELD_STREAM = 0xF1E1D  # second seed word: thickness and energy-shift fields
+
+
+def smooth_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth random field in ``[-1, 1]``: white noise smoothed by a Gaussian of width
+    ``max(2, min(shape) / 4)`` px, divided by its largest absolute value."""
+    f = gaussian_filter(rng.standard_normal(shape), max(2.0, min(shape) / 4.0), mode="reflect")
+    return f / max(float(np.abs(f).max()), 1e-300)
+
+
+def shifted_stack(E: np.ndarray, A: np.ndarray, M: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Clean stack with per-pixel energy shifts: ``y_n(E) = Σ_j M_jn a_j(E - δ_n)``.
+
+    ``A`` (T, L) on the energies ``E`` (T,), ``M`` (L, N), ``shift`` (N,) eV. The references
+    are linearly interpolated (held constant beyond the ends). One (T, N) array per component
+    is formed and added, so the peak memory is two stack-sized arrays.
+    """
+    T, L = A.shape
+    N = M.shape[1]
+    Eq = (E[:, None] - shift[None, :]).ravel()
+    out = np.zeros((T, N))
+    for j in range(L):
+        out += np.interp(Eq, E, A[:, j]).reshape(T, N) * M[j][None, :]
+    return out
 
 
 def spatial_dims(ndim: int) -> tuple[str, ...]:
@@ -91,12 +134,14 @@ def simulate_to_arrays(
     seed: int = 0,
     references: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     energy: np.ndarray | None = None,
+    thickness: float = 0.0,
+    energy_shift: float = 0.0,
 ) -> SimArrays:
     """Simulate a stack and return all arrays (truth included) as NumPy.
 
     Parameters
     ----------
-    phantom : {"particles", "electrode", "wedge"}
+    phantom : {"particles", "electrode", "wedge", "cathode"}
         See :mod:`bigxanes.phantoms`.
     shape : tuple of int
         ``(y, x)`` or ``(z, y, x)``.
@@ -113,7 +158,15 @@ def simulate_to_arrays(
     energy : array_like, optional
         Target energies in eV (keV detected); references are interpolated onto them (error if
         not covered). Default: the references' own energies.
+    thickness : float
+        Relative amplitude ``τ`` in [0, 1) of the smooth thickness variation (module docstring).
+    energy_shift : float
+        Largest per-pixel energy shift ``δmax`` in eV (module docstring); 0 = none.
     """
+    if not 0.0 <= thickness < 1.0:
+        raise ValueError(f"thickness must be in [0, 1), got {thickness}.")
+    if energy_shift < 0:
+        raise ValueError(f"energy_shift must be >= 0 eV, got {energy_shift}.")
     if references is None:
         e_ref, A, names = model_references(n_components, energy)
         E = as_ev(e_ref)
@@ -136,8 +189,15 @@ def simulate_to_arrays(
     L = A.shape[1]
     X, s = make_phantom(phantom, shape, L, seed)
     spatial = s.shape
+    frng = np.random.default_rng([int(seed), _FIELD_STREAM])
+    if thickness > 0:
+        s = s * (1.0 + thickness * smooth_field(frng, spatial))
     M = X.reshape(L, -1) * s.reshape(1, -1)  # X diag(s), (L, N)
-    clean = (A @ M).reshape((E.size,) + spatial)
+    if energy_shift > 0:
+        shift = energy_shift * smooth_field(frng, spatial).ravel()
+        clean = shifted_stack(E, A, M, shift).reshape((E.size,) + spatial)
+    else:
+        clean = (A @ M).reshape((E.size,) + spatial)
     rng = np.random.default_rng([int(seed), _NOISE_STREAM])
     noisy, std = add_noise(clean, sigma, poisson=poisson, rng=rng)
     noise = f"gaussian std=sigma/255*max(clean)={std:.6g}"
@@ -153,6 +213,8 @@ def simulate_to_arrays(
         "shape": [int(n) for n in spatial],
         "n_components": int(L),
         "references_source": "model_references" if references is None else "user",
+        "thickness": float(thickness),
+        "energy_shift_ev": float(energy_shift),
     }
     return SimArrays(E, A, names, X, s, clean, noisy, std, attrs)
 
@@ -166,6 +228,8 @@ def simulate(
     seed: int = 0,
     references: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
     energy: np.ndarray | None = None,
+    thickness: float = 0.0,
+    energy_shift: float = 0.0,
 ) -> xr.Dataset:
     """Simulate a TXM-XANES stack as an ``xr.Dataset`` (docs/CONTRACTS.md).
 
@@ -181,7 +245,18 @@ def simulate(
         ``phantom, sigma, noise, noise_std, poisson_i0, seed, shape, n_components,
         references_source``.
     """
-    r = simulate_to_arrays(phantom, shape, n_components, sigma, poisson, seed, references, energy)
+    r = simulate_to_arrays(
+        phantom,
+        shape,
+        n_components,
+        sigma,
+        poisson,
+        seed,
+        references,
+        energy,
+        thickness=thickness,
+        energy_shift=energy_shift,
+    )
     dims = spatial_dims(r.scale.ndim)
     coords = {
         "energy": ("energy", r.energy, {"units": "eV"}),

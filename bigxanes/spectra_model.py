@@ -14,14 +14,36 @@ The model is a sum of simple line shapes (all energies in eV, ``d = E - e0``):
 
 Below the edge the spectrum is flat at 0 apart from the pre-edge peak; far above it tends to 1,
 i.e. it is already edge-step normalized, like Athena ``norm`` data.
+
+:func:`real_references` gives *measured* reference sets from the shared data folder
+(``../shared/data``; README there) for simulations built from real spectra.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["xanes_spectrum", "model_references", "default_energy_grid"]
+__all__ = [
+    "xanes_spectrum",
+    "model_references",
+    "default_energy_grid",
+    "real_references",
+    "REAL_SETS",
+    "shared_data_dir",
+]
+
+# name -> (max L, components in the order they are used for L = 2, 3, ...)
+REAL_SETS = {
+    "ni": (3, ("Ni2+", "Ni3+", "Ni0")),
+    "fe-l3": (2, ("Fe2+", "Fe3+")),
+    "mn": (5, ("MnO", "Mn2O3x", "Pyrolusite", "Mn foil", "Li2MnO3")),
+    "fe-k": (4, ("Fe foil", "Hematite", "Goerthite", "Ferrihydrite")),
+}
+_PRJ = {"mn": ("Mn.prj", 6550.0), "fe-k": ("Fe.prj", 7125.0)}
 
 
 def default_energy_grid(base_e0: float = 8345.0) -> np.ndarray:
@@ -174,3 +196,96 @@ def model_references(
         )
     A = np.stack(cols, axis=1)
     return E, A, [f"state{j + 1}" for j in range(L)]
+
+
+def shared_data_dir() -> Path | None:
+    """The shared real-data folder: ``$BIGXANES_SHARED_DATA``, else ``../shared/data`` next to
+    the repository; None when neither exists."""
+    cands = [os.environ.get("BIGXANES_SHARED_DATA")]
+    cands += [str(Path(__file__).resolve().parents[2] / "shared" / "data")]
+    for c in cands:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def real_references(
+    name: str,
+    n_components: int,
+    *,
+    energy: np.ndarray | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Measured reference spectra for simulating stacks from real spectra.
+
+    Sets (``REAL_SETS``; files in the shared data folder, see its README):
+
+    * ``"ni"``: Ni K edge, edge-step normalized (:func:`bigxanes.references.load_ni_references`):
+      L = 2 gives Ni2+ (NiO) and Ni3+ (LiNiO2), the close pair of a Ni-rich cathode; L = 3
+      adds Ni0 (foil). Default energies: :func:`default_energy_grid` with ``e0 = 8345``
+      (8250-8550 eV, 100 points, 1 eV over the edge), as a TXM scan would have them.
+    * ``"fe-l3"``: Fe L3 edge STXM references Fe2+ / Fe3+ (optical density as measured, on
+      the stack's own 123 energies 700-730 eV), L = 2.
+    * ``"mn"``: Mn K edge standards of ``athena_projects/Mn.prj`` (read and normalized by
+      :func:`bigxanes.references.prj.read_athena_project`, ``norm``): MnO (Mn2+), Mn2O3
+      (Mn3+), pyrolusite (MnO2, Mn4+), Mn foil (Mn0), Li2MnO3 (Mn4+, layered), L = 2..5 in
+      that order. Default energies: :func:`default_energy_grid` with ``e0 = 6550``.
+    * ``"fe-k"``: Fe K edge standards of ``Fe.prj``: Fe foil, hematite, goethite ("Goerthite"
+      as labelled in the file), ferrihydrite (three Fe3+ oxides: nearly collinear), L = 2..4;
+      default grid ``e0 = 7125``.
+
+    Parameters
+    ----------
+    name : str
+        Set name.
+    n_components : int
+        L, from 2 to the set's maximum; the first L components of the set's order are used.
+    energy : array_like, optional
+        Target energies in eV; the references are interpolated (no extrapolation).
+    data_dir : path, optional
+        Shared data folder; default :func:`shared_data_dir`.
+
+    Returns
+    -------
+    energy (T,) eV, A (T, L), names.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the shared data folder or the set's files are absent.
+    """
+    from .energy import interpolate_reference
+    from .references import load_ni_references, read_table
+
+    if name not in REAL_SETS:
+        raise ValueError(f"unknown reference set {name!r}; choose one of {sorted(REAL_SETS)}.")
+    max_l, order = REAL_SETS[name]
+    L = int(n_components)
+    if not 2 <= L <= max_l:
+        raise ValueError(f"reference set {name!r} holds 2..{max_l} states, asked for {L}.")
+    root = Path(data_dir) if data_dir is not None else shared_data_dir()
+    if root is None or not root.is_dir():
+        raise FileNotFoundError("shared data folder not found; set BIGXANES_SHARED_DATA.")
+    if name in _PRJ:
+        from .references.prj import read_athena_project
+
+        fname, e0 = _PRJ[name]
+        recs = {r.name: r for r in read_athena_project(root / "athena_projects" / fname)}
+        E = default_energy_grid(e0) if energy is None else np.asarray(energy, dtype=np.float64)
+        cols = [interpolate_reference(recs[c].energy, recs[c].norm, E) for c in order[:L]]
+        return E, np.stack(cols, axis=1), list(order[:L])
+    if name == "ni":
+        e_all, A_all, names_all = load_ni_references(root / "ni_k_edge_refs")
+    else:
+        d = root / "stxm_fe_l3"
+        e_all, v2, _ = read_table(d / "ref_fe2_reduced.txt")
+        _, v3, _ = read_table(d / "ref_fe3_oxidized.txt")
+        A_all, names_all = np.stack([v2[:, 0], v3[:, 0]], axis=1), ["Fe2+", "Fe3+"]
+    cols = [names_all.index(c) for c in order[:L]]
+    A = A_all[:, cols]
+    if energy is None and name == "ni":
+        energy = default_energy_grid(8345.0)
+    if energy is None:
+        return e_all, A, list(order[:L])
+    E = np.asarray(energy, dtype=np.float64)
+    return E, interpolate_reference(e_all, A, E), list(order[:L])

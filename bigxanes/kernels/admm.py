@@ -14,7 +14,9 @@ microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/de
    spikes and the oscillation seen on real data with misfitting references, issue 13.)
 3. ``s = (Σ_j X_j (M - C)_j + t - g) / (Σ_j X_j² + 1)``.
 4. ``M = (AᵀA + ρI)⁻¹ (AᵀY + ρ (X s + C))``.
-5. TV: ``U = shrink(∇X + D, λ/ρ)``; PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
+5. TV: ``U = shrink(∇X + D, λ/ρ)``; guided TV (``StateLayout.weighted``):
+   ``U = shrink(∇X + D, λ w/ρ)`` with the per-pixel weight channel ``w``
+   (:mod:`bigxanes.kernels.guide`); PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
 6. PnP: ``ρ ← γρ`` and the scaled duals C, D, E, g are multiplied by ``ρ_old/ρ_new``.
 7. ``W = max(X + E, 0)``, ``t = max(s + g, 0)``.
 8. ``C += X s - M``; ``D += ∇X - U`` (TV) or ``X - U`` (PnP); ``E += X - W``; ``g += s - t``.
@@ -48,11 +50,14 @@ class StateLayout(ChannelLayout):
     Channels, in order: ``aty`` (L, constant AᵀY), ``yty`` (1, constant YᵀY), ``X`` (L), ``s`` (1),
     ``M`` (L), ``W`` (L), ``t`` (1), ``C`` (L), ``E`` (L), ``g`` (1), ``U`` (K), ``D`` (K), where
     K = L·ndim for TV (one gradient component per spatial axis, axis-major) and K = L for PnP.
+    With ``weighted=True`` (guided TV) one more constant channel ``w`` (1, the TV edge weight)
+    is appended after ``D``, so the other channels keep their positions.
     """
 
     n_components: int
     ndim: int
     method: str  # "tv" or "pnp"
+    weighted: bool = False
 
     @property
     def k_reg(self) -> int:
@@ -74,6 +79,7 @@ class StateLayout(ChannelLayout):
             "g": 1,
             "U": self.k_reg,
             "D": self.k_reg,
+            **({"w": 1} if self.weighted else {}),
         }
 
     @property
@@ -89,12 +95,18 @@ def _reg_view(v: np.ndarray, layout: StateLayout) -> np.ndarray:
 
 
 def initial_state(
-    aty: np.ndarray, yty: np.ndarray, M0: np.ndarray, layout: StateLayout, dtype=np.float64
+    aty: np.ndarray,
+    yty: np.ndarray,
+    M0: np.ndarray,
+    layout: StateLayout,
+    dtype=np.float64,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Initial ADMM state from the LCF (NNLS) solution ``M0`` (docs/design.md, "ADMM", Init).
 
     ``s0 = Σ_j M0_j``, ``X0 = M0 / s0`` (uniform where s0 ~ 0), ``W = X0``, ``t = s0``, duals 0,
-    ``U = ∇X0`` (TV) or ``X0`` (PnP). Arrays are (channels, *spatial).
+    ``U = ∇X0`` (TV) or ``X0`` (PnP). Arrays are (channels, *spatial). ``weight`` (*spatial)
+    fills the ``w`` channel of a weighted layout (required there, ignored otherwise).
     """
     sl = layout.slices
     S = np.zeros((layout.n_channels,) + M0.shape[1:], dtype=dtype)
@@ -110,6 +122,10 @@ def initial_state(
         S[sl["U"]] = gradient(X0, layout.ndim).reshape((layout.k_reg,) + X0.shape[1:])
     else:
         S[sl["U"]] = X0
+    if layout.weighted:
+        if weight is None:
+            raise ValueError("a weighted (guided-TV) layout needs the weight map.")
+        S[sl["w"]] = weight
     return S
 
 
@@ -159,6 +175,7 @@ def admm_iteration(
     W, t = S[sl["W"]], S[sl["t"]][0]
     C, E, g = S[sl["C"]], S[sl["E"]], S[sl["g"]][0]
     U, D = _reg_view(S[sl["U"]], layout), _reg_view(S[sl["D"]], layout)
+    w = S[sl["w"]][0] if layout.weighted else 1.0
 
     # 1. X-step
     # 1.+2. X-step on the affine set 1ᵀX = 1 (exact minimizer, see module docstring):
@@ -184,7 +201,7 @@ def admm_iteration(
     # 5. U-step
     if layout.method == "tv":
         gX = gradient(X, nd)
-        U = isotropic_shrink(gX + D, lam / rho)
+        U = isotropic_shrink(gX + D, (lam / rho) * w)
         reg_res = gX - U
     else:
         U = denoise_maps(X + D, np.sqrt(lam / rho), denoiser, nd)
@@ -215,6 +232,8 @@ def admm_iteration(
     out[sl["g"]] = g
     out[sl["U"]] = U.reshape((layout.k_reg,) + X.shape[1:])
     out[sl["D"]] = D.reshape((layout.k_reg,) + X.shape[1:])
+    if layout.weighted:
+        out[sl["w"]] = w
     r = layout.n_channels
     out[r + 0] = np.sum(r_scale * r_scale, axis=0)
     out[r + 1] = np.sum(r_simplex * r_simplex, axis=0)
@@ -224,7 +243,7 @@ def admm_iteration(
     dM = M - M_prev
     out[r + 4] = rho * rho * np.sum(dM * dM, axis=0)
     out[r + 5] = residual_sq(yty, aty, M, AtA)
-    out[r + 6] = tv_norm(X, nd) if layout.method == "tv" else 0.0
+    out[r + 6] = w * tv_norm(X, nd) if layout.method == "tv" else 0.0
     return out
 
 

@@ -54,7 +54,7 @@ def test_model_references_seed():
 # ---------------------------------------------------------------- phantoms
 
 
-@pytest.mark.parametrize("name", ["particles", "electrode", "wedge"])
+@pytest.mark.parametrize("name", ["particles", "electrode", "wedge", "cathode"])
 @pytest.mark.parametrize("shape", [(128, 128), (64, 64, 64)])
 @pytest.mark.parametrize("L", [2, 4])
 def test_phantom_simplex_and_speed(name, shape, L):
