@@ -6,15 +6,20 @@ scaled form, DESIGN.md §3), reorganized into a few passes over the block instea
 full-array NumPy passes over float64 temporaries:
 
 TV
-    1. pass ``rhs``: ``rhs = (M - C) s + W - E + ∇ᵀ(U - D)`` and ``1/(s² + 1 + count)``
-       (the Jacobi diagonal of ``s² + 1 - Δ``), per pixel, reading the neighbours of ``U - D``;
-    2. ``tv_sweeps`` Jacobi sweeps ``X ← (rhs + Σ_neighbours X) / (s² + 1 + count)``, the last
-       one also normalizing each column of X to sum to one (step 2);
+    1. pass ``rhs``: ``rhs = (M - C) s + W - E + ∇ᵀ(U - D)`` minus the multiplier of the
+       affine set ``1ᵀX = 1``, ``μ = (Σ_j rhs_j - (s² + 1)) / L`` (step 2), and
+       ``1/(s² + 1 + count)`` (the Jacobi diagonal of ``s² + 1 - Δ``), per pixel, reading the
+       neighbours of ``U - D``;
+    2. ``tv_sweeps`` warm-started Jacobi sweeps ``X ← (rhs + Σ_neighbours X) / (s² + 1 + count)``,
+       the last one also removing round-off, ``X += (1 - 1ᵀX) / L``;
     3. pass ``update``: steps 3-8 per pixel (scale s, the L x L M-step, ``∇X`` from the
-       neighbours' new X, the isotropic shrink, projections, dual ascent with the ρ rescale),
-       and, only when asked, the residual channels.
+       neighbours' new X, the isotropic shrink with threshold ``λ w / ρ`` (``w`` the guided-TV
+       weight channel, 1 without), projections, dual ascent with the ρ rescale), and, only
+       when asked, the residual channels.
 PnP
-    1. pass ``local``: X-step, normalization, s, M, W, t, C, E, g and ``V = X + D`` per pixel;
+    1. pass ``local``: the X-step on ``1ᵀX = 1`` (``X = (rhs - μ) / (s² + 2)``,
+       ``μ = (Σ_j rhs_j - (s² + 2)) / L``, then the round-off correction), s, M, W, t, C, E, g
+       and ``V = X + D`` per pixel;
     2. the denoiser ``U_j = denoise(V_j, sqrt(λ/ρ))`` (numba Chambolle for ``"tv"``,
        :func:`bigxanes.kernels.denoisers.denoise_maps` for the others);
     3. pass ``dual``: ``D ← (D + X - U) ρ/ρ_next`` and the regularizer residual.
@@ -43,8 +48,10 @@ _NAMES = ("aty", "yty", "X", "s", "M", "W", "t", "C", "E", "g", "U", "D")
 
 
 def _offsets(layout: StateLayout) -> np.ndarray:
+    """Channel offsets of :data:`_NAMES`, then that of the guided-TV weight ``w`` (-1 if none)."""
     sl = layout.slices
-    return np.array([sl[n].start for n in _NAMES], dtype=np.int64)
+    starts = [sl[n].start for n in _NAMES] + [sl["w"].start if layout.weighted else -1]
+    return np.array(starts, dtype=np.int64)
 
 
 @numba.njit(inline="always")
@@ -131,6 +138,13 @@ def _tv_rhs(S, o, L, nd, rhs, inv):
                     if z > 0:
                         div += Qz[x, j] - Qz[x, K + j]
                 R[x, j] = b + div
+            # step 2: the multiplier of 1ᵀX = 1, μ = (Σ_j rhs_j - (s² + 1)) / L
+            tot = 0.0
+            for j in range(L):
+                tot += R[x, j]
+            mu = (tot - (s * s + 1.0)) / L
+            for j in range(L):
+                R[x, j] -= mu
         for j in range(L):
             for x in range(nx):
                 rhs[j, z, y, x] = R[x, j]
@@ -165,8 +179,8 @@ def _jacobi_sweep(src, rhs, inv, dst):
 
 @numba.njit(parallel=True, cache=True)
 def _jacobi_last_normalize(src, rhs, inv, out, oX):
-    """The last Jacobi sweep, then step 2: each column of X divided by its sum (uniform
-    ``1/L`` where ``|sum| <= 1e-8``), written to the X channels of ``out``."""
+    """The last Jacobi sweep, then the round-off correction of step 2,
+    ``X += (1 - 1ᵀX) / L``, written to the X channels of ``out``."""
     L, nz, ny, nx = src.shape
     for r in numba.prange(nz * ny):
         z = r // ny
@@ -193,8 +207,7 @@ def _jacobi_last_normalize(src, rhs, inv, out, oX):
                 col[x] += v
         for j in range(L):
             for x in range(nx):
-                c = col[x]
-                out[oX + j, z, y, x] = xv[j, x] / c if abs(c) > 1e-8 else 1.0 / L
+                out[oX + j, z, y, x] = xv[j, x] + (1.0 - col[x]) / L
 
 
 @numba.njit(inline="always")
@@ -262,10 +275,11 @@ def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
 
 @numba.njit(parallel=True, cache=True)
 def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
-    """TV steps 3-8 per pixel, reading the normalized X of the pixel and its forward
-    neighbours from ``out``; the regularizer residual ``|∇X - U|²`` and ``TV(X)``."""
+    """TV steps 3-8 per pixel, reading the new X of the pixel and its forward neighbours
+    from ``out``; the regularizer residual ``|∇X - U|²`` and ``w TV(X)``. With a guided-TV
+    weight channel (``o[12] >= 0``) the shrink threshold is ``thr · w`` and ``w`` is copied."""
     n, nz, ny, nx = S.shape
-    oX, oU, oD = o[2], o[10], o[11]
+    oX, oU, oD, ow = o[2], o[10], o[11], o[12]
     n_ob = out.shape[0]
     for r in numba.prange(nz * ny):
         z = r // ny
@@ -291,6 +305,11 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
             for j in range(L):
                 X[j] = Xc[x, j]
             _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
+            wx = 1.0
+            if ow >= 0:
+                wx = B[x, ow]
+                OB[x, ow] = wx
+            thr_x = thr * wx
             r_reg = 0.0
             tv = 0.0
             for j in range(L):
@@ -306,7 +325,7 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
                     v[ax] = vv
                     nrm += vv * vv
                 nrm = np.sqrt(nrm)
-                fac = max(1.0 - thr / max(nrm, 1e-300), 0.0)
+                fac = max(1.0 - thr_x / max(nrm, 1e-300), 0.0)
                 tv += np.sqrt(gn)
                 for ax in range(a0, 3):
                     c = (ax - a0) * L + j
@@ -317,7 +336,7 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
                     r_reg += rr * rr
             if want:
                 OB[x, res + 3] = r_reg
-                OB[x, res + 6] = tv
+                OB[x, res + 6] = wx * tv
         _scatter(OB, 0, oX, out, 0, z, y)
         _scatter(OB, oX + L, n_ob - oX - L, out, oX + L, z, y)
 
@@ -341,15 +360,19 @@ def _pnp_local(S, out, o, L, P, AtA, rho, f, res, want, V):
         for x in range(nx):
             s = B[x, os_]
             den = s * s + 2.0
-            col = 0.0
+            tot = 0.0
             for j in range(L):
                 base = (B[x, oM + j] - B[x, oC + j]) * s + B[x, oW + j] - B[x, oE + j]
-                xj = (base + B[x, oU + j] - B[x, oD + j]) / den
-                X[j] = xj
-                col += xj
-            ok = abs(col) > 1e-8
+                X[j] = base + B[x, oU + j] - B[x, oD + j]
+                tot += X[j]
+            # step 2 on 1ᵀX = 1: μ = (Σ_j rhs_j - den) / L, X = (rhs - μ) / den, round-off
+            mu = (tot - den) / L
+            col = 0.0
             for j in range(L):
-                X[j] = X[j] / col if ok else 1.0 / L
+                X[j] = (X[j] - mu) / den
+                col += X[j]
+            for j in range(L):
+                X[j] = X[j] + (1.0 - col) / L
                 OB[x, oX + j] = X[j]
                 VB[x, j] = X[j] + B[x, oD + j]
             _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
@@ -463,6 +486,8 @@ def admm_iteration_fused(
         else:
             U = denoise_maps(V, sigma, denoiser, nd).astype(np.float32)
         _pnp_dual(S4, O4, o, L, _as_4d(np.ascontiguousarray(U), nd), f, n, want)
+        if layout.weighted:
+            out[o[12]] = S[o[12]]
     return out
 
 

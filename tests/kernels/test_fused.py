@@ -27,11 +27,12 @@ from bigxanes.kernels.fused_tv import denoise_maps_tv, denoise_tv_chambolle_numb
 REL = 1e-5
 
 
-def _state(L, spatial, method, seed=0):
+def _state(L, spatial, method, seed=0, weighted=False):
     """A random float32 state as a run would hold it: initialized from a random LCF solution
-    (with a corner of NaN-masked pixels: zero AᵀY, YᵀY and M0), duals perturbed."""
+    (with a corner of NaN-masked pixels: zero AᵀY, YᵀY and M0), duals perturbed; with
+    ``weighted`` a guided-TV weight channel in (0, 1]."""
     rng = np.random.default_rng(seed)
-    layout = StateLayout(L, len(spatial), method)
+    layout = StateLayout(L, len(spatial), method, weighted)
     M0 = rng.random((L,) + spatial)
     aty = rng.random((L,) + spatial)
     yty = 3.0 * rng.random(spatial)
@@ -39,9 +40,10 @@ def _state(L, spatial, method, seed=0):
     M0[masked] = 0.0
     aty[masked] = 0.0
     yty[masked[1:]] = 0.0
-    S = initial_state(aty, yty, M0, layout)
-    c0 = layout.slices["C"].start
-    S[c0:] += 0.05 * rng.standard_normal(S[c0:].shape)
+    weight = 0.05 + 0.95 * rng.random(spatial) if weighted else None
+    S = initial_state(aty, yty, M0, layout, weight=weight)
+    c0, c1 = layout.slices["C"].start, layout.slices["D"].stop
+    S[c0:c1] += 0.05 * rng.standard_normal(S[c0:c1].shape)
     S[masked] = np.where(np.isin(np.arange(layout.n_channels), [0, 1]), 0.0, S[masked].T).T
     A = rng.random((30, L))
     return layout, S.astype(np.float32), A.T @ A
@@ -88,6 +90,24 @@ def test_fused_matches_numpy_reference(method, spatial, L):
     assert max(errs.values()) <= REL, errs
     # the masked corner keeps zero data and uniform fractions, and stays finite
     assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("spatial", [(13, 17), (5, 7, 9)])
+def test_fused_matches_numpy_reference_guided_tv(spatial):
+    """Guided TV (weight channel w): threshold λ w / ρ, residual w TV(X), w carried over."""
+    layout, S, AtA = _state(2, spatial, "tv", seed=5, weighted=True)
+    kw = _kwargs(layout, AtA, "tv")
+    ref = admm_iteration(S, **kw)
+    got = admm_iteration_fused(S, **kw)
+    errs = _worst_relative(ref, got, S, layout)
+    assert max(errs.values()) <= REL, errs
+    w = layout.slices["w"]
+    assert np.array_equal(got[w], S[w])
+    # the weight matters: the unweighted kernel on the same X, U, D gives other U
+    plain = StateLayout(2, len(spatial), "tv")
+    ref_plain = admm_iteration(S[: plain.n_channels], **{**kw, "layout": plain})
+    u = layout.slices["U"]
+    assert np.abs(ref_plain[u] - got[u]).max() > 100 * REL
 
 
 @pytest.mark.parametrize("method", ["tv", "pnp"])
