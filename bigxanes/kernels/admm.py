@@ -260,20 +260,27 @@ def default_backend() -> str:
 
 
 def admm_step(
-    S: np.ndarray, *, backend: str | None = None, residuals: bool = True, **kwargs
+    S: np.ndarray,
+    *,
+    backend: str | None = None,
+    residuals: bool = True,
+    threads: int | None = None,
+    **kwargs,
 ) -> np.ndarray:
     """:func:`admm_iteration` on the chosen backend (thin dispatch; same arguments).
 
-    ``backend="numpy"`` runs the float64 NumPy reference (always returns the residual
-    channels); ``"numba"`` the fused float32 kernel
-    :func:`bigxanes.kernels.fused.admm_iteration_fused` (residual channels only when
-    ``residuals``). ``None``: :func:`default_backend`.
+    ``backend="numpy"`` runs the float64 NumPy reference; ``"numba"`` the fused float32 kernel
+    :func:`bigxanes.kernels.fused.admm_iteration_fused` on ``threads`` numba threads (None: all
+    of them). ``None``: :func:`default_backend`. Either returns the
+    :data:`RESIDUALS` channels after the state only when ``residuals`` (the NumPy reference
+    computes them anyway and the state channels are returned as a view).
     """
     backend = default_backend() if backend is None else backend
     if backend == "numpy":
-        return admm_iteration(S, **kwargs)
+        out = admm_iteration(S, **kwargs)
+        return out if residuals else out[: kwargs["layout"].n_channels]
     if backend == "numba":
         from .fused import admm_iteration_fused
 
-        return admm_iteration_fused(S, residuals=residuals, **kwargs)
+        return admm_iteration_fused(S, residuals=residuals, threads=threads, **kwargs)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

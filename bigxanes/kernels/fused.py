@@ -35,6 +35,8 @@ of the block it keeps); with ``residuals=False`` they are neither computed nor r
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -405,58 +407,45 @@ def _pnp_dual(S, out, o, L, U, f, res, want):
                 out[res + 3, z, y, x] = acc[x]
 
 
+@contextmanager
+def numba_threads(n: int | None) -> Iterator[None]:
+    """Run the enclosed compiled passes on ``n`` numba threads (None: leave as is).
+
+    ``numba.set_num_threads`` is per calling thread, so an executor's worker threads can each
+    give their tasks their share of the cores; clipped to ``[1, NUMBA_NUM_THREADS]``. The
+    results do not depend on it (see the module docstring).
+    """
+    if n is None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def _as_4d(a: np.ndarray, ndim: int) -> np.ndarray:
     return a.reshape(a.shape[:1] + (1,) * (3 - ndim) + a.shape[1:])
 
 
-def admm_iteration_fused(
+def _fused_passes(
     S: np.ndarray,
-    *,
+    out: np.ndarray,
     layout: StateLayout,
     AtA: np.ndarray,
     lam: float,
     rho: float,
     rho_next: float,
-    tv_sweeps: int = 10,
-    denoiser: str = "tv",
-    residuals: bool = True,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """One ADMM iteration on a float32 state block, fused and compiled (see module docstring).
-
-    Same arguments and result as :func:`bigxanes.kernels.admm.admm_iteration`, in float32.
-
-    Parameters
-    ----------
-    S : (n_channels, *spatial) ndarray
-        State block (converted to C-contiguous float32 if it is not; never modified).
-    layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser
-        As :func:`~bigxanes.kernels.admm.admm_iteration`.
-    residuals : bool
-        Compute and return the per-pixel :data:`~bigxanes.kernels.admm.RESIDUALS` channels.
-        Without them the iteration skips their arithmetic and the output has only the state.
-    out : ndarray, optional
-        Preallocated float32 C-contiguous output of the returned shape (not ``S``): lets a
-        driver double-buffer the state without allocating per iteration.
-
-    Returns
-    -------
-    (n_out, *spatial) float32 ndarray if ``residuals`` else (n_channels, *spatial).
-    """
+    tv_sweeps: int,
+    denoiser: str,
+    residuals: bool,
+) -> None:
+    """The compiled passes of :func:`admm_iteration_fused` (arguments checked there)."""
     nd = layout.ndim
     L = layout.n_components
     n = layout.n_channels
-    if S.shape[0] != n or S.ndim != nd + 1:
-        raise ValueError(f"state has shape {S.shape}, expected ({n}, <{nd} spatial axes>)")
-    S = np.ascontiguousarray(S, dtype=np.float32)
-    n_out = layout.n_out if residuals else n
-    shape = (n_out,) + S.shape[1:]
-    if out is None:
-        out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    elif np.shares_memory(out, S):
-        raise ValueError("out must not share memory with the state S")
     S4, O4 = _as_4d(S, nd), _as_4d(out, nd)
     o = _offsets(layout)
     AtA = np.ascontiguousarray(AtA, dtype=np.float64)
@@ -488,6 +477,60 @@ def admm_iteration_fused(
         _pnp_dual(S4, O4, o, L, _as_4d(np.ascontiguousarray(U), nd), f, n, want)
         if layout.weighted:
             out[o[12]] = S[o[12]]
+
+
+def admm_iteration_fused(
+    S: np.ndarray,
+    *,
+    layout: StateLayout,
+    AtA: np.ndarray,
+    lam: float,
+    rho: float,
+    rho_next: float,
+    tv_sweeps: int = 10,
+    denoiser: str = "tv",
+    residuals: bool = True,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """One ADMM iteration on a float32 state block, fused and compiled (see module docstring).
+
+    Same arguments and result as :func:`bigxanes.kernels.admm.admm_iteration`, in float32.
+
+    Parameters
+    ----------
+    S : (n_channels, *spatial) ndarray
+        State block (converted to C-contiguous float32 if it is not; never modified).
+    layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser
+        As :func:`~bigxanes.kernels.admm.admm_iteration`.
+    residuals : bool
+        Compute and return the per-pixel :data:`~bigxanes.kernels.admm.RESIDUALS` channels.
+        Without them the iteration skips their arithmetic and the output has only the state.
+    out : ndarray, optional
+        Preallocated float32 C-contiguous output of the returned shape (not ``S``): lets a
+        driver double-buffer the state without allocating per iteration.
+    threads : int, optional
+        Numba threads for this call (:func:`numba_threads`); None: numba's current setting.
+
+    Returns
+    -------
+    (n_out, *spatial) float32 ndarray if ``residuals`` else (n_channels, *spatial).
+    """
+    nd = layout.ndim
+    n = layout.n_channels
+    if S.shape[0] != n or S.ndim != nd + 1:
+        raise ValueError(f"state has shape {S.shape}, expected ({n}, <{nd} spatial axes>)")
+    S = np.ascontiguousarray(S, dtype=np.float32)
+    n_out = layout.n_out if residuals else n
+    shape = (n_out,) + S.shape[1:]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+    elif np.shares_memory(out, S):
+        raise ValueError("out must not share memory with the state S")
+    with numba_threads(threads):
+        _fused_passes(S, out, layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser, residuals)
     return out
 
 
@@ -504,4 +547,4 @@ def compile_fused(ndim: int = 2, method: str = "tv", n_components: int = 2) -> f
     return time.perf_counter() - t0
 
 
-__all__ = ["RESIDUALS", "admm_iteration_fused", "compile_fused"]
+__all__ = ["RESIDUALS", "admm_iteration_fused", "compile_fused", "numba_threads"]
