@@ -116,7 +116,7 @@ def _run(
             params=params.as_dict(),
             lam=init.lam,
             noise_sigma=noise_sigma(init.noise_var, c),
-            n_iterations=len(history.iteration),
+            n_iterations=history.n_iterations,
             history=history.as_dict(),
         )
     variables = method_variables(
@@ -242,12 +242,14 @@ def unmix(
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
-        Precision of the ADMM state between iterations (float32 matches the engine).
+        Precision of the ADMM state between iterations with the NumPy backend (float32
+        matches the engine); the numba backend keeps it in float32.
     **params
         :class:`bigxanes.rum.RumParams` fields: ``lam`` ("auto" or a number), ``lam_factor``,
         ``rho``, ``gamma``, ``max_iter``, ``tol``, ``tv_sweeps``, ``denoiser``
-        ("tv" | "bm3d" | "bm4d"), ``rho_adapt``; for "lcf" ``variant``, for "edge50" the
-        keywords of :func:`edge50`.
+        ("tv" | "bm3d" | "bm4d"), ``rho_adapt``, ``backend`` ("auto" | "numpy" | "numba"),
+        ``residual_every``; for "lcf" ``variant``, for "edge50" the keywords of
+        :func:`edge50`.
 
     Returns
     -------

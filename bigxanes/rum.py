@@ -19,6 +19,7 @@ microspectroscopy", Opt. Express 2023, Algorithm 1.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .kernels.admm import RESIDUALS, StateLayout, admm_iteration
+from .kernels.admm import BACKENDS, RESIDUALS, StateLayout, admm_step, default_backend
 from .kernels.denoisers import DEFAULT_HALO, DENOISERS
 from .kernels.guide import DEFAULT_KAPPA
 from .kernels.maps import final_maps
@@ -109,6 +110,15 @@ class RumParams:
         PnP denoiser.
     denoiser_halo : int or None
         Halo for the denoiser on Dask blocks (None: the denoiser's default).
+    backend : {"auto", "numpy", "numba"}
+        Kernel of the iteration, in both executors: ``"numpy"`` the float64 NumPy reference
+        :func:`bigxanes.kernels.admm.admm_iteration`, ``"numba"`` the fused float32 kernel
+        :func:`bigxanes.kernels.fused.admm_iteration_fused` (the in-memory state is then
+        float32, as the engine's), ``"auto"`` numba when it imports (:attr:`kernel_backend`).
+    residual_every : int
+        Compute the residual diagnostics (history, stopping rule) every k-th iteration, at
+        the iterations the ρ rule reads (every 10th for RUM-TV with ``rho_adapt``) and at the
+        last one (:func:`wants_residuals`); 1 = every iteration.
     """
 
     method: str = "rum-tv"
@@ -126,6 +136,8 @@ class RumParams:
     noise_sigma: float | None = None
     prior: str = "tv"
     guide_kappa: float = DEFAULT_KAPPA
+    backend: str = "auto"
+    residual_every: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -167,10 +179,23 @@ class RumParams:
             raise ValueError(f"gamma must be >= 1 (ρ may only grow), got {self.gamma}")
         if int(self.max_iter) < 0 or int(self.tv_sweeps) < 1:
             raise ValueError("max_iter must be >= 0 and tv_sweeps >= 1")
+        if self.backend not in ("auto",) + BACKENDS:
+            raise ValueError(
+                f"unknown backend {self.backend!r}; choose one of auto, {', '.join(BACKENDS)}"
+            )
+        if self.backend == "numba" and default_backend() != "numba":
+            raise ValueError("backend 'numba' needs the numba package; use backend 'numpy'")
+        if not (isinstance(self.residual_every, int) and self.residual_every >= 1):
+            raise ValueError(f"residual_every must be an integer >= 1, got {self.residual_every!r}")
 
     @property
     def reg(self) -> str:
         return "tv" if self.method == "rum-tv" else "pnp"
+
+    @property
+    def kernel_backend(self) -> str:
+        """The backend the iterations run on: ``backend``, with "auto" resolved."""
+        return default_backend() if self.backend == "auto" else self.backend
 
     @property
     def halo(self) -> int:
@@ -213,7 +238,8 @@ class History:
 
     @property
     def n_iterations(self) -> int:
-        return len(self.iteration)
+        """Iterations completed (the last recorded one: the driver records the last)."""
+        return int(self.iteration[-1]) if self.iteration else 0
 
     def verdict(self) -> str:
         """One line: converged or not, why it stopped, final residuals against the tolerance."""
@@ -264,16 +290,41 @@ def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
         return float(min(rho * params.gamma, max(params.rho_max, rho)))
     if not params.rho_adapt or k < 1 or (k % 10) != 0 or not history.primal:
         return float(rho)
+    if history.iteration and history.iteration[-1] != k:
+        return float(rho)  # iteration k - 1 has no residuals (see wants_residuals)
     p, d = history.primal[-1], history.dual[-1]
     # stall guard (non-convex X s coupling: ADMM needs ρ large enough, which is not known in
     # advance): the primal residual fell less than 2x over the last 10 iterations while it
     # dominates the dual one -> double ρ (issue 13: 500 iterations stuck in a limit cycle).
-    stalled = len(history.primal) > 10 and p > 0.5 * history.primal[-11] and p >= d
+    p10 = primal_before(history, 10)
+    stalled = p10 is not None and p > 0.5 * p10 and p >= d
     if p > 10.0 * d or stalled:
         return float(min(rho * 2.0, params.rho_max))
     if d > 10.0 * p:
         return float(max(rho / 2.0, 1e-4))
     return float(rho)
+
+
+def primal_before(history: History, n: int) -> float | None:
+    """The primal residual ``n`` iterations before the last entry of ``history`` (the latest
+    entry at or before that iteration when residuals are computed every few iterations);
+    None when there is none. A history without iteration numbers is read by position."""
+    if not history.iteration:
+        return history.primal[-1 - n] if len(history.primal) > n else None
+    i = bisect.bisect_right(history.iteration, history.iteration[-1] - n) - 1
+    return history.primal[i] if i >= 0 else None
+
+
+def wants_residuals(params: RumParams, k: int) -> bool:
+    """Whether iteration k (0-based) computes the residual diagnostics: every
+    ``residual_every`` iterations, the last iteration, and (RUM-TV with ``rho_adapt``) the
+    iterations whose residuals :func:`next_rho` reads (every 10th)."""
+    done = k + 1
+    return (
+        done % int(params.residual_every) == 0
+        or done >= int(params.max_iter)
+        or (params.reg == "tv" and params.rho_adapt and done % 10 == 0)
+    )
 
 
 def history_entry(
@@ -308,7 +359,7 @@ def history_entry(
 
 
 def run_admm(
-    step: Callable[[int, float, float], dict[str, float]],
+    step: Callable[[int, float, float, bool], dict[str, float] | None],
     params: RumParams,
     lam: float,
     n_pixels: int,
@@ -320,22 +371,33 @@ def run_admm(
 ) -> History:
     """Drive ADMM iterations ``start .. max_iter-1``, recording the history.
 
-    ``step(k, rho, rho_next)`` performs iteration k and returns the summed residual channels
-    (:data:`bigxanes.kernels.admm.RESIDUALS`). ``on_iteration(k, history)`` runs after each
-    completed iteration (checkpoint commit, progress bar). Stops early when the relative primal
-    and dual residuals are both below ``params.tol``.
+    ``step(k, rho, rho_next, residuals)`` performs iteration k and, when ``residuals``
+    (:func:`wants_residuals`), returns the summed residual channels
+    (:data:`bigxanes.kernels.admm.RESIDUALS`; else None). Only those iterations get a history
+    entry (its ``seconds`` is the mean per iteration since the previous entry) and a stopping
+    test. ``on_iteration(k, history)`` runs after each completed iteration (checkpoint
+    commit, progress bar). Stops early when the relative primal and dual residuals are both
+    below ``params.tol``.
     """
     history = history if history is not None else History()
-    rho = history.rho_next if history.iteration else float(params.rho)
+    # a resume continues with the ρ recorded after the last completed iteration
+    rho = history.rho_next if start > 0 and history.rho_next > 0 else float(params.rho)
     norm = math.sqrt(n_pixels * n_components)
     reason = "max_iter"
+    t_acc, n_acc = 0.0, 0
     for k in range(start, int(params.max_iter)):
         rho_next = next_rho(params, k, rho, history)
+        want = wants_residuals(params, k)
         t0 = time.perf_counter()
-        sums = step(k, rho, rho_next)
-        rp, rd = history_entry(
-            history, k, rho, sums, lam, n_pixels, n_components, time.perf_counter() - t0
-        )
+        sums = step(k, rho, rho_next, want)
+        t_acc, n_acc = t_acc + time.perf_counter() - t0, n_acc + 1
+        rp = rd = math.inf
+        if want:
+            assert sums is not None
+            rp, rd = history_entry(
+                history, k, rho, sums, lam, n_pixels, n_components, t_acc / n_acc
+            )
+            t_acc, n_acc = 0.0, 0
         history.rho_next = rho_next
         rho = rho_next
         if on_iteration is not None:
@@ -343,7 +405,7 @@ def run_admm(
         if rp < params.tol and rd < params.tol:
             reason = "tolerance"
             break
-        if rho >= params.rho_max and stalled(history, norm, params.tol):
+        if want and rho >= params.rho_max and stalled(history, norm, params.tol):
             reason = "stalled"
             break
     set_verdict(history, params.tol, norm, reason)
@@ -352,8 +414,9 @@ def run_admm(
 
 def stalled(history: History, norm: float, tol: float, window: int = 50) -> bool:
     """True when ρ is at its cap and the primal residual fell less than 2x in ``window`` its."""
+    before = primal_before(history, window)
     p = history.primal
-    return len(p) > window and p[-1] / norm >= tol and p[-1] > 0.5 * p[-1 - window]
+    return before is not None and p[-1] / norm >= tol and p[-1] > 0.5 * before
 
 
 def set_verdict(history: History, tol: float, norm: float, reason: str) -> None:
@@ -396,7 +459,8 @@ def solve_rum(
     data scale ``scale`` and summed NNLS residual ``resid_sum`` (the engine derives both from
     the same channels block by block), resolves λ, builds the initial state
     (:func:`~bigxanes.kernels.pass1.state_from_pass1`) and drives
-    :func:`~bigxanes.kernels.admm.admm_iteration` with :func:`run_admm`.
+    :func:`~bigxanes.kernels.admm.admm_step` on ``params.kernel_backend`` (all numba threads)
+    with :func:`run_admm`.
 
     Returns
     -------
@@ -411,11 +475,16 @@ def solve_rum(
     lam = resolve_lambda(params, nv, A, scale)
     init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)
     n = layout.n_channels
+    backend = params.kernel_backend
+    if backend == "numba":
+        state_dtype = np.float32  # the fused kernel's state, as the engine's
     state = [state_from_pass1(P, p1=p1, layout=layout, scale=scale, dtype=state_dtype)]
 
-    def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
-        out = admm_iteration(
+    def step(k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
+        out = admm_step(
             state[0],
+            backend=backend,
+            residuals=residuals,
             layout=layout,
             AtA=AtA,
             lam=lam,
@@ -425,7 +494,10 @@ def solve_rum(
             denoiser=params.denoiser,
         )
         state[0] = out[:n].astype(state_dtype, copy=False)
-        return {name: float(out[n + i].sum()) for i, name in enumerate(RESIDUALS)}
+        if not residuals:
+            return None
+        sums = out[n:].reshape(len(RESIDUALS), -1).sum(axis=1, dtype=np.float64)
+        return {name: float(v) for name, v in zip(RESIDUALS, sums, strict=True)}
 
     history = run_admm(step, params, lam, N, L)
     return state[0], history, init
@@ -451,7 +523,8 @@ def unmix_rum_array(
         References on the stack's energies.
     params : RumParams
     state_dtype : dtype
-        Precision the state is kept in between iterations (the engine stores float32).
+        Precision the state is kept in between iterations with the NumPy backend (the engine
+        stores float32); the numba backend keeps it in float32.
 
     Returns
     -------

@@ -60,6 +60,10 @@ FLAG_WORDING: tuple[tuple[str, str], ...] = (
     (r"^lam_factor must be", "--lam-factor must be"),
     (r"^lam must be", "--lam must be"),
     (
+        r"^backend 'numba' needs the numba package; use backend 'numpy'",
+        "--backend numba needs the numba package; pass --backend numpy",
+    ),
+    (
         r"Could not interpret '([^']*)' as a byte unit",
         r"--memory-limit '\1' is not a size (e.g. 2GB)",
     ),

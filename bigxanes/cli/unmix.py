@@ -76,6 +76,18 @@ def register(add) -> None:
     s.add_argument("--rho", type=float, help="initial ADMM penalty")
     s.add_argument("--tv-sweeps", type=positive_int, help="Jacobi sweeps per TV step")
     s.add_argument("--denoiser", choices=DENOISERS, help="RUM-PnP denoiser")
+    s.add_argument(
+        "--backend",
+        choices=("auto", "numpy", "numba"),
+        help="RUM iteration kernel: the float64 NumPy reference or the fused float32 numba "
+        "kernel; auto (default): numba when installed",
+    )
+    s.add_argument(
+        "--residual-every",
+        type=positive_int,
+        metavar="K",
+        help="RUM: compute the residuals (history, stopping test) every K iterations (default 1)",
+    )
     s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
     s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
     s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
@@ -151,6 +163,8 @@ def rum_params(args: argparse.Namespace) -> Any:
         ("rho", "rho"),
         ("denoiser", "denoiser"),
         ("tv_sweeps", "tv_sweeps"),
+        ("backend", "backend"),
+        ("residual_every", "residual_every"),
     ):
         v = getattr(args, attr)
         if v is not None:

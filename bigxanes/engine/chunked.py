@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import dask.array as da
 import numpy as np
 
-from ..kernels.admm import admm_iteration
+from ..kernels.admm import admm_step
 
 __all__ = [
     "map_spatial_blocks",
@@ -68,13 +68,20 @@ def map_spatial_blocks(
 
 
 def map_spatial_overlap(
-    func: Callable[..., np.ndarray], arr: da.Array, n_out: int, depth: int, **kwargs
+    func: Callable[..., np.ndarray],
+    arr: da.Array,
+    n_out: int,
+    depth: int,
+    *,
+    dtype: np.dtype | type = np.float64,
+    **kwargs,
 ) -> da.Array:
     """``map_overlap`` with a halo of ``depth`` on the spatial axes only, ``boundary="none"``.
 
     The outer faces of the volume get no padding: the kernels treat a block's edges as
     Neumann boundaries, which is exactly the volume's boundary condition there. The channel
-    axis (axis 0) must be one chunk; the result has ``n_out`` channels, float64.
+    axis (axis 0) must be one chunk; the result has ``n_out`` channels of ``dtype`` (what
+    ``func`` returns: float64, float32 for the fused ADMM kernel).
     """
     nd = arr.ndim - 1
     dep = {0: 0, **{i + 1: int(depth) for i in range(nd)}}
@@ -84,16 +91,17 @@ def map_spatial_overlap(
         func,
         g,
         chunks=((n_out,),) + g.chunks[1:],
-        dtype=np.float64,
-        meta=np.empty((0,) * arr.ndim, dtype=np.float64),
+        dtype=dtype,
+        meta=np.empty((0,) * arr.ndim, dtype=dtype),
         **kwargs,
     )
     return da.overlap.trim_internal(y, dep, boundary=bnd)
 
 
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
-    """One ADMM iteration on a state block with its halo (:func:`admm_iteration`)."""
-    return admm_iteration(S, **kwargs)
+    """One ADMM iteration on a state block with its halo
+    (:func:`~bigxanes.kernels.admm.admm_step`: backend, residuals and threads in ``kwargs``)."""
+    return admm_step(S, **kwargs)
 
 
 def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
@@ -122,11 +130,13 @@ def halo_window(
 def admm_interior(
     S: np.ndarray, inner: tuple[slice, ...], **kwargs
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`admm_iteration` on a halo'd block ``S``; the new float32 state of its ``inner``
-    region and that region's sums of the :data:`~bigxanes.kernels.admm.RESIDUALS` channels."""
-    out = admm_iteration(S, **kwargs)[(slice(None),) + tuple(inner)]
+    """:func:`~bigxanes.kernels.admm.admm_step` on a halo'd block ``S``; the new float32 state
+    of its ``inner`` region and that region's float64 sums of the
+    :data:`~bigxanes.kernels.admm.RESIDUALS` channels (empty when ``residuals=False``)."""
+    out = admm_step(S, **kwargs)[(slice(None),) + tuple(inner)]
     n = kwargs["layout"].n_channels
-    return out[:n].astype(np.float32), out[n:].reshape(out.shape[0] - n, -1).sum(axis=1)
+    sums = out[n:].reshape(out.shape[0] - n, -1).sum(axis=1, dtype=np.float64)
+    return np.ascontiguousarray(out[:n], dtype=np.float32), sums
 
 
 def admm_zarr_block(
@@ -135,9 +145,9 @@ def admm_zarr_block(
     """One ADMM iteration of one state block, from Zarr buffer ``src`` to buffer ``dst``.
 
     Reads ``region`` of the float32 state with a halo of ``depth`` pixels
-    (:func:`halo_window`), runs :func:`admm_iteration`, writes the region's new state
-    (float32) to ``dst`` and returns only the region's sums of the
-    :data:`~bigxanes.kernels.admm.RESIDUALS` channels (float64).
+    (:func:`halo_window`), runs :func:`~bigxanes.kernels.admm.admm_step`, writes the region's
+    new state (float32) to ``dst`` and returns only the region's sums of the
+    :data:`~bigxanes.kernels.admm.RESIDUALS` channels (float64; empty without residuals).
 
     One task per block that holds nothing after it returns: the workers' memory is the running
     tasks' working sets, whatever the size of the volume (the map_overlap graph kept finished

@@ -24,6 +24,7 @@ from the last commit of any mode.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..rum import History, RumParams, resolve_lambda, run_admm
 from . import chunked
 from .chunked import block_regions, map_spatial_blocks, map_spatial_overlap
 from .pinned import PinnedState
+from .planning import n_threads
 from .state import BUFFERS, WorkDir
 
 __all__ = ["InjectedFailure", "MemoryMode", "PinnedMode", "RumIterations", "ZarrMode"]
@@ -50,7 +52,10 @@ class InjectedFailure(RuntimeError):
     """Raised by the failure-injection hook (``_fail_after`` / ``BIGXANES_FAIL_AFTER``)."""
 
 
-def _sums(values: Any) -> dict[str, float]:
+def _sums(values: Any) -> dict[str, float] | None:
+    """The residual sums by name; None for an iteration without residuals (empty sums)."""
+    if len(values) == 0:
+        return None
     return {name: float(v) for name, v in zip(RESIDUALS, values, strict=True)}
 
 
@@ -78,8 +83,8 @@ class StateMode:
     def load(self, buf: str) -> None:
         """Hold the state of the committed buffer ``buf``."""
 
-    def step(self, k: int, rho: float, rho_next: float) -> dict[str, float]:
-        """Iteration k; the summed residual channels."""
+    def step(self, k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
+        """Iteration k; the summed residual channels (None without ``residuals``)."""
         raise NotImplementedError
 
     def advance(self) -> None:
@@ -94,14 +99,12 @@ class StateMode:
 
 
 class ZarrMode(StateMode):
-    def step(self, k: int, rho: float, rho_next: float) -> dict[str, float]:
+    def step(self, k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
         r = self.run
         src, dst = r.work.path / r.buf, r.work.path / other_buffer(r.buf)
         block = dask.delayed(chunked.admm_zarr_block, pure=False)
-        parts = [
-            block(str(src), str(dst), reg, r.params.halo, **r.kernel_kw(rho, rho_next))
-            for reg in r.regions
-        ]
+        kw = r.kernel_kw(rho, rho_next, residuals)
+        parts = [block(str(src), str(dst), reg, r.params.halo, **kw) for reg in r.regions]
         (res,) = r.runner.compute(dask.delayed(_sum_parts)(parts))
         r.next_buf = dst.name
         return _sums(res)
@@ -117,13 +120,22 @@ class MemoryMode(StateMode):
         r = self.run
         (self.S,) = r.runner.persist(r.work.dask(buf, r.schunks))
 
-    def step(self, k: int, rho: float, rho_next: float) -> dict[str, float]:
+    def step(self, k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
         r = self.run
         n = r.layout.n_channels
+        kw = r.kernel_kw(rho, rho_next, residuals)
         out = map_spatial_overlap(
-            chunked.admm_block, self.S, r.layout.n_out, r.params.halo, **r.kernel_kw(rho, rho_next)
+            chunked.admm_block,
+            self.S,
+            r.layout.n_out if residuals else n,
+            r.params.halo,
+            dtype=r.kernel_dtype,
+            **kw,
         )
-        sums = [out[n + i].sum() for i in range(len(RESIDUALS))]
+        if not residuals:
+            (self.next,) = r.runner.persist(out.astype(np.float32))
+            return None
+        sums = [out[n + i].sum(dtype=np.float64) for i in range(len(RESIDUALS))]
         self.next, *psums = r.runner.persist(out[:n].astype(np.float32), *sums)
         return _sums(r.runner.compute(*psums))
 
@@ -154,8 +166,8 @@ class PinnedMode(StateMode):
     def load(self, buf: str) -> None:
         self.pinned.load_zarr(str(self.run.work.path / buf))
 
-    def step(self, k: int, rho: float, rho_next: float) -> dict[str, float]:
-        return _sums(self.pinned.iterate(**self.run.kernel_kw(rho, rho_next)))
+    def step(self, k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
+        return _sums(self.pinned.iterate(**self.run.kernel_kw(rho, rho_next, residuals)))
 
     def save(self, dst: str) -> None:
         self.pinned.store(str(self.run.work.path / dst))
@@ -202,6 +214,11 @@ class RumIterations:
         self.lam = resolve_lambda(params, self.noise_var, A, self.scale)
         self.schunks = ((self.layout.n_channels,),) + self.state_tiles
         self.regions = block_regions(spatial, self.state_tiles)
+        self.backend = params.kernel_backend
+        self.kernel_dtype = np.float32 if self.backend == "numba" else np.float64
+        # numba threads per block task: the cores the executor's concurrent tasks leave
+        tasks = max(1, min(n_threads(runner), len(self.regions)))
+        self.kernel_threads = max(1, (os.cpu_count() or 1) // tasks)
         self.checkpoint_every, self.fail_after = int(checkpoint_every), fail_after
         self.buf: str | None = None
         self.next_buf: str | None = None
@@ -212,10 +229,13 @@ class RumIterations:
         else:
             self.mode = ZarrMode(self)
 
-    def kernel_kw(self, rho: float, rho_next: float) -> dict[str, Any]:
-        """Keyword arguments of :func:`~bigxanes.kernels.admm.admm_iteration`."""
+    def kernel_kw(self, rho: float, rho_next: float, residuals: bool = True) -> dict[str, Any]:
+        """Keyword arguments of :func:`~bigxanes.kernels.admm.admm_step`."""
         p = self.params
         return dict(
+            backend=self.backend,
+            residuals=residuals,
+            threads=self.kernel_threads,
             layout=self.layout,
             AtA=self.AtA,
             lam=self.lam,
@@ -323,8 +343,8 @@ class RumIterations:
                     history=history,
                     on_iteration=self.on_iteration,
                 )
-            if self.mode.memory and self.committed != len(history.iteration):
-                self.checkpoint(len(history.iteration), history, True)  # end on a commit
+            if self.mode.memory and self.committed != history.n_iterations:
+                self.checkpoint(history.n_iterations, history, True)  # end on a commit
         finally:
             self.bar.close()
         maps = map_spatial_blocks(
@@ -344,7 +364,7 @@ class RumIterations:
             "params": self.params.as_dict(),
             "lam": self.lam,
             "noise_sigma": noise_sigma(self.noise_var, self.scale),
-            "n_iterations": len(history.iteration),
+            "n_iterations": history.n_iterations,
             "history": history.as_dict(),
             "halo": self.params.halo,
             "checkpoint_every": self.checkpoint_every if self.mode.memory else 1,
