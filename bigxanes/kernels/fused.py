@@ -407,6 +407,20 @@ def _pnp_dual(S, out, o, L, U, f, res, want):
                 out[res + 3, z, y, x] = acc[x]
 
 
+#: Pixels of a block per numba thread: smaller blocks run on fewer threads. Each iteration is
+#: 12 parallel regions (TV, 10 sweeps); on a loaded machine a region waits for its slowest
+#: thread's time slice: RUM-TV at 128² on 2 threads took 281-350 ms per iteration against
+#: 29 ms on 1 (load average 8 on 2 cores, benchmarks/results/bench_backend.md).
+PIXELS_PER_THREAD = 1 << 16
+
+
+def block_threads(n_pixels: int, threads: int | None = None) -> int:
+    """Numba threads for a block of ``n_pixels``: at most ``threads`` (None: numba's current
+    setting) and at most one per :data:`PIXELS_PER_THREAD` pixels, at least 1."""
+    cap = numba.get_num_threads() if threads is None else int(threads)
+    return max(1, min(cap, int(n_pixels) // PIXELS_PER_THREAD))
+
+
 @contextmanager
 def numba_threads(n: int | None) -> Iterator[None]:
     """Run the enclosed compiled passes on ``n`` numba threads (None: leave as is).
@@ -510,7 +524,8 @@ def admm_iteration_fused(
         Preallocated float32 C-contiguous output of the returned shape (not ``S``): lets a
         driver double-buffer the state without allocating per iteration.
     threads : int, optional
-        Numba threads for this call (:func:`numba_threads`); None: numba's current setting.
+        At most this many numba threads for this call (None: numba's current setting), and
+        at most one per :data:`PIXELS_PER_THREAD` pixels (:func:`block_threads`).
 
     Returns
     -------
@@ -529,7 +544,7 @@ def admm_iteration_fused(
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     elif np.shares_memory(out, S):
         raise ValueError("out must not share memory with the state S")
-    with numba_threads(threads):
+    with numba_threads(block_threads(S[0].size, threads)):
         _fused_passes(S, out, layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser, residuals)
     return out
 
@@ -547,4 +562,11 @@ def compile_fused(ndim: int = 2, method: str = "tv", n_components: int = 2) -> f
     return time.perf_counter() - t0
 
 
-__all__ = ["RESIDUALS", "admm_iteration_fused", "compile_fused", "numba_threads"]
+__all__ = [
+    "PIXELS_PER_THREAD",
+    "RESIDUALS",
+    "admm_iteration_fused",
+    "block_threads",
+    "compile_fused",
+    "numba_threads",
+]

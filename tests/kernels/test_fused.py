@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from skimage.restoration import denoise_tv_chambolle
 
+from bigxanes.kernels import fused
 from bigxanes.kernels.admm import (
     RESIDUALS,
     StateLayout,
@@ -21,7 +22,7 @@ from bigxanes.kernels.admm import (
     admm_step,
     initial_state,
 )
-from bigxanes.kernels.fused import admm_iteration_fused
+from bigxanes.kernels.fused import admm_iteration_fused, block_threads
 from bigxanes.kernels.fused_tv import denoise_maps_tv, denoise_tv_chambolle_numba
 
 REL = 1e-5
@@ -136,7 +137,8 @@ def test_fused_without_residuals_returns_the_same_state():
 
 
 @pytest.mark.parametrize("method", ["tv", "pnp"])
-def test_fused_result_is_independent_of_thread_count(method):
+def test_fused_result_is_independent_of_thread_count(method, monkeypatch):
+    monkeypatch.setattr(fused, "PIXELS_PER_THREAD", 1)  # small blocks on every thread
     layout, S, AtA = _state(2, (33, 20), method, seed=1)
     kw = _kwargs(layout, AtA, method)
     before = numba.get_num_threads()
@@ -192,3 +194,12 @@ def test_chambolle_stopping_rule_and_pnp_wrapper():
     assert np.abs(early - ref_early).max() < 1e-12
     assert np.abs(early - got[0]).max() > 1e-4
     assert np.array_equal(denoise_maps_tv(v, 0.0, 2), v)
+
+
+def test_block_threads_rule(monkeypatch):
+    """At most one numba thread per PIXELS_PER_THREAD pixels, at most the cap, at least 1."""
+    monkeypatch.setattr(fused, "PIXELS_PER_THREAD", 100)
+    assert block_threads(50, 4) == 1
+    assert block_threads(250, 4) == 2
+    assert block_threads(10_000, 4) == 4
+    assert block_threads(10_000, None) == numba.get_num_threads()

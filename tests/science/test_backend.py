@@ -20,6 +20,7 @@ import xarray as xr
 
 import bigxanes as bx
 from bigxanes.cli import main
+from bigxanes.kernels import fused
 from bigxanes.rum import History, RumParams, run_admm, wants_residuals
 from bigxanes.simulate import simulate
 
@@ -51,7 +52,8 @@ def test_numba_backend_matches_numpy(sim, method, kw):
 
 
 @pytest.mark.parametrize("method", ["rum-tv", "rum-pnp"])
-def test_numba_backend_independent_of_thread_count(sim, method):
+def test_numba_backend_independent_of_thread_count(sim, method, monkeypatch):
+    monkeypatch.setattr(fused, "PIXELS_PER_THREAD", 1)  # the small image on every thread
     before = numba.get_num_threads()
     results = []
     try:
