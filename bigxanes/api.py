@@ -117,6 +117,7 @@ def _run(
             lam=init.lam,
             noise_sigma=noise_sigma(init.noise_var, c),
             n_iterations=history.n_iterations,
+            kernel_backend=init.backend,
             history=history.as_dict(),
         )
     variables = method_variables(

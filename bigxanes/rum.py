@@ -42,6 +42,7 @@ from .kernels.stats import (
 )
 
 __all__ = [
+    "AUTO_NUMBA_PIXELS",
     "METHODS",
     "RumParams",
     "History",
@@ -59,6 +60,11 @@ __all__ = [
 ]
 
 METHODS = ("rum-tv", "rum-pnp")
+#: Smallest image (pixels) on which ``backend="auto"`` picks numba. Measured, whole in-memory
+#: runs in fresh processes (benchmarks/results/bench_backend.md, loaded 2-core machine): numba's
+#: one-time compile/cache load costs 2-7 s per process; at 64²-128² its iterations are no faster
+#: than NumPy's (cache-resident arrays), from 256² on they are 2-4x faster.
+AUTO_NUMBA_PIXELS = 1 << 16
 PRIORS = ("tv", "guided-tv")
 GUIDED_LAM_FACTOR = 1.0  # chosen on the tuning split of benchmarks/bench_realistic.py
 
@@ -114,7 +120,8 @@ class RumParams:
         Kernel of the iteration, in both executors: ``"numpy"`` the float64 NumPy reference
         :func:`bigxanes.kernels.admm.admm_iteration`, ``"numba"`` the fused float32 kernel
         :func:`bigxanes.kernels.fused.admm_iteration_fused` (the in-memory state is then
-        float32, as the engine's), ``"auto"`` numba when it imports (:attr:`kernel_backend`).
+        float32, as the engine's), ``"auto"`` numba when it imports and the image has at
+        least :data:`AUTO_NUMBA_PIXELS` pixels (:meth:`kernel_backend`).
     residual_every : int
         Compute the residual diagnostics (history, stopping rule) every k-th iteration, at
         the iterations the ρ rule reads (every 10th for RUM-TV with ``rho_adapt``) and at the
@@ -192,10 +199,12 @@ class RumParams:
     def reg(self) -> str:
         return "tv" if self.method == "rum-tv" else "pnp"
 
-    @property
-    def kernel_backend(self) -> str:
-        """The backend the iterations run on: ``backend``, with "auto" resolved."""
-        return default_backend() if self.backend == "auto" else self.backend
+    def kernel_backend(self, n_pixels: int) -> str:
+        """The backend the iterations on an image of ``n_pixels`` run on: ``backend``, with
+        "auto" resolved to numba when it imports and ``n_pixels >= AUTO_NUMBA_PIXELS``."""
+        if self.backend != "auto":
+            return self.backend
+        return default_backend() if int(n_pixels) >= AUTO_NUMBA_PIXELS else "numpy"
 
     @property
     def halo(self) -> int:
@@ -441,6 +450,7 @@ class Initialization:
     noise_var: float  # σ̂² of the scaled data
     lam: float  # resolved λ
     AtA: np.ndarray  # AᵀA (references are not scaled; the data are)
+    backend: str = "numpy"  # the iteration backend the run used
 
 
 def solve_rum(
@@ -459,7 +469,7 @@ def solve_rum(
     data scale ``scale`` and summed NNLS residual ``resid_sum`` (the engine derives both from
     the same channels block by block), resolves λ, builds the initial state
     (:func:`~bigxanes.kernels.pass1.state_from_pass1`) and drives
-    :func:`~bigxanes.kernels.admm.admm_step` on ``params.kernel_backend`` (all numba threads)
+    :func:`~bigxanes.kernels.admm.admm_step` on ``params.kernel_backend(N)``
     with :func:`run_admm`.
 
     Returns
@@ -475,7 +485,7 @@ def solve_rum(
     lam = resolve_lambda(params, nv, A, scale)
     init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)
     n = layout.n_channels
-    backend = params.kernel_backend
+    backend = params.kernel_backend(N)
     if backend == "numba":
         state_dtype = np.float32  # the fused kernel's state, as the engine's
     state = [state_from_pass1(P, p1=p1, layout=layout, scale=scale, dtype=state_dtype)]
@@ -500,6 +510,7 @@ def solve_rum(
         return {name: float(v) for name, v in zip(RESIDUALS, sums, strict=True)}
 
     history = run_admm(step, params, lam, N, L)
+    init.backend = backend
     return state[0], history, init
 
 

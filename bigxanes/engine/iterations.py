@@ -214,7 +214,7 @@ class RumIterations:
         self.lam = resolve_lambda(params, self.noise_var, A, self.scale)
         self.schunks = ((self.layout.n_channels,),) + self.state_tiles
         self.regions = block_regions(spatial, self.state_tiles)
-        self.backend = params.kernel_backend
+        self.backend = params.kernel_backend(self.N)
         self.kernel_dtype = np.float32 if self.backend == "numba" else np.float64
         # numba threads per block task: the cores the executor's concurrent tasks leave
         tasks = max(1, min(n_threads(runner), len(self.regions)))
@@ -365,6 +365,7 @@ class RumIterations:
             "lam": self.lam,
             "noise_sigma": noise_sigma(self.noise_var, self.scale),
             "n_iterations": history.n_iterations,
+            "kernel_backend": self.backend,
             "history": history.as_dict(),
             "halo": self.params.halo,
             "checkpoint_every": self.checkpoint_every if self.mode.memory else 1,

@@ -46,7 +46,9 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
     ds = simulate("particles", (40, 70), 2, sigma=3.0, seed=5)
     inp = tmp_path / "in.zarr"
     write_dataset(ds[["stack", "references"]], inp, chunks=16)
-    params = RumParams(method="rum-tv", max_iter=7, tv_sweeps=3, tol=1e-12)
+    params = RumParams(
+        method="rum-tv", max_iter=7, tv_sweeps=3, tol=1e-12, backend="numba", residual_every=2
+    )
     kw = dict(method="rum-tv", params=params, chunks=(16, 18), progress=False, checkpoint_every=3)
     client = get_client(n_workers=2, threads_per_worker=1, memory_limit="1GB")
     try:
@@ -75,6 +77,7 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
         max_iter=7,
         tv_sweeps=3,
         tol=1e-12,
-        state_dtype=np.float32,
+        backend="numba",
+        residual_every=2,
     )
     assert np.abs(m["fraction"].values - mem["fraction"].values).max() <= 1e-5

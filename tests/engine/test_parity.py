@@ -136,17 +136,23 @@ def test_edge50_without_references_parity(data2d, tmp_path):
     assert_parity(mem, eng)
 
 
-@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
-def test_rum_tv_parity_2d(data2d, tmp_path, monkeypatch, state_mode):
+@pytest.mark.parametrize(
+    ("state_mode", "backend", "every"),
+    [("memory", "numpy", 1), ("zarr", "numpy", 1), ("memory", "numba", 3), ("zarr", "numba", 1)],
+)
+def test_rum_tv_parity_2d(data2d, tmp_path, monkeypatch, state_mode, backend, every):
     import bigxanes.engine.unmix as eu
 
     monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)  # state blocks = the uneven stack tiles
     ds, path = data2d
-    p = bx.RumParams(method="rum-tv", max_iter=12, tv_sweeps=4)
+    p = bx.RumParams(
+        method="rum-tv", max_iter=12, tv_sweeps=4, backend=backend, residual_every=every
+    )
     eng = _engine(path, tmp_path, "rum-tv", (13, 11), params=p, state_mode=state_mode)
     tiles = json.loads(eng.attrs["tiles"])  # 13 x 11 grown for the halo, still uneven
     assert json.loads(eng.attrs["state_tiles"]) == tiles and 40 % tiles[0] and 46 % tiles[1]
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
+    assert mem.attrs["kernel_backend"] == backend
     assert_parity(mem, eng)
 
 
@@ -155,16 +161,17 @@ def test_rum_tv_parity_3d(data3d, tmp_path, monkeypatch):
 
     monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
     ds, path = data3d
-    p = bx.RumParams(method="rum-tv", max_iter=8, tv_sweeps=3)
+    p = bx.RumParams(method="rum-tv", max_iter=8, tv_sweeps=3, backend="numba")
     eng = _engine(path, tmp_path, "rum-tv", (7, 9, 11), params=p, state_mode="zarr")
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
     assert mem["fraction"].dims == ("component", "z", "y", "x")
     assert_parity(mem, eng)
 
 
-def test_rum_pnp_tv_parity(data2d, tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_rum_pnp_tv_parity(data2d, tmp_path, backend):
     ds, path = data2d
-    p = bx.RumParams(method="rum-pnp", denoiser="tv", max_iter=6)
+    p = bx.RumParams(method="rum-pnp", denoiser="tv", max_iter=6, backend=backend)
     eng = _engine(path, tmp_path, "rum-pnp", (13, 11), params=p, scheduler="synchronous")
     assert json.loads(eng.attrs["state_tiles"]) == [40, 46]  # one state block
     mem = bx.unmix(

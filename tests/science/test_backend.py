@@ -68,6 +68,19 @@ def test_numba_backend_independent_of_thread_count(sim, method, monkeypatch):
         assert primal == results[0][1]
 
 
+def test_auto_backend_by_image_size(sim):
+    from bigxanes.rum import AUTO_NUMBA_PIXELS
+
+    p = RumParams()
+    assert p.kernel_backend(AUTO_NUMBA_PIXELS - 1) == "numpy"
+    assert p.kernel_backend(AUTO_NUMBA_PIXELS) == "numba"
+    assert RumParams(backend="numpy").kernel_backend(10**8) == "numpy"
+    assert RumParams(backend="numba").kernel_backend(4) == "numba"
+    ds = _unmix(sim, method="rum-tv", max_iter=2)  # 24 x 28: numpy
+    assert ds.attrs["kernel_backend"] == "numpy"
+    assert json.loads(ds.attrs["params"])["backend"] == "auto"
+
+
 def test_wants_residuals_schedule():
     p = RumParams(method="rum-tv", max_iter=25, residual_every=4)
     done = [k + 1 for k in range(25) if wants_residuals(p, k)]
