@@ -68,41 +68,114 @@ def nnls_tables(AtA: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @numba.njit(inline="always")
-def _nnls_pixel(b, AtA, idx, ks, inv, tol, m, best):
-    """Exact NNLS of one pixel from ``b = Aᵀy`` into ``best`` (``m``: scratch, length L)."""
-    L = b.shape[0]
-    mx = 0.0
+def _nnls_slab(acc, AtA, idx, ks, inv, tol, n, best, scale, best_obj, m, obj, feas):
+    """Exact NNLS of the ``n`` pixels of a slab from ``acc = Aᵀy`` ``(L, n)`` into ``best``,
+    support by support, each step a loop over the slab's pixels (vectorizable)."""
+    L = acc.shape[0]
+    for p in range(n):
+        scale[p] = 0.0
+        best_obj[p] = 0.0
     for i in range(L):
-        best[i] = 0.0
-        if abs(b[i]) > mx:
-            mx = abs(b[i])
-    scale = mx + 1e-300
-    best_obj = 0.0
+        for p in range(n):
+            best[i, p] = 0.0
+            ab = abs(acc[i, p])
+            if ab > scale[p]:
+                scale[p] = ab
+    for p in range(n):
+        scale[p] = -tol * (scale[p] + 1e-300)
     for s in range(ks.shape[0]):
         k = ks[s]
-        feasible = True
+        for p in range(n):
+            feas[p] = True
+            obj[p] = 0.0
         for i in range(k):
-            acc = 0.0
+            mi = m[i]
+            for p in range(n):
+                mi[p] = 0.0
             for j in range(k):
-                acc += inv[s, i, j] * b[idx[s, j]]
-            ii = idx[s, i]
-            if acc < -tol * scale / AtA[ii, ii]:
-                feasible = False
-            m[i] = acc if acc > 0.0 else 0.0
-        if not feasible:
-            continue
-        obj = 0.0
+                c = inv[s, i, j]
+                bj = acc[idx[s, j]]
+                for p in range(n):
+                    mi[p] += c * bj[p]
+            d = 1.0 / AtA[idx[s, i], idx[s, i]]
+            for p in range(n):
+                if mi[p] < scale[p] * d:
+                    feas[p] = False
+                if mi[p] < 0.0:
+                    mi[p] = 0.0
         for i in range(k):
-            gi = 0.0
+            bi = acc[idx[s, i]]
+            for p in range(n):
+                obj[p] -= 2.0 * m[i, p] * bi[p]
             for j in range(k):
-                gi += AtA[idx[s, i], idx[s, j]] * m[j]
-            obj += m[i] * (gi - 2.0 * b[idx[s, i]])
-        if obj < best_obj:
-            best_obj = obj
+                g = AtA[idx[s, i], idx[s, j]]
+                for p in range(n):
+                    obj[p] += g * m[i, p] * m[j, p]
+        for p in range(n):
+            if feas[p] and obj[p] < best_obj[p]:
+                best_obj[p] = obj[p]
+                for i in range(L):
+                    best[i, p] = 0.0
+                for i in range(k):
+                    best[idx[s, i], p] = m[i, p]
+
+
+@numba.njit(parallel=True, cache=True)
+def _pass1(Y, At, win, AtA, idx, ks, inv, tol, out, o_aty, o_yty, o_m0, o_res, o_bad):
+    T, N = Y.shape
+    L = At.shape[0]
+    nwin = win.shape[0]
+    nslab = (N + SLAB - 1) // SLAB
+    for c in numba.prange(nslab):
+        a = c * SLAB
+        n = min(N, a + SLAB) - a
+        base = np.zeros(n)
+        acc = np.zeros((L, n))
+        yy = np.zeros(n)
+        v = np.empty(n)
+        if nwin > 0:
+            for w in range(nwin):
+                row = Y[win[w], a : a + n]
+                for p in range(n):
+                    base[p] += row[p]
+            for p in range(n):
+                base[p] /= nwin
+        for t in range(T):
+            row = Y[t, a : a + n]
+            for p in range(n):
+                vp = np.float64(row[p]) - base[p]
+                v[p] = vp
+                yy[p] += vp * vp
             for i in range(L):
-                best[i] = 0.0
-            for i in range(k):
-                best[idx[s, i]] = m[i]
+                ai = At[i, t]
+                ac = acc[i]
+                for p in range(n):
+                    ac[p] += ai * v[p]
+        for p in range(n):  # a bad spectrum: zero moments (clean_block), hence M0 = 0, r = 0
+            bad = not np.isfinite(yy[p])
+            out[o_bad, a + p] = 1.0 if bad else 0.0
+            if bad:
+                yy[p] = 0.0
+                for i in range(L):
+                    acc[i, p] = 0.0
+        best = np.empty((L, n))
+        m = np.empty((L, n))
+        _nnls_slab(
+            acc, AtA, idx, ks, inv, tol, n, best, base, v, m, np.empty(n), np.empty(n, np.bool_)
+        )
+        for p in range(n):
+            r = yy[p]
+            for i in range(L):
+                gi = 0.0
+                for j in range(L):
+                    gi += AtA[i, j] * best[j, p]
+                r += best[i, p] * (gi - 2.0 * acc[i, p])
+            out[o_res, a + p] = r
+            out[o_yty, a + p] = yy[p]
+        for i in range(L):
+            for p in range(n):
+                out[o_aty + i, a + p] = acc[i, p]
+                out[o_m0 + i, a + p] = best[i, p]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -110,15 +183,16 @@ def _nnls_many(AtY, AtA, idx, ks, inv, tol, out):
     L, N = AtY.shape
     nslab = (N + SLAB - 1) // SLAB
     for c in numba.prange(nslab):
-        b = np.empty(L)
-        m = np.empty(L)
-        best = np.empty(L)
-        for n in range(c * SLAB, min(N, (c + 1) * SLAB)):
-            for i in range(L):
-                b[i] = AtY[i, n]
-            _nnls_pixel(b, AtA, idx, ks, inv, tol, m, best)
-            for i in range(L):
-                out[i, n] = best[i]
+        a = c * SLAB
+        n = min(N, a + SLAB) - a
+        acc = np.ascontiguousarray(AtY[:, a : a + n])
+        best = np.empty((L, n))
+        m = np.empty((L, n))
+        tmp = np.empty((3, n))
+        _nnls_slab(
+            acc, AtA, idx, ks, inv, tol, n, best, tmp[0], tmp[1], m, tmp[2], np.empty(n, np.bool_)
+        )
+        out[:, a : a + n] = best
 
 
 def nnls_coefficients_fused(AtA: np.ndarray, AtY: np.ndarray, tol: float = 1e-12) -> np.ndarray:
@@ -139,64 +213,6 @@ def nnls_coefficients_fused(AtA: np.ndarray, AtY: np.ndarray, tol: float = 1e-12
     out = np.empty_like(AtY)
     _nnls_many(AtY, AtA, idx, ks, inv, float(tol), out)
     return out
-
-
-@numba.njit(parallel=True, cache=True)
-def _pass1(Y, At, win, AtA, idx, ks, inv, tol, out, o_aty, o_yty, o_m0, o_res, o_bad):
-    T, N = Y.shape
-    L = At.shape[0]
-    nwin = win.shape[0]
-    nslab = (N + SLAB - 1) // SLAB
-    for c in numba.prange(nslab):
-        a = c * SLAB
-        n = min(N, a + SLAB) - a
-        base = np.zeros(n)
-        acc = np.zeros((L, n))
-        yy = np.zeros(n)
-        v = np.empty(n)
-        if nwin > 0:
-            for w in range(nwin):
-                t = win[w]
-                for p in range(n):
-                    base[p] += Y[t, a + p]
-            for p in range(n):
-                base[p] /= nwin
-        for t in range(T):
-            for p in range(n):
-                v[p] = np.float64(Y[t, a + p]) - base[p]
-            for p in range(n):
-                yy[p] += v[p] * v[p]
-            for i in range(L):
-                ai = At[i, t]
-                for p in range(n):
-                    acc[i, p] += ai * v[p]
-        b = np.empty(L)
-        m = np.empty(L)
-        best = np.empty(L)
-        for p in range(n):
-            q = a + p
-            if not np.isfinite(yy[p]):
-                out[o_bad, q] = 1.0
-                out[o_yty, q] = 0.0
-                out[o_res, q] = 0.0
-                for i in range(L):
-                    out[o_aty + i, q] = 0.0
-                    out[o_m0 + i, q] = 0.0
-                continue
-            out[o_bad, q] = 0.0
-            out[o_yty, q] = yy[p]
-            for i in range(L):
-                b[i] = acc[i, p]
-                out[o_aty + i, q] = b[i]
-            _nnls_pixel(b, AtA, idx, ks, inv, tol, m, best)
-            r = yy[p]
-            for i in range(L):
-                out[o_m0 + i, q] = best[i]
-                gi = 0.0
-                for j in range(L):
-                    gi += AtA[i, j] * best[j]
-                r += best[i] * (gi - 2.0 * b[i])
-            out[o_res, q] = r
 
 
 def lcf_pass1_fused(
