@@ -24,7 +24,7 @@ def _problem(L, spatial, T=16, seed=0):
 
 @pytest.mark.parametrize("L", [1, 2, 3, 5])
 def test_nnls_fused_equals_reference(L):
-    A, Y = _problem(L, (700,), T=30, seed=L)  # more pixels than one slab, a partial last slab
+    A, Y = _problem(L, (4500,), T=30, seed=L)  # three slabs, a partial last one
     AtA, AtY = A.T @ A, A.T @ Y
     ref = nnls_coefficients(AtA, AtY)
     got = nnls_coefficients_fused(AtA, AtY)
@@ -70,7 +70,7 @@ def test_pass1_numba_raise_policy_names_the_count():
 
 
 def test_pass1_numba_independent_of_threads():
-    A, Y = _problem(2, (40, 33))  # 1320 px: three slabs
+    A, Y = _problem(2, (70, 65))  # 4550 px: three slabs
     kw = dict(layout=Pass1Layout(2), A=A, energy=np.arange(16.0), backend="numba")
     old = numba.get_num_threads()
     try:
