@@ -8,7 +8,8 @@ L = 2 references, T = 100 energies:
   fused numba float32 with and without the residual channels;
 - one RUM-PnP(tv) iteration / copy of its state, NumPy and fused;
 - the TV (Chambolle) denoiser on one N² map: scikit-image vs numba;
-- ``bx.lcf`` (nnls, baseline "none") pixels/s vs the package's NNLS kernel on AᵀY;
+- ``bx.lcf`` (nnls, float32 stack, baseline "none" and "pre-edge") pixels/s vs the package's
+  NNLS kernel on AᵀY (NumPy reference and numba, :mod:`bigxanes.kernels.fused_lcf`);
 - numba compile (or cache load) time, apart from the iteration times.
 
 Every time is the best of ``--repeat`` runs. Run from the repository root (unset the
@@ -16,7 +17,8 @@ OpenBLAS core override for this command only; see /work/.library/env/README.md):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_speed.py [--n 1024]
 
-Writes ``benchmarks/results/bench_speed.md``.
+Writes ``benchmarks/results/bench_speed.md`` (``--lcf-only``: the LCF rows alone, to
+``bench_speed_lcf.md``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1024, help="image edge (pixels)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="do not write the results file")
+    ap.add_argument("--lcf-only", action="store_true", help="only the LCF rows")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -73,7 +76,8 @@ def main() -> None:
         S = initial_state(rng.random((L, N, N)), rng.random((N, N)), M0, lay)
         return lay, S.astype(dtype)
 
-    for method, label in (("tv", "RUM-TV"), ("pnp", "RUM-PnP(tv)")):
+    rum = () if a.lcf_only else (("tv", "RUM-TV"), ("pnp", "RUM-PnP(tv)"))
+    for method, label in rum:
         kw = dict(lam=0.02, rho=0.3, rho_next=0.3 * (1.05 if method == "pnp" else 1.0))
         for dtype in (np.float64, np.float32):
             lay, S = state(method, dtype)
@@ -92,32 +96,41 @@ def main() -> None:
                 rows.append((f"{label} iteration, fused float32, with residuals", tr, tr / tc))
                 rows.append((f"{label}: NumPy (float32 state) / fused", tn / tf, float("nan")))
 
-    from skimage.restoration import denoise_tv_chambolle
+    if not a.lcf_only:
+        from skimage.restoration import denoise_tv_chambolle
 
-    from bigxanes.kernels.fused_tv import denoise_tv_chambolle_numba
+        from bigxanes.kernels.fused_tv import denoise_tv_chambolle_numba
 
-    v = rng.random((N, N))
-    w = 0.02 / 0.3
-    ts = best(lambda: denoise_tv_chambolle(v, weight=w, eps=1e-5, max_num_iter=100), min(r, 2))
-    v32 = v.astype(np.float32)
-    tn = best(
-        partial(denoise_tv_chambolle_numba, v32, weight=w, eps=1e-5, max_num_iter=100), r, True
-    )
-    rows.append(("TV denoiser (Chambolle) one map, scikit-image float64", ts, 1.0))
-    rows.append(("TV denoiser (Chambolle) one map, numba float32 in/out", tn, tn / ts))
+        v = rng.random((N, N))
+        w = 0.02 / 0.3
+        ts = best(lambda: denoise_tv_chambolle(v, weight=w, eps=1e-5, max_num_iter=100), min(r, 2))
+        v32 = v.astype(np.float32)
+        tn = best(
+            partial(denoise_tv_chambolle_numba, v32, weight=w, eps=1e-5, max_num_iter=100), r, True
+        )
+        rows.append(("TV denoiser (Chambolle) one map, scikit-image float64", ts, 1.0))
+        rows.append(("TV denoiser (Chambolle) one map, numba float32 in/out", tn, tn / ts))
 
     import bigxanes as bx
+    from bigxanes.kernels.fused_lcf import nnls_coefficients_fused
     from bigxanes.kernels.lcf import nnls_coefficients
 
     M = rng.random((L, N * N))
     Y = (A @ M + 0.01 * rng.standard_normal((T, N * N))).astype(np.float32).reshape(T, N, N)
     energy = np.linspace(7000.0, 7200.0, T)
-    t_lcf = best(lambda: bx.lcf(Y, A, energy=energy, baseline="none"), min(r, 2))
+    bx.lcf(Y[:, :8, :8], A, energy=energy)  # numba: compile or load the cache, untimed
+    t_lcf = best(lambda: bx.lcf(Y, A, energy=energy, baseline="none"), r)
+    t_lcf_pe = best(lambda: bx.lcf(Y, A, energy=energy), r)
     aty = A.T @ Y.reshape(T, -1).astype(np.float64)
     t_nnls = best(partial(nnls_coefficients, AtA, aty), r)
-    rows.append(("bx.lcf(nnls) in memory [M pixels/s in ratio column]", t_lcf, N * N / t_lcf / 1e6))
-    rows.append(("NNLS kernel on AᵀY [M pixels/s in ratio column]", t_nnls, N * N / t_nnls / 1e6))
-    rows.append(("bx.lcf / NNLS kernel time", t_lcf / t_nnls, float("nan")))
+    t_nnls_f = best(partial(nnls_coefficients_fused, AtA, aty), r, warm=True)
+    mps = "[M pixels/s in ratio column]"
+    rows.append((f"bx.lcf(nnls), float32 stack, baseline none {mps}", t_lcf, N * N / t_lcf / 1e6))
+    rows.append((f"bx.lcf(nnls), float32 stack, pre-edge {mps}", t_lcf_pe, N * N / t_lcf_pe / 1e6))
+    rows.append((f"NNLS kernel on AᵀY, NumPy reference {mps}", t_nnls, N * N / t_nnls / 1e6))
+    rows.append((f"NNLS kernel on AᵀY, numba {mps}", t_nnls_f, N * N / t_nnls_f / 1e6))
+    rows.append(("bx.lcf / NNLS kernel time (NumPy reference)", t_lcf / t_nnls, float("nan")))
+    rows.append(("bx.lcf / NNLS kernel time (numba)", t_lcf / t_nnls_f, float("nan")))
 
     head = [
         "# Kernel speed vs the memory floor (benchmarks/bench_speed.py)",
@@ -140,7 +153,8 @@ def main() -> None:
     print(text)
     if not a.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "bench_speed.md").write_text(text)
+        name = "bench_speed_lcf.md" if a.lcf_only else "bench_speed.md"
+        (RESULTS / name).write_text(text)
 
 
 if __name__ == "__main__":

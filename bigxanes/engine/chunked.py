@@ -26,6 +26,8 @@ __all__ = [
     "admm_block",
     "admm_interior",
     "admm_zarr_block",
+    "admm_zarr_blocks",
+    "group_regions",
 ]
 
 
@@ -139,6 +141,18 @@ def admm_interior(
     return np.ascontiguousarray(out[:n], dtype=np.float32), sums
 
 
+def group_regions(
+    regions: Sequence[tuple[slice, ...]], n_groups: int
+) -> list[list[tuple[slice, ...]]]:
+    """``regions`` (C order) cut into at most ``n_groups`` runs of consecutive regions of
+    nearly equal length (neighbours in one run: a prefetched halo is mostly warm in the page
+    cache)."""
+    n = len(regions)
+    g = max(1, min(int(n_groups), n))
+    bounds = [round(i * n / g) for i in range(g + 1)]
+    return [list(regions[bounds[i] : bounds[i + 1]]) for i in range(g)]
+
+
 def admm_zarr_block(
     src: str, dst: str, region: tuple[slice, ...], depth: int, **kwargs
 ) -> np.ndarray:
@@ -162,3 +176,51 @@ def admm_zarr_block(
     state, sums = admm_interior(a[(slice(None),) + window], inner, **kwargs)
     zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = state
     return sums
+
+
+def admm_zarr_blocks(
+    src: str, dst: str, regions: Sequence[tuple[slice, ...]], depth: int, **kwargs
+) -> np.ndarray:
+    """:func:`admm_zarr_block` over several state blocks in one task, I/O overlapped with
+    compute.
+
+    While block i is computed (:func:`admm_interior`; NumPy and numba release the GIL), a
+    background thread reads block i+1 with its halo (prefetch) and another writes block i-1's
+    new state (write-behind); at most one read and one write are in flight, so the task holds
+    at most three blocks. Each block's numbers are those of :func:`admm_zarr_block` (same
+    window, same kernel). Returns the per-block sums of the
+    :data:`~bigxanes.kernels.admm.RESIDUALS` channels, ``(len(regions), n_residuals)``, so the
+    caller sums them in the same order as one task per block.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+
+    a = zarr.open_array(src, mode="r")
+    b = zarr.open_array(dst, mode="r+")
+    spatial = a.shape[1:]
+
+    def read(region: tuple[slice, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
+        window, inner = halo_window(region, spatial, depth)
+        return a[(slice(None),) + window], inner
+
+    def write(region: tuple[slice, ...], state: np.ndarray) -> None:
+        b[(slice(None),) + tuple(region)] = state
+
+    sums = []
+    with ThreadPoolExecutor(2, thread_name_prefix="bigxanes-zarr-io") as io:
+        nxt = io.submit(read, regions[0])
+        pending = None
+        for i, region in enumerate(regions):
+            S, inner = nxt.result()
+            if i + 1 < len(regions):
+                nxt = io.submit(read, regions[i + 1])
+            state, s = admm_interior(S, inner, **kwargs)
+            del S
+            if pending is not None:
+                pending.result()  # one write in flight: bounded memory, errors surface here
+            pending = io.submit(write, region, state)
+            sums.append(s)
+        if pending is not None:
+            pending.result()
+    return np.stack(sums)

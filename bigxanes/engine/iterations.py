@@ -60,7 +60,11 @@ def _sums(values: Any) -> dict[str, float] | None:
 
 
 def _sum_parts(parts: list[np.ndarray]) -> np.ndarray:
-    return np.sum(np.stack(parts), axis=0)
+    """Sum of per-block residual sums (``(n_res,)`` each, or ``(n_blocks, n_res)`` per group
+    of blocks), block by block in C order whatever the grouping."""
+    if all(np.size(p) == 0 for p in parts):  # an iteration without residual channels
+        return np.zeros(0)
+    return np.sum(np.concatenate([np.reshape(p, (-1, len(RESIDUALS))) for p in parts]), axis=0)
 
 
 def other_buffer(buf: str | None) -> str:
@@ -99,12 +103,24 @@ class StateMode:
 
 
 class ZarrMode(StateMode):
+    """State in the Zarr double buffer: one task per group of consecutive state blocks
+    (:func:`~bigxanes.engine.chunked.group_regions`, one group per worker thread when there
+    are at least two blocks per thread, else one block per task), each reading the next block
+    while it computes this one and writing behind
+    (:func:`~bigxanes.engine.chunked.admm_zarr_blocks`)."""
+
+    def __init__(self, run: RumIterations) -> None:
+        super().__init__(run)
+        nthr = n_threads(run.runner)
+        n = len(run.regions)
+        self.groups = chunked.group_regions(run.regions, nthr if n >= 2 * nthr else n)
+
     def step(self, k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
         r = self.run
         src, dst = r.work.path / r.buf, r.work.path / other_buffer(r.buf)
-        block = dask.delayed(chunked.admm_zarr_block, pure=False)
+        block = dask.delayed(chunked.admm_zarr_blocks, pure=False)
         kw = r.kernel_kw(rho, rho_next, residuals)
-        parts = [block(str(src), str(dst), reg, r.params.halo, **kw) for reg in r.regions]
+        parts = [block(str(src), str(dst), grp, r.params.halo, **kw) for grp in self.groups]
         (res,) = r.runner.compute(dask.delayed(_sum_parts)(parts))
         r.next_buf = dst.name
         return _sums(res)

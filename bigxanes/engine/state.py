@@ -32,11 +32,16 @@ __all__ = ["WorkDir", "BUFFERS"]
 BUFFERS = ("state_a", "state_b")
 
 
-def _compressors():
-    from zarr.codecs import BloscCodec
+#: Codec of the work arrays (scratch: pass-1 channels, state buffers). None, by measurement
+#: (benchmarks/results/bench_engine_io.md, "Work-buffer codecs"): a noisy float32 RUM state
+#: compresses only 1.3x with Blosc-LZ4 (1.4x with bitshuffle or zstd), and writing + reading it
+#: uncompressed took 0.76x the time of Blosc-LZ4 c1 (0.5x of zstd); the disk estimate
+#: (``work_disk_bytes``) was already the uncompressed size.
+WORK_CODEC = None
 
-    # lz4 state: ~2x faster than zstd (docs/design.md, "Measured pitfalls"); the state is scratch.
-    return (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),)
+
+def _compressors():
+    return WORK_CODEC
 
 
 class WorkDir:

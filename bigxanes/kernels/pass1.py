@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .admm import StateLayout, initial_state
+from .admm import BACKENDS, StateLayout, default_backend, initial_state
 from .baseline import subtract_pre_edge
 from .edge50 import edge50_energy
 from .layout import ChannelLayout
 from .lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
-from .moments import block_moments, clean_block, gram, residual_sq
+from .moments import block_moments, clean_block, gram, nonfinite_error, residual_sq
 from .normalize import normalize_spectra
 from .stats import HIST_BINS, data_scale, scale_histogram
 
@@ -71,6 +71,7 @@ def pass1_block(
     baseline: np.ndarray | None = None,
     level: float = 0.5,
     norm_kwargs: dict | None = None,
+    backend: str | None = None,
 ) -> np.ndarray:
     """The one pass over a stack block ``(T, *spatial)``: see :class:`Pass1Layout`.
 
@@ -81,12 +82,40 @@ def pass1_block(
     each finite spectrum is edge-step normalized with the given ``e0`` and ``norm_kwargs``
     (:func:`~bigxanes.kernels.normalize.normalize_spectra`) and the first ``level`` crossing
     found (:func:`~bigxanes.kernels.edge50.edge50_energy`).
+
+    ``backend``: ``"numba"`` computes the moments, NNLS and residual in one compiled read of
+    the block (:func:`~bigxanes.kernels.fused_lcf.lcf_pass1_fused`, float32/float64 stacks
+    read in place), ``"numpy"`` with the reference kernels above; None:
+    :func:`~bigxanes.kernels.admm.default_backend`. Edge-50 and other stack dtypes always use
+    the NumPy path.
     """
     T = Y.shape[0]
     spatial = Y.shape[1:]
     out = np.zeros((layout.n_channels,) + spatial, dtype=np.float64)
     sl = layout.slices
     flat = out.reshape(layout.n_channels, -1)
+    backend = default_backend() if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    Y = np.asarray(Y)
+    if (
+        backend == "numba"
+        and A is not None
+        and not layout.edge50
+        and Y.dtype in (np.float32, np.float64)
+        and Y[0].size > 0
+    ):
+        from .fused_lcf import lcf_pass1_fused  # numba compiles or loads its cache on import
+
+        n_bad = lcf_pass1_fused(Y.reshape(T, -1), A, baseline, flat, sl)
+        if n_bad and nan_policy != "mask":
+            raise nonfinite_error(n_bad)
+        if layout.variant != "nnls":
+            AtA, aty, yty = gram(A), flat[sl["aty"]], flat[sl["yty"]][0]
+            M = LCF_SOLVERS[layout.variant](AtA, aty)
+            flat[sl["lcf"]] = M
+            flat[sl["lcf_resid"]] = residual_sq(yty, aty, M, AtA)
+        return out
     if layout.edge50:  # normalization needs the whole float64 block
         if baseline is not None:
             with np.errstate(invalid="ignore"):  # Inf - Inf: a bad spectrum, zeroed next

@@ -57,8 +57,9 @@ def test_resume_equals_uninterrupted(stack, tmp_path, method, state_mode, monkey
     import bigxanes.engine.chunked as eu  # the iterations call the block functions here
 
     calls = []
-    # zarr mode: one Zarr-to-Zarr task per state block; memory mode: map_overlap's block
-    name = "admm_zarr_block" if state_mode == "zarr" else "admm_block"
+    # zarr mode: one kernel call per state block inside the Zarr-to-Zarr tasks (one task per
+    # group of blocks, chunked.admm_zarr_blocks); memory mode: map_overlap's block
+    name = "admm_interior" if state_mode == "zarr" else "admm_block"
     orig = getattr(eu, name)
     monkeypatch.setattr(eu, name, lambda *a, **k: calls.append(1) or orig(*a, **k))
     got = _load(unmix_store(stack, out, resume=True, **kw))
