@@ -81,6 +81,10 @@ def _result(p: Path, g) -> int:
                     f"final residuals: primal {h['primal'][-1]:.3g}, "
                     f"dual {h.get('dual', [float('nan')])[-1]:.3g}"
                 )
+    if a.get("verdict"):
+        print(f"verdict: {a['verdict']}")
+    if a.get("fit_verdict"):
+        print(f"fit: {a['fit_verdict']}")
     for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
         if k in a:
             print(f"{k}: {a[k]}")

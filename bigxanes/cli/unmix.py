@@ -21,6 +21,7 @@ from .common import (
     ints,
     nonnegative_int,
     open_result,
+    positive_float,
     positive_int,
     prepare_output,
     warn,
@@ -75,6 +76,13 @@ def register(add) -> None:
     s.add_argument("--tol", type=float, help="stopping tolerance (relative residuals)")
     s.add_argument("--rho", type=float, help="initial ADMM penalty")
     s.add_argument("--tv-sweeps", type=positive_int, help="Jacobi sweeps per TV step")
+    s.add_argument(
+        "--noise-sigma",
+        type=positive_float,
+        metavar="SIGMA",
+        help="noise std of the stack (its units) for the fit-quality check (reduced chi2) "
+        "and --lam auto; default: estimated per spectrum from its second differences",
+    )
     s.add_argument("--denoiser", choices=DENOISERS, help="RUM-PnP denoiser")
     s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
     s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
@@ -151,6 +159,7 @@ def rum_params(args: argparse.Namespace) -> Any:
         ("rho", "rho"),
         ("denoiser", "denoiser"),
         ("tv_sweeps", "tv_sweeps"),
+        ("noise_sigma", "noise_sigma"),
     ):
         v = getattr(args, attr)
         if v is not None:
@@ -421,6 +430,7 @@ def run(args: argparse.Namespace) -> int:
                     baseline=args.baseline,
                     state_mode=args.state_mode,
                     checkpoint_every=args.checkpoint_every,
+                    noise_sigma=args.noise_sigma,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:
@@ -446,4 +456,34 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s",
         args.quiet,
     )
+    report_verdict(a, args.quiet)
     return 0
+
+
+#: What to try when RUM does not converge (the warning names the flags).
+NOT_CONVERGED_HINT = (
+    "the maps may hold artefacts; try more --iters, a larger --rho, --energy-shift auto "
+    "(references misaligned in energy with the data), or check the references "
+    "(bigxanes rank, bigxanes plot)"
+)
+
+
+def report_verdict(a: Any, quiet: bool = False) -> None:
+    """Print the run's verdict and fit quality (stdout), and one warning line for each of a
+    run that did not converge and a model that does not explain the data (stderr)."""
+    if a.get("verdict"):
+        info(f"verdict: {a['verdict']}", quiet)
+    if a.get("chi2_median") is not None:
+        ok = bool(a.get("fit_ok"))
+        info(
+            f"fit: {'ok' if ok else 'POOR'}, reduced chi2 median {float(a['chi2_median']):.3g}, "
+            f"90th percentile {float(a['chi2_p90']):.3g} (1 = noise level; noise "
+            f"{'from the data' if a.get('chi2_noise') == 'data' else '--noise-sigma'})",
+            quiet,
+        )
+    if a.get("converged") is not None and not bool(a["converged"]):
+        warn(
+            f"{a.get('method', 'RUM')} did not converge ({a.get('verdict')}): {NOT_CONVERGED_HINT}"
+        )
+    if a.get("fit_ok") is not None and not bool(a["fit_ok"]):
+        warn(str(a.get("fit_verdict", "")).removeprefix("POOR fit: "))

@@ -27,8 +27,9 @@ import numpy as np
 CHI2_WARN = 2.0
 
 LIKELY_CAUSES = (
-    "wrong or missing reference spectra, an energy shift between references and data "
-    "(check the edge positions), or a baseline/normalization mismatch (--baseline)"
+    "references shifted in energy against the data (--energy-shift auto), wrong references "
+    "or a missing phase (add its reference), an energy range holding features no reference "
+    "has (--energy-range), or a baseline/normalization mismatch (--baseline)"
 )
 
 
