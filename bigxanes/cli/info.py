@@ -59,7 +59,10 @@ def _stack(p: Path) -> int:
             continue
         print(
             f"resources ({method}): "
-            + ", ".join(f"{k}={fmt_bytes(v) if 'bytes' in k else v}" for k, v in est.items())
+            + ", ".join(
+                f"{k}={fmt_bytes(v) if 'bytes' in k or 'memory' in k else v}"
+                for k, v in est.items()
+            )
         )
     return 0
 

@@ -435,9 +435,8 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:
                 raise UserError(
-                    f"no worker alive for {args.worker_grace:g} s (--worker-grace): the run "
-                    f"stopped; its state is kept in {args.output}.work: fix the cluster and "
-                    "rerun with --resume"
+                    f"{watch.describe()}: the run stopped; its state is kept in "
+                    f"{args.output}.work: fix the cluster and rerun with --resume"
                 ) from None
             raise
     res = open_result(out)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .planning import MIN_WORKER_BASE, minimum_memory_limit
+
 __all__ = [
     "ClusterError",
     "ClusterWatch",
@@ -41,9 +43,6 @@ WORKER_OVERHEAD = 256 * 2**20
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds a running cluster may have no worker alive before the run stops (``--worker-grace``).
 DEFAULT_WORKER_GRACE = 30.0
-#: Memory a dask worker process holds before any data (interpreter, NumPy, dask, distributed,
-#: zarr); issue 13 measured KilledWorker at 150-200 MB per worker and a run at 225 MB.
-MIN_WORKER_BASE = 160 * 2**20
 
 
 class ClusterError(ValueError):
@@ -77,13 +76,6 @@ def parse_memory_limit(value: str | int | None, flag: str = "--memory-limit") ->
     if n <= 0:
         raise ClusterError(f"{flag} {value!r} must be a positive size, e.g. 2GB")
     return n
-
-
-def minimum_memory_limit(task_bytes: int) -> int:
-    """Smallest per-worker memory limit a run can use: :data:`MIN_WORKER_BASE` plus twice the
-    peak of its largest task (``estimate_resources()["task_bytes"]``; a task's input and output
-    buffers are alive together while distributed spills and transfers)."""
-    return int(MIN_WORKER_BASE + 2 * max(0, int(task_bytes)))
 
 
 def validate_cluster_args(
@@ -191,41 +183,89 @@ def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | 
 
 
 class ClusterWatch:
-    """Watch a client's workers in a thread; with none alive for ``grace`` seconds, interrupt
-    the main thread (``KeyboardInterrupt`` there; :attr:`tripped` tells it apart from Ctrl-C).
+    """Watch a client's workers in a thread; when no worker has stayed alive ``stable``
+    seconds for ``grace`` seconds (none alive, or workers that keep dying and being restarted
+    by their nannies: a memory limit too small), interrupt the main thread
+    (``KeyboardInterrupt`` there; :attr:`tripped` tells it apart from Ctrl-C, :meth:`describe`
+    says which).
 
     Use as a context manager around the computation.
     """
 
-    def __init__(self, client: Any, grace: float = DEFAULT_WORKER_GRACE, poll: float = 0.5):
+    def __init__(
+        self,
+        client: Any,
+        grace: float = DEFAULT_WORKER_GRACE,
+        poll: float = 0.5,
+        stable: float | None = None,
+    ):
         self.client, self.grace, self.poll = client, float(grace), float(poll)
+        #: a worker alive this long counts as healthy (a restart loop never gets there)
+        self.stable = min(self.grace / 2, 10.0) if stable is None else float(stable)
         self.tripped = False
+        self.restarts = 0  # workers lost during the unhealthy stretch that tripped the watch
+        self.alive = 0  # workers alive when it tripped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bigxanes-cluster-watch")
         self._thread.daemon = True
 
-    def _n_workers(self) -> int | None:
+    def _workers(self) -> set:
         try:
             info = self.client.scheduler_info()
         except Exception:  # noqa: BLE001 - a scheduler gone counts as no worker
-            return 0
-        return len(info.get("workers", {}))
+            return set()
+        return set(info.get("workers", {}))
 
-    def _run(self) -> None:
+    def _n_workers(self) -> int:
+        return len(self._workers())
+
+    def _interrupt_main(self) -> None:
+        """A real SIGINT to the main thread: it also wakes a main thread blocked in a wait
+        (``_thread.interrupt_main`` alone only acts once the main thread runs Python again)."""
         import _thread
 
-        since = None
+        if (
+            hasattr(signal, "pthread_kill")
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
+
+    def _run(self) -> None:
+        first_seen: dict[str, float] = {}
+        since = None  # start of the current stretch without a healthy worker
+        lost = 0
         while not self._stop.wait(self.poll):
-            n = self._n_workers()
-            if n:
-                since = None
-                continue
             now = time.monotonic()
+            cur = self._workers()
+            gone = set(first_seen) - cur
+            for a in gone:
+                del first_seen[a]
+            for a in cur:
+                first_seen.setdefault(a, now)
+            if any(now - t >= self.stable for t in first_seen.values()):
+                since, lost = None, 0
+                continue
             since = now if since is None else since
+            lost += len(gone)
             if now - since >= self.grace:
-                self.tripped = True
-                _thread.interrupt_main()
+                self.tripped, self.restarts, self.alive = True, lost, len(cur)
+                self._interrupt_main()
                 return
+
+    def describe(self) -> str:
+        """Why the watch tripped, naming the flags that change it."""
+        if self.restarts or self.alive:
+            return (
+                f"the workers kept dying and restarting for {self.grace:g} s (--worker-grace; "
+                f"{self.restarts} lost, none stayed up {self.stable:g} s): out of memory? "
+                "raise --memory-limit, use smaller --chunks or fewer --workers"
+            )
+        return (
+            f"no worker alive for {self.grace:g} s (--worker-grace): the workers died (out of "
+            "memory? raise --memory-limit) or were stopped"
+        )
 
     def __enter__(self) -> ClusterWatch:
         self._thread.start()

@@ -476,3 +476,62 @@ def test_components_vocabulary_and_deprecated_spellings(sim, tmp_path, capsys):
         capsys, "simulate", tmp_path / "x.zarr", "--components", "A", "B", "--n-components", "3"
     )
     one_line(rc, err, "--n-components", "--components")
+
+
+def test_cluster_watch_restart_loop_unit():
+    """Workers that die and come back (a nanny restarting them: memory limit too small) are
+    caught like a cluster without workers, and named as such (issue 13 item 4)."""
+    from bigxanes.engine.cluster import ClusterWatch
+
+    class Restarting:  # a new worker address at every poll: none stays up
+        n = 0
+
+        def scheduler_info(self):
+            self.n += 1
+            return {"workers": {f"tcp://w:{self.n}": {}}}
+
+    w = ClusterWatch(Restarting(), grace=0.4, poll=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with w:
+            time.sleep(30)
+    assert w.tripped and time.monotonic() - t0 < 5
+    assert w.restarts >= 3
+    text = w.describe()
+    assert "restarting" in text and "--memory-limit" in text and "--worker-grace" in text
+
+    # a worker that stays up keeps the watch quiet even after others were lost
+    class Stable:
+        def scheduler_info(self):
+            return {"workers": {"tcp://w:1": {}}}
+
+    w = ClusterWatch(Stable(), grace=0.4, poll=0.05)
+    with w:
+        time.sleep(1.0)
+    assert not w.tripped
+
+
+def test_info_memory_minimum_is_the_refused_minimum(sim, tmp_path, capsys):
+    """`info` and the --memory-limit check use one rule (engine.planning.minimum_memory_limit):
+    the minimum info prints is the one unmix refuses below and names (issue 13 item 4)."""
+    import re
+
+    from bigxanes.engine.cluster import validate_cluster_args
+    from bigxanes.engine.planning import estimate_resources
+
+    rc, out, _ = run(capsys, "info", sim)
+    assert rc == 0
+    m = re.search(r"resources \(lcf\):.*memory_min_per_worker=([\d.]+) MiB", out)
+    assert m, out
+    est = estimate_resources(str(sim), "lcf")
+    need = est["memory_min_per_worker"]
+    assert float(m.group(1)) == pytest.approx(need / 2**20, abs=0.06)
+    assert est["memory_per_worker"] >= need
+    validate_cluster_args(1, need, task_bytes=est["task_bytes"])  # the minimum itself: accepted
+    with pytest.raises(ValueError, match="below the minimum"):
+        validate_cluster_args(1, need - 2**20, task_bytes=est["task_bytes"])
+    below = f"{int(need // 2**20) - 1}MiB"
+    rc, _, err = run(capsys, "unmix", sim, tmp_path / "o.zarr", "--method", "lcf",
+                     "--memory-limit", below)  # fmt: skip
+    line = one_line(rc, err, "--memory-limit", "minimum")
+    assert f"at least {int(-(-need // 2**20))}MiB" in line
