@@ -281,6 +281,8 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
     from ..engine.cluster import (
         SMALL_INPUT_BYTES,
         connect,
+        dashboard_available,
+        dashboard_link,
         start_local_cluster,
         validate_cluster_args,
     )
@@ -302,6 +304,14 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
     else:
         yield None
         return
+    # without bokeh here a LocalCluster's dashboard page only says "install bokeh"
+    link = dashboard_link(client) if args.scheduler or dashboard_available() else None
+    if link:
+        info(f"dashboard: {link}", args.quiet)
+    elif args.scheduler:
+        info(f"dashboard: none (the scheduler {args.scheduler} serves no dashboard)", args.quiet)
+    else:
+        info("dashboard: off (install bokeh to watch the cluster in a browser)", args.quiet)
     import logging
 
     # a Ctrl-C cancels the client's pending futures; asyncio would print each one's

@@ -21,6 +21,8 @@ __all__ = [
     "DEFAULT_WORKER_GRACE",
     "MIN_WORKER_BASE",
     "connect",
+    "dashboard_available",
+    "dashboard_link",
     "minimum_memory_limit",
     "parse_memory_limit",
     "start_local_cluster",
@@ -165,10 +167,34 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+def dashboard_available() -> bool:
+    """True when distributed can serve its dashboard (it needs ``bokeh``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_link(client: Any) -> str | None:
+    """URL of the dashboard of ``client``'s scheduler, None when it serves none."""
+    try:
+        services = client.scheduler_info().get("services", {}) or {}
+    except Exception:  # noqa: BLE001 - no dashboard to show is not an error
+        return None
+    if not services.get("dashboard"):
+        return None
+    try:
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001
+        return None
+    return str(link) if link else None
+
+
 def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | None = "auto"):
     """:func:`get_client` for a new LocalCluster whose worker processes ignore SIGINT and log
     errors only (their WARNING lines, e.g. tasks cancelled by a Ctrl-C, would break the
-    one-line contract of the command line; a worker that dies is reported by the command)."""
+    one-line contract of the command line; a worker that dies is reported by the command).
+    Its dashboard is served on a free port of 127.0.0.1 when ``bokeh`` is installed
+    (:func:`dashboard_link`)."""
     import logging
     import warnings
 
@@ -179,6 +205,7 @@ def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | 
             n_workers=n_workers,
             memory_limit=memory_limit or "auto",
             worker_log_level=logging.ERROR,
+            dashboard=dashboard_available(),
         )
 
 
@@ -320,6 +347,7 @@ def get_client(
     memory_limit: str | int | None = "auto",
     processes: bool = True,
     worker_log_level: int | None = None,
+    dashboard: bool = False,
 ):
     """Return a :class:`distributed.Client`.
 
@@ -338,6 +366,9 @@ def get_client(
     processes : bool
     worker_log_level : int, optional
         ``logging`` level of the LocalCluster's workers (distributed's default: WARNING).
+    dashboard : bool
+        Serve the LocalCluster's dashboard on a free port of 127.0.0.1 (needs ``bokeh``);
+        default off.
 
     Returns
     -------
@@ -369,7 +400,7 @@ def get_client(
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             processes=processes,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0" if dashboard else None,
             **({} if worker_log_level is None else {"silence_logs": worker_log_level}),
         )
     return Client(cluster)

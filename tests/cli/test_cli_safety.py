@@ -535,3 +535,68 @@ def test_info_memory_minimum_is_the_refused_minimum(sim, tmp_path, capsys):
                      "--memory-limit", below)  # fmt: skip
     line = one_line(rc, err, "--memory-limit", "minimum")
     assert f"at least {int(-(-need // 2**20))}MiB" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17 item 6: the dashboard link
+
+
+def test_dashboard_link_of_a_scheduler_unit(monkeypatch):
+    from bigxanes.engine import cluster as cl
+
+    class WithDashboard:
+        dashboard_link = "http://10.0.0.5:8787/status"
+
+        def scheduler_info(self):
+            return {"services": {"dashboard": 8787}, "workers": {}}
+
+    class WithoutDashboard:
+        @property
+        def dashboard_link(self):  # distributed raises KeyError here: never reached
+            raise AssertionError
+
+        def scheduler_info(self):
+            return {"services": {}, "workers": {}}
+
+    assert cl.dashboard_link(WithDashboard()) == "http://10.0.0.5:8787/status"
+    assert cl.dashboard_link(WithoutDashboard()) is None
+    # a LocalCluster started by the command line serves it on a free local port with bokeh
+    seen = {}
+
+    class FakeCluster:
+        def __init__(self, **kw):
+            seen.update(kw)
+
+    import distributed
+
+    monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
+    monkeypatch.setattr(distributed, "Client", lambda c: c)
+    monkeypatch.setattr(cl, "dashboard_available", lambda: True)
+    cl.start_local_cluster(1, "1GB")
+    assert seen["dashboard_address"] == "127.0.0.1:0"
+    monkeypatch.setattr(cl, "dashboard_available", lambda: False)
+    cl.start_local_cluster(1, "1GB")
+    assert seen["dashboard_address"] is None
+
+
+def test_dashboard_line_for_local_cluster_and_scheduler(sim, tmp_path, capsys):
+    import re
+
+    from distributed import LocalCluster
+
+    from bigxanes.engine.cluster import dashboard_available
+
+    rc, out, err = run(capsys, "unmix", sim, tmp_path / "a.zarr", "--method", "lcf",
+                       "--workers", "1", "--memory-limit", "1GB")  # fmt: skip
+    assert rc == 0, err
+    if dashboard_available():
+        assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M), out
+    else:
+        assert "dashboard: off (install bokeh" in out
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        link = cluster.dashboard_link
+        rc, out, err = run(capsys, "unmix", sim, tmp_path / "b.zarr", "--method", "lcf",
+                           "--scheduler", cluster.scheduler_address)  # fmt: skip
+    assert rc == 0, err
+    port = link.rsplit(":", 1)[1].split("/")[0]
+    assert re.search(rf"^dashboard: http://\S+:{port}/status$", out, re.M), out  # its own
