@@ -364,9 +364,18 @@ def _resume_complete(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Unmix on the engine and print one summary line."""
     from .. import engine
+    from ..engine.cluster import validate_cluster_args
     from ..paths import absolute, stale_leftovers
     from ..store import open_stack
 
+    # the cluster flags first, before any file is read (the memory minimum, which needs the
+    # run's task size, is checked again once it is known: cluster_for)
+    validate_cluster_args(
+        args.workers,
+        args.memory_limit,
+        connect_timeout=args.connect_timeout,
+        worker_grace=args.worker_grace,
+    )
     inp = Path(args.input)
     if inp.is_file():
         raise UserError(

@@ -600,3 +600,38 @@ def test_dashboard_line_for_local_cluster_and_scheduler(sim, tmp_path, capsys):
     assert rc == 0, err
     port = link.rsplit(":", 1)[1].split("/")[0]
     assert re.search(rf"^dashboard: http://\S+:{port}/status$", out, re.M), out  # its own
+
+
+def test_cluster_flags_checked_before_the_input_is_read(tmp_path, capsys):
+    """A bad --workers/--memory-limit is named even before the input is opened."""
+    for flags, words in (
+        (("--memory-limit", "lots"), ("--memory-limit", "not a size")),
+        (("--memory-limit", "10MB"), ("--memory-limit", "minimum")),
+        (("--worker-grace", "0"), ("--worker-grace",)),
+    ):
+        rc, _, err = run(capsys, "unmix", tmp_path / "missing.zarr", tmp_path / "o.zarr", *flags)
+        one_line(rc, err, *words)
+
+
+def test_plot_of_a_symlink_loop_names_the_loop(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    rc, _, err = run(capsys, "plot", tmp_path / "loop", tmp_path / "o.png")
+    one_line(rc, err, "symlink loop")
+
+
+def test_library_messages_reach_the_user_in_flags():
+    """The library's own messages for Python callers, as raised, are reworded with flags."""
+    from bigxanes.cli.errors import to_flags
+    from bigxanes.kernels.moments import nonfinite_error
+    from bigxanes.rum import RumParams
+    from bigxanes.spectra_model import model_references
+
+    msgs = [str(nonfinite_error(3))]
+    for bad in (lambda: RumParams(max_iter=-1), lambda: model_references(L=0)):
+        with pytest.raises(ValueError) as e:
+            bad()
+        msgs.append(str(e.value))
+    for m in msgs:
+        t = to_flags(m)
+        for py in ("max_iter", "L must", "nan_policy", "overwrite=True", "energies="):
+            assert py not in t, (m, t)
