@@ -579,10 +579,11 @@ def test_dashboard_link_of_a_scheduler_unit(monkeypatch):
     assert seen["dashboard_address"] is None
 
 
-def test_dashboard_line_for_local_cluster_and_scheduler(sim, tmp_path, capsys):
+@pytest.mark.slow
+def test_dashboard_line_for_a_local_cluster(sim, tmp_path, capsys):
+    """A LocalCluster of worker processes (slow to start; the fast variant is the unit test
+    above, which checks the free-port dashboard address)."""
     import re
-
-    from distributed import LocalCluster
 
     from bigxanes.engine.cluster import dashboard_available
 
@@ -593,6 +594,13 @@ def test_dashboard_line_for_local_cluster_and_scheduler(sim, tmp_path, capsys):
         assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M), out
     else:
         assert "dashboard: off (install bokeh" in out
+
+
+def test_dashboard_line_for_a_scheduler(sim, tmp_path, capsys):
+    import re
+
+    from distributed import LocalCluster
+
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
         link = cluster.dashboard_link
         rc, out, err = run(capsys, "unmix", sim, tmp_path / "b.zarr", "--method", "lcf",
