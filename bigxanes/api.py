@@ -28,6 +28,7 @@ from .kernels.edge50 import edge50_reference_energies
 from .kernels.maps import rum_outputs_block
 from .kernels.moments import finite_spectrum_sum, mean_spectrum
 from .kernels.pass1 import Pass1Layout, pass1_block, pass1_statistics
+from .kernels.quality import chi2_histogram
 from .kernels.stats import noise_sigma
 from .pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, LCF_VARIANTS, MASK_THRESHOLD
 from .pipeline.prepare import (
@@ -41,8 +42,10 @@ from .pipeline.result import (
     build_dataset,
     method_variables,
     one_block,
+    quality_attrs,
     result_attrs,
     result_coords,
+    verdict_attrs,
 )
 from .rum import RumParams, solve_rum
 from .validation import check_stack
@@ -65,6 +68,7 @@ def _run(
     e0: float | None = None,
     level: float = 0.5,
     norm_kwargs: dict | None = None,
+    chi2_sigma: float | None = None,
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
     check_options(method, variant=variant, nan_policy=nan_policy)
@@ -116,13 +120,25 @@ def _run(
             params=params.as_dict(),
             lam=init.lam,
             noise_sigma=noise_sigma(init.noise_var, c),
-            n_iterations=history.n_iterations,
             kernel_backend=init.backend,
             history=history.as_dict(),
+            **verdict_attrs(history),
         )
+        chi2_sigma = params.noise_sigma
     variables = method_variables(
-        inputs, P, p1, c, sdims, one_block, rum_maps=rum_maps, e50_refs=e50_refs
+        inputs,
+        P,
+        p1,
+        c,
+        sdims,
+        one_block,
+        rum_maps=rum_maps,
+        e50_refs=e50_refs,
+        noise_sigma=chi2_sigma,
     )
+    if "reduced_chi2" in variables:
+        counts = chi2_histogram(variables["reduced_chi2"][1], variables["mask"][1])
+        extra.update(quality_attrs(counts, chi2_sigma))
     attrs = result_attrs(inputs, n_bad=stats["n_bad"], scale=c, lcf_variant=variant, **extra)
     return build_dataset(inputs, variables, result_coords(inputs, coords, sdims), attrs)
 
@@ -136,6 +152,7 @@ def lcf(
     nan_policy: str = DEFAULT_NAN_POLICY,
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
+    noise_sigma: float | None = None,
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -163,10 +180,16 @@ def lcf(
         flat background from other elements and supports that the model has no term for).
     energy_range : (float, float), optional
         Fit only the energies in this window (eV, inclusive).
+    noise_sigma : float, optional
+        Noise std of the stack (its units) for the ``reduced_chi2`` map; default: each
+        spectrum's own estimate from its second differences
+        (:func:`bigxanes.kernels.quality.noise_sigma_d2`).
 
     Returns
     -------
-    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``mask``, ``references``.
+    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``reduced_chi2``, ``mask``,
+    ``references``; attrs with the fit-quality summary (``chi2_median``, ``fit_ok``,
+    ``fit_verdict``; :func:`bigxanes.pipeline.result.quality_attrs`).
     """
     return _run(
         "lcf",
@@ -177,6 +200,7 @@ def lcf(
         baseline=baseline,
         energy_range=energy_range,
         variant=variant,
+        chi2_sigma=noise_sigma,
     )
 
 
@@ -189,6 +213,7 @@ def edge50(
     level: float = 0.5,
     nan_policy: str = DEFAULT_NAN_POLICY,
     energy_range: tuple[float, float] | None = None,
+    noise_sigma: float | None = None,
     **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
@@ -217,6 +242,7 @@ def edge50(
         e0=e0,
         level=level,
         norm_kwargs=norm_kwargs,
+        chi2_sigma=noise_sigma,
     )
 
 
@@ -255,9 +281,12 @@ def unmix(
     Returns
     -------
     xr.Dataset with ``fraction`` (component, ...), ``scale``, ``residual_rms``, ``mask``,
-    ``lcf_fraction`` (the NNLS initialization) and attrs: method, params, lam, data scale,
-    noise level ``noise_sigma`` (stack units), iterations and ``history`` (JSON:
-    per-iteration primal and dual residuals, objective, ρ).
+    ``lcf_fraction`` (the NNLS initialization), ``reduced_chi2`` and attrs: method, params,
+    lam, data scale, noise level ``noise_sigma`` (stack units), ``history`` (JSON:
+    per-iteration primal and dual residuals, objective, ρ), the verdict (``converged``,
+    ``stop_reason``, ``rel_primal``, ``rel_dual``, ``tol``, ``n_iterations``, ``verdict``:
+    :func:`bigxanes.pipeline.result.verdict_attrs`) and the fit quality (``chi2_median``,
+    ``fit_ok``, ``fit_verdict``: :func:`bigxanes.pipeline.result.quality_attrs`).
     """
     kw = dict(energy=energy, nan_policy=nan_policy, energy_range=energy_range)
     if method == "lcf":

@@ -23,6 +23,7 @@ import xarray as xr
 from .baseline import subtract_pre_edge
 
 __all__ = [
+    "verdict_words",
     "plot_result",
     "plot_references",
     "rgb_composite",
@@ -294,6 +295,19 @@ def _plot_eigen(ax: Any, ev: np.ndarray, n: int | None = None) -> None:
     ax.set_title("signal eigenvalues")
 
 
+def verdict_words(attrs: Any) -> list[str]:
+    """Short verdict of a result for titles: ``converged`` / ``NOT converged (max_iter)``
+    (iterative methods) and ``fit ok, chi2 0.97`` / ``POOR fit, chi2 83`` (median reduced χ²)."""
+    out = []
+    if attrs.get("converged") is not None:
+        reason = attrs.get("stop_reason") or "-"
+        out.append("converged" if bool(attrs["converged"]) else f"NOT converged ({reason})")
+    if attrs.get("fit_ok") is not None and attrs.get("chi2_median") is not None:
+        ok = bool(attrs["fit_ok"])
+        out.append(f"{'fit ok' if ok else 'POOR fit'}, chi2 {float(attrs['chi2_median']):.3g}")
+    return out
+
+
 def plot_result(
     result: xr.Dataset,
     path: str | os.PathLike,
@@ -332,7 +346,7 @@ def plot_result(
     eigenvalues : sequence of float, optional
         Signal eigenvalues (e.g. from :func:`bigxanes.nstates.estimate_n_states`).
     title : str, optional
-        Figure title (default: the method and iteration count).
+        Figure title (default: the method, iteration count and :func:`verdict_words`).
     dpi : int
 
     Returns
@@ -526,6 +540,7 @@ def plot_result(
             f"{meth}"
             + (f", {its} iterations" if its else "")
             + (f", slice z={z}" if z is not None else "")
+            + "".join(f"; {w}" for w in verdict_words(result.attrs))
         )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

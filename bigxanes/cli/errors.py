@@ -50,6 +50,10 @@ FLAG_WORDING: tuple[tuple[str, str], ...] = (
     (r"pass references=", "pass --refs FILE [FILE ...]"),
     (r"pass overwrite=True \(--overwrite\)", "pass --overwrite"),
     (r"pass nan_policy='mask' to exclude them", "the command line masks them (mask = False)"),
+    (
+        r"pass nan_policy='mask' \(bigxanes unmix masks them\) to exclude them",
+        "bigxanes unmix masks them (mask = False)",
+    ),
     (r"max_iter must be >= 0 and tv_sweeps >= 1", "--iters must be >= 0 and --tv-sweeps >= 1"),
     (r"\bmax_iter\b", "--iters"),
     (r"\bL must be >= 1", "--n-components must be >= 1"),

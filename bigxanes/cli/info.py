@@ -59,7 +59,10 @@ def _stack(p: Path) -> int:
             continue
         print(
             f"resources ({method}): "
-            + ", ".join(f"{k}={fmt_bytes(v) if 'bytes' in k else v}" for k, v in est.items())
+            + ", ".join(
+                f"{k}={fmt_bytes(v) if 'bytes' in k or 'memory' in k else v}"
+                for k, v in est.items()
+            )
         )
     return 0
 
@@ -81,6 +84,10 @@ def _result(p: Path, g) -> int:
                     f"final residuals: primal {h['primal'][-1]:.3g}, "
                     f"dual {h.get('dual', [float('nan')])[-1]:.3g}"
                 )
+    if a.get("verdict"):
+        print(f"verdict: {a['verdict']}")
+    if a.get("fit_verdict"):
+        print(f"fit: {a['fit_verdict']}")
     for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
         if k in a:
             print(f"{k}: {a[k]}")

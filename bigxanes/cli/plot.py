@@ -55,10 +55,12 @@ def parse_pixels(items: Sequence[str] | None) -> list[tuple[int, int]] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figure; an existing figure (one bigxanes drew) is replaced."""
+    from ..paths import resolve
     from ..plot import plot_references, plot_result
     from ..store import open_stack
 
     src = Path(args.result)
+    resolve(src)  # a symlink loop is named as such, not "does not exist"
     if not src.exists() and not src.with_name(src.name + ".work").is_dir():
         raise FileNotFoundError(f"{src} does not exist; check the path")
     # plot has always replaced its figure: only figures bigxanes drew are replaced

@@ -21,6 +21,7 @@ from .common import (
     ints,
     nonnegative_int,
     open_result,
+    positive_float,
     positive_int,
     prepare_output,
     warn,
@@ -75,6 +76,13 @@ def register(add) -> None:
     s.add_argument("--tol", type=float, help="stopping tolerance (relative residuals)")
     s.add_argument("--rho", type=float, help="initial ADMM penalty")
     s.add_argument("--tv-sweeps", type=positive_int, help="Jacobi sweeps per TV step")
+    s.add_argument(
+        "--noise-sigma",
+        type=positive_float,
+        metavar="SIGMA",
+        help="noise std of the stack (its units) for the fit-quality check (reduced chi2) "
+        "and --lam auto; default: estimated per spectrum from its second differences",
+    )
     s.add_argument("--denoiser", choices=DENOISERS, help="RUM-PnP denoiser")
     s.add_argument(
         "--backend",
@@ -165,6 +173,7 @@ def rum_params(args: argparse.Namespace) -> Any:
         ("tv_sweeps", "tv_sweeps"),
         ("backend", "backend"),
         ("residual_every", "residual_every"),
+        ("noise_sigma", "noise_sigma"),
     ):
         v = getattr(args, attr)
         if v is not None:
@@ -286,6 +295,8 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
     from ..engine.cluster import (
         SMALL_INPUT_BYTES,
         connect,
+        dashboard_available,
+        dashboard_link,
         start_local_cluster,
         validate_cluster_args,
     )
@@ -307,6 +318,14 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
     else:
         yield None
         return
+    # without bokeh here a LocalCluster's dashboard page only says "install bokeh"
+    link = dashboard_link(client) if args.scheduler or dashboard_available() else None
+    if link:
+        info(f"dashboard: {link}", args.quiet)
+    elif args.scheduler:
+        info(f"dashboard: none (the scheduler {args.scheduler} serves no dashboard)", args.quiet)
+    else:
+        info("dashboard: off (install bokeh to watch the cluster in a browser)", args.quiet)
     import logging
 
     # a Ctrl-C cancels the client's pending futures; asyncio would print each one's
@@ -359,9 +378,18 @@ def _resume_complete(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Unmix on the engine and print one summary line."""
     from .. import engine
+    from ..engine.cluster import validate_cluster_args
     from ..paths import absolute, stale_leftovers
     from ..store import open_stack
 
+    # the cluster flags first, before any file is read (the memory minimum, which needs the
+    # run's task size, is checked again once it is known: cluster_for)
+    validate_cluster_args(
+        args.workers,
+        args.memory_limit,
+        connect_timeout=args.connect_timeout,
+        worker_grace=args.worker_grace,
+    )
     inp = Path(args.input)
     if inp.is_file():
         raise UserError(
@@ -435,13 +463,13 @@ def run(args: argparse.Namespace) -> int:
                     baseline=args.baseline,
                     state_mode=args.state_mode,
                     checkpoint_every=args.checkpoint_every,
+                    noise_sigma=args.noise_sigma,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:
                 raise UserError(
-                    f"no worker alive for {args.worker_grace:g} s (--worker-grace): the run "
-                    f"stopped; its state is kept in {args.output}.work: fix the cluster and "
-                    "rerun with --resume"
+                    f"{watch.describe()}: the run stopped; its state is kept in "
+                    f"{args.output}.work: fix the cluster and rerun with --resume"
                 ) from None
             raise
     res = open_result(out)
@@ -460,4 +488,34 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s",
         args.quiet,
     )
+    report_verdict(a, args.quiet)
     return 0
+
+
+#: What to try when RUM does not converge (the warning names the flags).
+NOT_CONVERGED_HINT = (
+    "the maps may hold artefacts; try more --iters, a larger --rho, --energy-shift auto "
+    "(references misaligned in energy with the data), or check the references "
+    "(bigxanes rank, bigxanes plot)"
+)
+
+
+def report_verdict(a: Any, quiet: bool = False) -> None:
+    """Print the run's verdict and fit quality (stdout), and one warning line for each of a
+    run that did not converge and a model that does not explain the data (stderr)."""
+    if a.get("verdict"):
+        info(f"verdict: {a['verdict']}", quiet)
+    if a.get("chi2_median") is not None:
+        ok = bool(a.get("fit_ok"))
+        info(
+            f"fit: {'ok' if ok else 'POOR'}, reduced chi2 median {float(a['chi2_median']):.3g}, "
+            f"90th percentile {float(a['chi2_p90']):.3g} (1 = noise level; noise "
+            f"{'from the data' if a.get('chi2_noise') == 'data' else '--noise-sigma'})",
+            quiet,
+        )
+    if a.get("converged") is not None and not bool(a["converged"]):
+        warn(
+            f"{a.get('method', 'RUM')} did not converge ({a.get('verdict')}): {NOT_CONVERGED_HINT}"
+        )
+    if a.get("fit_ok") is not None and not bool(a["fit_ok"]):
+        warn(str(a.get("fit_verdict", "")).removeprefix("POOR fit: "))

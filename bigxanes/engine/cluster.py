@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .planning import MIN_WORKER_BASE, minimum_memory_limit
+
 __all__ = [
     "ClusterError",
     "ClusterWatch",
@@ -19,6 +21,8 @@ __all__ = [
     "DEFAULT_WORKER_GRACE",
     "MIN_WORKER_BASE",
     "connect",
+    "dashboard_available",
+    "dashboard_link",
     "minimum_memory_limit",
     "parse_memory_limit",
     "start_local_cluster",
@@ -41,9 +45,6 @@ WORKER_OVERHEAD = 256 * 2**20
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds a running cluster may have no worker alive before the run stops (``--worker-grace``).
 DEFAULT_WORKER_GRACE = 30.0
-#: Memory a dask worker process holds before any data (interpreter, NumPy, dask, distributed,
-#: zarr); issue 13 measured KilledWorker at 150-200 MB per worker and a run at 225 MB.
-MIN_WORKER_BASE = 160 * 2**20
 
 
 class ClusterError(ValueError):
@@ -77,13 +78,6 @@ def parse_memory_limit(value: str | int | None, flag: str = "--memory-limit") ->
     if n <= 0:
         raise ClusterError(f"{flag} {value!r} must be a positive size, e.g. 2GB")
     return n
-
-
-def minimum_memory_limit(task_bytes: int) -> int:
-    """Smallest per-worker memory limit a run can use: :data:`MIN_WORKER_BASE` plus twice the
-    peak of its largest task (``estimate_resources()["task_bytes"]``; a task's input and output
-    buffers are alive together while distributed spills and transfers)."""
-    return int(MIN_WORKER_BASE + 2 * max(0, int(task_bytes)))
 
 
 def validate_cluster_args(
@@ -173,10 +167,34 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+def dashboard_available() -> bool:
+    """True when distributed can serve its dashboard (it needs ``bokeh``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_link(client: Any) -> str | None:
+    """URL of the dashboard of ``client``'s scheduler, None when it serves none."""
+    try:
+        services = client.scheduler_info().get("services", {}) or {}
+    except Exception:  # noqa: BLE001 - no dashboard to show is not an error
+        return None
+    if not services.get("dashboard"):
+        return None
+    try:
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001
+        return None
+    return str(link) if link else None
+
+
 def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | None = "auto"):
     """:func:`get_client` for a new LocalCluster whose worker processes ignore SIGINT and log
     errors only (their WARNING lines, e.g. tasks cancelled by a Ctrl-C, would break the
-    one-line contract of the command line; a worker that dies is reported by the command)."""
+    one-line contract of the command line; a worker that dies is reported by the command).
+    Its dashboard is served on a free port of 127.0.0.1 when ``bokeh`` is installed
+    (:func:`dashboard_link`)."""
     import logging
     import warnings
 
@@ -187,45 +205,94 @@ def start_local_cluster(n_workers: int | None = None, memory_limit: str | int | 
             n_workers=n_workers,
             memory_limit=memory_limit or "auto",
             worker_log_level=logging.ERROR,
+            dashboard=dashboard_available(),
         )
 
 
 class ClusterWatch:
-    """Watch a client's workers in a thread; with none alive for ``grace`` seconds, interrupt
-    the main thread (``KeyboardInterrupt`` there; :attr:`tripped` tells it apart from Ctrl-C).
+    """Watch a client's workers in a thread; when no worker has stayed alive ``stable``
+    seconds for ``grace`` seconds (none alive, or workers that keep dying and being restarted
+    by their nannies: a memory limit too small), interrupt the main thread
+    (``KeyboardInterrupt`` there; :attr:`tripped` tells it apart from Ctrl-C, :meth:`describe`
+    says which).
 
     Use as a context manager around the computation.
     """
 
-    def __init__(self, client: Any, grace: float = DEFAULT_WORKER_GRACE, poll: float = 0.5):
+    def __init__(
+        self,
+        client: Any,
+        grace: float = DEFAULT_WORKER_GRACE,
+        poll: float = 0.5,
+        stable: float | None = None,
+    ):
         self.client, self.grace, self.poll = client, float(grace), float(poll)
+        #: a worker alive this long counts as healthy (a restart loop never gets there)
+        self.stable = min(self.grace / 2, 10.0) if stable is None else float(stable)
         self.tripped = False
+        self.restarts = 0  # workers lost during the unhealthy stretch that tripped the watch
+        self.alive = 0  # workers alive when it tripped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bigxanes-cluster-watch")
         self._thread.daemon = True
 
-    def _n_workers(self) -> int | None:
+    def _workers(self) -> set:
         try:
             info = self.client.scheduler_info()
         except Exception:  # noqa: BLE001 - a scheduler gone counts as no worker
-            return 0
-        return len(info.get("workers", {}))
+            return set()
+        return set(info.get("workers", {}))
 
-    def _run(self) -> None:
+    def _n_workers(self) -> int:
+        return len(self._workers())
+
+    def _interrupt_main(self) -> None:
+        """A real SIGINT to the main thread: it also wakes a main thread blocked in a wait
+        (``_thread.interrupt_main`` alone only acts once the main thread runs Python again)."""
         import _thread
 
-        since = None
+        if (
+            hasattr(signal, "pthread_kill")
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
+
+    def _run(self) -> None:
+        first_seen: dict[str, float] = {}
+        since = None  # start of the current stretch without a healthy worker
+        lost = 0
         while not self._stop.wait(self.poll):
-            n = self._n_workers()
-            if n:
-                since = None
-                continue
             now = time.monotonic()
+            cur = self._workers()
+            gone = set(first_seen) - cur
+            for a in gone:
+                del first_seen[a]
+            for a in cur:
+                first_seen.setdefault(a, now)
+            if any(now - t >= self.stable for t in first_seen.values()):
+                since, lost = None, 0
+                continue
             since = now if since is None else since
+            lost += len(gone)
             if now - since >= self.grace:
-                self.tripped = True
-                _thread.interrupt_main()
+                self.tripped, self.restarts, self.alive = True, lost, len(cur)
+                self._interrupt_main()
                 return
+
+    def describe(self) -> str:
+        """Why the watch tripped, naming the flags that change it."""
+        if self.restarts or self.alive:
+            return (
+                f"the workers kept dying and restarting for {self.grace:g} s (--worker-grace; "
+                f"{self.restarts} lost, none stayed up {self.stable:g} s): out of memory? "
+                "raise --memory-limit, use smaller --chunks or fewer --workers"
+            )
+        return (
+            f"no worker alive for {self.grace:g} s (--worker-grace): the workers died (out of "
+            "memory? raise --memory-limit) or were stopped"
+        )
 
     def __enter__(self) -> ClusterWatch:
         self._thread.start()
@@ -280,6 +347,7 @@ def get_client(
     memory_limit: str | int | None = "auto",
     processes: bool = True,
     worker_log_level: int | None = None,
+    dashboard: bool = False,
 ):
     """Return a :class:`distributed.Client`.
 
@@ -298,6 +366,9 @@ def get_client(
     processes : bool
     worker_log_level : int, optional
         ``logging`` level of the LocalCluster's workers (distributed's default: WARNING).
+    dashboard : bool
+        Serve the LocalCluster's dashboard on a free port of 127.0.0.1 (needs ``bokeh``);
+        default off.
 
     Returns
     -------
@@ -329,7 +400,7 @@ def get_client(
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             processes=processes,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0" if dashboard else None,
             **({} if worker_log_level is None else {"silence_logs": worker_log_level}),
         )
     return Client(cluster)

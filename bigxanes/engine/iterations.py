@@ -38,6 +38,7 @@ from ..kernels.maps import rum_outputs_block
 from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout, state_from_pass1
 from ..kernels.stats import noise_sigma, noise_variance
+from ..pipeline.result import verdict_attrs
 from ..rum import History, RumParams, resolve_lambda, run_admm
 from . import chunked
 from .chunked import block_regions, map_spatial_blocks, map_spatial_overlap
@@ -380,9 +381,9 @@ class RumIterations:
             "params": self.params.as_dict(),
             "lam": self.lam,
             "noise_sigma": noise_sigma(self.noise_var, self.scale),
-            "n_iterations": history.n_iterations,
             "kernel_backend": self.backend,
             "history": history.as_dict(),
+            **verdict_attrs(history),
             "halo": self.params.halo,
             "checkpoint_every": self.checkpoint_every if self.mode.memory else 1,
             "checkpoint_seconds": round(self.ckpt_seconds, 3),

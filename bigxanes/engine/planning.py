@@ -189,6 +189,23 @@ def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -
     return "memory" if fits else "zarr"
 
 
+#: Memory a dask worker process holds before any data (interpreter, NumPy, dask, distributed,
+#: zarr); issue 13 measured KilledWorker at 150-200 MB per worker and a run at 225 MB.
+MIN_WORKER_BASE = 160 * 2**20
+
+
+def minimum_memory_limit(task_bytes: int, threads_per_worker: int = 1) -> int:
+    """Smallest per-worker memory limit a run can use: :data:`MIN_WORKER_BASE` plus twice the
+    peak of its largest task per thread (``estimate_resources()["task_bytes"]``; a task's input
+    and output buffers are alive together while distributed spills and transfers).
+
+    The one rule behind ``--memory-limit``'s check and ``bigxanes info``'s
+    ``memory_min_per_worker`` (measured: the real STXM stack, rum-tv, one worker, runs at this
+    minimum, 207 MiB).
+    """
+    return int(MIN_WORKER_BASE + 2 * max(0, int(task_bytes)) * max(1, int(threads_per_worker)))
+
+
 def estimate_resources(
     input: str | os.PathLike,
     method: str = "lcf",
@@ -207,8 +224,10 @@ def estimate_resources(
     -------
     dict
         ``shape``, ``tiles``, ``n_components``, ``halo``, ``stack_bytes``,
-        ``task_bytes`` (peak working memory of one task), ``memory_per_worker`` (bytes: three
-        tasks in flight per thread plus 256 MiB of process overhead),
+        ``task_bytes`` (peak working memory of one task), ``memory_min_per_worker`` (the
+        smallest ``--memory-limit`` the run accepts, :func:`minimum_memory_limit`),
+        ``memory_per_worker`` (recommended: three tasks in flight per thread plus 256 MiB of
+        process overhead),
         ``output_disk_bytes`` (uncompressed upper bound), ``work_disk_bytes`` (pass-1 array
         and, for RUM, the two state buffers; deleted at the end), ``state_bytes``
         (one state buffer), ``n_workers``.
@@ -253,6 +272,7 @@ def estimate_resources(
         "halo": halo,
         "stack_bytes": int(T * N * item),
         "task_bytes": int(task),
+        "memory_min_per_worker": minimum_memory_limit(task, threads_per_worker),
         "memory_per_worker": int(3 * task * threads_per_worker + 256 * 2**20),
         "output_disk_bytes": int(out_ch * N * 4),
         "work_disk_bytes": int(p1.n_channels * N * 8 + 2 * state_bytes),

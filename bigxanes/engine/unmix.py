@@ -26,9 +26,16 @@ from ..integrity import check_chunks, check_energy_order, checked_dask
 from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
+from ..kernels.quality import chi2_histogram
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
-from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
+from ..pipeline.result import (
+    build_dataset,
+    method_variables,
+    quality_attrs,
+    result_attrs,
+    result_coords,
+)
 from ..rum import RumParams
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
 from .cluster import make_runner
@@ -172,6 +179,7 @@ def unmix_store(
     baseline: str = DEFAULT_BASELINE,
     state_mode: str = "auto",
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    noise_sigma: float | None = None,
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -230,6 +238,10 @@ def unmix_store(
         keeps the pass-1 channels in memory instead of a Zarr work array.
     checkpoint_every : int
         Memory mode: iterations between checkpoints (a resume restarts from the last one).
+    noise_sigma : float, optional
+        Noise std (stack units) of the ``reduced_chi2`` map and the fit-quality attrs
+        (:func:`bigxanes.pipeline.result.quality_attrs`); default ``params.noise_sigma``,
+        else each spectrum's own σ̂ from its second differences.
 
     Returns
     -------
@@ -274,7 +286,14 @@ def unmix_store(
         work = WorkDir(_work_path(output))
         if not (resume and work.matches(run)):
             work.reset(run)
-        exe = dict(tiles=tiles, state_mode=state_mode, checkpoint_every=checkpoint_every)
+        if noise_sigma is None and params is not None:
+            noise_sigma = params.noise_sigma
+        exe = dict(
+            tiles=tiles,
+            state_mode=state_mode,
+            checkpoint_every=checkpoint_every,
+            noise_sigma=noise_sigma,
+        )
         ds_out = _execute(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
         )
@@ -285,6 +304,20 @@ def unmix_store(
     finally:
         runner.close()
         lock.release()
+
+
+def _chi2_counts(chi2: da.Array, mask: da.Array, runner: Any) -> np.ndarray:
+    """Summed :func:`~bigxanes.kernels.quality.chi2_histogram` over the blocks of the lazy
+    ``reduced_chi2`` map (the maps are computed once more by the result write)."""
+    import dask
+
+    mask = mask.rechunk(chi2.chunks)
+    parts = [
+        dask.delayed(chi2_histogram)(c, m)
+        for c, m in zip(chi2.to_delayed().ravel(), mask.to_delayed().ravel(), strict=True)
+    ]
+    (total,) = runner.compute(dask.delayed(sum)(parts))
+    return np.asarray(total)
 
 
 def _execute(
@@ -354,8 +387,20 @@ def _execute(
         extra.update(it.attrs(history))
     c = float(rec["scale"])
     variables = method_variables(
-        inputs, P, p1, c, sdims, map_spatial_blocks, rum_maps=rum_maps, e50_refs=e50_refs
+        inputs,
+        P,
+        p1,
+        c,
+        sdims,
+        map_spatial_blocks,
+        rum_maps=rum_maps,
+        e50_refs=e50_refs,
+        noise_sigma=exe["noise_sigma"],
     )
+    if "reduced_chi2" in variables:
+        say(progress, "fit quality (reduced chi2 inside the mask)")
+        counts = _chi2_counts(variables["reduced_chi2"][1], variables["mask"][1], runner)
+        extra.update(quality_attrs(counts, exe["noise_sigma"]))
     attrs = result_attrs(inputs, n_bad=rec["n_bad"], scale=c, lcf_variant=lcf_variant, **extra)
     stack = ds["stack"]
     coords = result_coords(inputs, {d: stack[d].values for d in sdims if d in stack.coords}, sdims)

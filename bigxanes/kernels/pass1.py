@@ -19,6 +19,7 @@ from .layout import ChannelLayout
 from .lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
 from .moments import block_moments, clean_block, gram, nonfinite_error, residual_sq
 from .normalize import normalize_spectra
+from .quality import noise_sigma_d2
 from .stats import HIST_BINS, data_scale, scale_histogram
 
 #: LCF solvers by variant name (``variant`` of ``bx.lcf``, ``lcf_variant`` of the engine).
@@ -34,7 +35,9 @@ class Pass1Layout(ChannelLayout):
     """Channels of the single pass over the stack (everything that needs ``Y``).
 
     ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
-    ``bad`` (1, 1 where the spectrum had NaN/Inf), optional ``lcf`` (L) + ``lcf_resid`` (1)
+    ``bad`` (1, 1 where the spectrum had NaN/Inf), ``sigma`` (1, the spectrum's noise std from
+    its second differences, :func:`~bigxanes.kernels.quality.noise_sigma_d2`; NaN where unknown),
+    optional ``lcf`` (L) + ``lcf_resid`` (1)
     for a non-NNLS LCF variant, optional ``edge50`` (1, eV) + ``edge_step`` (1).
     """
 
@@ -45,7 +48,7 @@ class Pass1Layout(ChannelLayout):
     @property
     def sizes(self) -> dict[str, int]:
         L = self.n_components
-        out = {"aty": L, "yty": 1, "M0": L, "resid0": 1, "bad": 1}
+        out = {"aty": L, "yty": 1, "M0": L, "resid0": 1, "bad": 1, "sigma": 1}
         if self.variant != "nnls":
             out.update(lcf=L, lcf_resid=1)
         if self.edge50:
@@ -130,6 +133,8 @@ def pass1_block(
     else:
         bad = ~np.isfinite(np.asarray(Y)).all(axis=0).reshape(-1)
     flat[sl["bad"]] = bad.reshape(1, -1)
+    sig = noise_sigma_d2(Y).reshape(-1)
+    flat[sl["sigma"]] = np.where(sig > 0, sig, np.nan)  # NaN for bad or noiseless spectra
     if A is not None:
         AtA = gram(A)
         M0 = nnls_coefficients(AtA, aty)

@@ -24,6 +24,8 @@ from ..kernels.maps import (
     material_mask,
 )
 from ..kernels.pass1 import Pass1Layout
+from ..kernels.quality import CHI2_WARN, chi2_from_rms, fit_quality_from_histogram
+from ..rum import History
 from .prepare import Inputs
 
 __all__ = [
@@ -32,8 +34,10 @@ __all__ = [
     "clean_attrs",
     "method_variables",
     "one_block",
+    "quality_attrs",
     "result_attrs",
     "result_coords",
+    "verdict_attrs",
 ]
 
 #: Attrs that describe how a run was executed or stored, not what it computed (only engine
@@ -57,6 +61,10 @@ DESCRIPTIONS = {
     "lcf_fraction": "fractions of the NNLS linear combination fit (the RUM start)",
     "scale": "per-pixel scale s of Y = A X diag(s)",
     "residual_rms": "RMS over energies of Y - A X s",
+    "reduced_chi2": (
+        "reduced chi2 T rms^2 / ((T - L) sigma^2): about 1 where the model explains the "
+        "spectrum to its noise level sigma (from its second differences, or --noise-sigma)"
+    ),
     "mask": (
         f"True where scale > {MASK_THRESHOLD} x data_scale (99th percentile of the NNLS scale) "
         "and the data are finite"
@@ -85,12 +93,14 @@ def method_variables(
     *,
     rum_maps: Any = None,
     e50_refs: np.ndarray | None = None,
+    noise_sigma: float | None = None,
 ) -> dict[str, tuple[tuple[str, ...], Any]]:
     """The result variables of ``inputs.method`` as ``name -> (dims, array)``.
 
     ``P``: pass-1 channels; ``rum_maps``: the stacked :func:`~bigxanes.kernels.maps.
     rum_outputs_block` of the final state (RUM); ``e50_refs``: the references' Edge-50
-    energies (Edge-50 with two references).
+    energies (Edge-50 with two references); ``noise_sigma``: the noise std (stack units) of
+    the ``reduced_chi2`` map, None = each spectrum's own σ̂ from pass 1 (``sigma`` channel).
     """
     method, L, T = inputs.method, inputs.n_components, inputs.energy.size
     fd = ("component",) + sdims
@@ -128,10 +138,53 @@ def method_variables(
         v.update(fraction=(fd, rum_maps[:L]), scale=(sdims, rum_maps[L]))
         v["residual_rms"] = (sdims, rum_maps[L + 1])
         v["mask"] = (sdims, material_mask(rum_maps[L], scale, bad))
+    if L and "residual_rms" in v:
+        sig = P[p1.slices["sigma"]][0] if noise_sigma is None else float(noise_sigma)
+        v["reduced_chi2"] = (sdims, chi2_from_rms(v["residual_rms"][1], sig, T, L))
     return {
         k: (d, a if k == "mask" else a.astype(np.float32))
         for k, (d, a) in sorted(v.items())  # one order in both executors
     }
+
+
+def verdict_attrs(history: History) -> dict[str, Any]:
+    """The run's verdict as attrs: ``converged``, ``stop_reason``, final ``rel_primal`` and
+    ``rel_dual`` against ``tol``, ``n_iterations`` and the one-line ``verdict``."""
+    return {
+        "converged": bool(history.converged),
+        "stop_reason": history.stop_reason or None,
+        "rel_primal": history.rel_primal,
+        "rel_dual": history.rel_dual,
+        "tol": history.tol,
+        "n_iterations": history.n_iterations,
+        "verdict": history.verdict(),
+    }
+
+
+def quality_attrs(counts: np.ndarray, noise_sigma: float | None = None) -> dict[str, Any]:
+    """Fit-quality attrs from the summed :func:`~bigxanes.kernels.quality.chi2_histogram` of
+    the ``reduced_chi2`` map inside the mask: ``chi2_median``, ``chi2_p90``,
+    ``chi2_frac_bad`` (share above :data:`~bigxanes.kernels.quality.CHI2_WARN`), ``fit_ok``,
+    ``chi2_noise`` (where σ came from) and ``fit_verdict`` (one line)."""
+    q = fit_quality_from_histogram(counts)
+    finite = bool(np.isfinite(q.chi2_median))
+    attrs: dict[str, Any] = {
+        "chi2_median": q.chi2_median if finite else None,
+        "chi2_p90": q.chi2_p90 if finite else None,
+        "chi2_frac_bad": q.frac_bad if finite else None,
+        "fit_ok": q.ok,
+        "chi2_noise": "data" if noise_sigma is None else float(noise_sigma),
+    }
+    if not finite:
+        attrs["fit_verdict"] = "fit quality unknown (no pixel with a noise estimate in the mask)"
+    elif q.ok:
+        attrs["fit_verdict"] = (
+            f"fit ok: median reduced chi2 {q.chi2_median:.3g} (1 = noise level), "
+            f"{100 * q.frac_bad:.0f}% of pixels above {CHI2_WARN:g}"
+        )
+    else:
+        attrs["fit_verdict"] = "POOR fit: " + str(q.warning())
+    return attrs
 
 
 def result_attrs(

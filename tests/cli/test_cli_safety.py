@@ -476,3 +476,170 @@ def test_components_vocabulary_and_deprecated_spellings(sim, tmp_path, capsys):
         capsys, "simulate", tmp_path / "x.zarr", "--components", "A", "B", "--n-components", "3"
     )
     one_line(rc, err, "--n-components", "--components")
+
+
+def test_cluster_watch_restart_loop_unit():
+    """Workers that die and come back (a nanny restarting them: memory limit too small) are
+    caught like a cluster without workers, and named as such (issue 13 item 4)."""
+    from bigxanes.engine.cluster import ClusterWatch
+
+    class Restarting:  # a new worker address at every poll: none stays up
+        n = 0
+
+        def scheduler_info(self):
+            self.n += 1
+            return {"workers": {f"tcp://w:{self.n}": {}}}
+
+    w = ClusterWatch(Restarting(), grace=0.4, poll=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with w:
+            time.sleep(30)
+    assert w.tripped and time.monotonic() - t0 < 5
+    assert w.restarts >= 3
+    text = w.describe()
+    assert "restarting" in text and "--memory-limit" in text and "--worker-grace" in text
+
+    # a worker that stays up keeps the watch quiet even after others were lost
+    class Stable:
+        def scheduler_info(self):
+            return {"workers": {"tcp://w:1": {}}}
+
+    w = ClusterWatch(Stable(), grace=0.4, poll=0.05)
+    with w:
+        time.sleep(1.0)
+    assert not w.tripped
+
+
+def test_info_memory_minimum_is_the_refused_minimum(sim, tmp_path, capsys):
+    """`info` and the --memory-limit check use one rule (engine.planning.minimum_memory_limit):
+    the minimum info prints is the one unmix refuses below and names (issue 13 item 4)."""
+    import re
+
+    from bigxanes.engine.cluster import validate_cluster_args
+    from bigxanes.engine.planning import estimate_resources
+
+    rc, out, _ = run(capsys, "info", sim)
+    assert rc == 0
+    m = re.search(r"resources \(lcf\):.*memory_min_per_worker=([\d.]+) MiB", out)
+    assert m, out
+    est = estimate_resources(str(sim), "lcf")
+    need = est["memory_min_per_worker"]
+    assert float(m.group(1)) == pytest.approx(need / 2**20, abs=0.06)
+    assert est["memory_per_worker"] >= need
+    validate_cluster_args(1, need, task_bytes=est["task_bytes"])  # the minimum itself: accepted
+    with pytest.raises(ValueError, match="below the minimum"):
+        validate_cluster_args(1, need - 2**20, task_bytes=est["task_bytes"])
+    below = f"{int(need // 2**20) - 1}MiB"
+    rc, _, err = run(capsys, "unmix", sim, tmp_path / "o.zarr", "--method", "lcf",
+                     "--memory-limit", below)  # fmt: skip
+    line = one_line(rc, err, "--memory-limit", "minimum")
+    assert f"at least {int(-(-need // 2**20))}MiB" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17 item 6: the dashboard link
+
+
+def test_dashboard_link_of_a_scheduler_unit(monkeypatch):
+    from bigxanes.engine import cluster as cl
+
+    class WithDashboard:
+        dashboard_link = "http://10.0.0.5:8787/status"
+
+        def scheduler_info(self):
+            return {"services": {"dashboard": 8787}, "workers": {}}
+
+    class WithoutDashboard:
+        @property
+        def dashboard_link(self):  # distributed raises KeyError here: never reached
+            raise AssertionError
+
+        def scheduler_info(self):
+            return {"services": {}, "workers": {}}
+
+    assert cl.dashboard_link(WithDashboard()) == "http://10.0.0.5:8787/status"
+    assert cl.dashboard_link(WithoutDashboard()) is None
+    # a LocalCluster started by the command line serves it on a free local port with bokeh
+    seen = {}
+
+    class FakeCluster:
+        def __init__(self, **kw):
+            seen.update(kw)
+
+    import distributed
+
+    monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
+    monkeypatch.setattr(distributed, "Client", lambda c: c)
+    monkeypatch.setattr(cl, "dashboard_available", lambda: True)
+    cl.start_local_cluster(1, "1GB")
+    assert seen["dashboard_address"] == "127.0.0.1:0"
+    monkeypatch.setattr(cl, "dashboard_available", lambda: False)
+    cl.start_local_cluster(1, "1GB")
+    assert seen["dashboard_address"] is None
+
+
+@pytest.mark.slow
+def test_dashboard_line_for_a_local_cluster(sim, tmp_path, capsys):
+    """A LocalCluster of worker processes (slow to start; the fast variant is the unit test
+    above, which checks the free-port dashboard address)."""
+    import re
+
+    from bigxanes.engine.cluster import dashboard_available
+
+    rc, out, err = run(capsys, "unmix", sim, tmp_path / "a.zarr", "--method", "lcf",
+                       "--workers", "1", "--memory-limit", "1GB")  # fmt: skip
+    assert rc == 0, err
+    if dashboard_available():
+        assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/status$", out, re.M), out
+    else:
+        assert "dashboard: off (install bokeh" in out
+
+
+def test_dashboard_line_for_a_scheduler(sim, tmp_path, capsys):
+    import re
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        link = cluster.dashboard_link
+        rc, out, err = run(capsys, "unmix", sim, tmp_path / "b.zarr", "--method", "lcf",
+                           "--scheduler", cluster.scheduler_address)  # fmt: skip
+    assert rc == 0, err
+    port = link.rsplit(":", 1)[1].split("/")[0]
+    assert re.search(rf"^dashboard: http://\S+:{port}/status$", out, re.M), out  # its own
+
+
+def test_cluster_flags_checked_before_the_input_is_read(tmp_path, capsys):
+    """A bad --workers/--memory-limit is named even before the input is opened."""
+    for flags, words in (
+        (("--memory-limit", "lots"), ("--memory-limit", "not a size")),
+        (("--memory-limit", "10MB"), ("--memory-limit", "minimum")),
+        (("--worker-grace", "0"), ("--worker-grace",)),
+    ):
+        rc, _, err = run(capsys, "unmix", tmp_path / "missing.zarr", tmp_path / "o.zarr", *flags)
+        one_line(rc, err, *words)
+
+
+def test_plot_of_a_symlink_loop_names_the_loop(tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    rc, _, err = run(capsys, "plot", tmp_path / "loop", tmp_path / "o.png")
+    one_line(rc, err, "symlink loop")
+
+
+def test_library_messages_reach_the_user_in_flags():
+    """The library's own messages for Python callers, as raised, are reworded with flags."""
+    from bigxanes.cli.errors import to_flags
+    from bigxanes.kernels.moments import nonfinite_error
+    from bigxanes.rum import RumParams
+    from bigxanes.spectra_model import model_references
+
+    msgs = [str(nonfinite_error(3))]
+    for bad in (lambda: RumParams(max_iter=-1), lambda: model_references(L=0)):
+        with pytest.raises(ValueError) as e:
+            bad()
+        msgs.append(str(e.value))
+    for m in msgs:
+        t = to_flags(m)
+        for py in ("max_iter", "L must", "nan_policy", "overwrite=True", "energies="):
+            assert py not in t, (m, t)

@@ -106,7 +106,7 @@ def test_reduced_chi2_and_r_factor():
     r2b = squared_residual(yty, aty, Mbad, AtA)
     qb = fit_quality(reduced_chi2(r2b, sigma, T, L), r2b, yty)
     assert not qb.ok and qb.chi2_median > 2.0
-    assert "energy shift" in qb.warning() and "\n" not in qb.warning()
+    assert "--energy-shift auto" in qb.warning() and "\n" not in qb.warning()
     with pytest.raises(ValueError, match="noise_sigma"):
         reduced_chi2(r2, 0.0, T, L)
 
