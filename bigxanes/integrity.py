@@ -29,6 +29,7 @@ __all__ = [
     "check_energy_order",
     "tree_checksum",
     "missing_chunks",
+    "check_array_chunks",
 ]
 
 
@@ -59,9 +60,28 @@ def _list_keys(arr) -> set[str]:
 
 def missing_chunks(path: str | os.PathLike, name: str = "stack") -> list[str]:
     """Chunk (or shard) keys of array ``name`` that the grid expects but the store lacks."""
-    arr = _open_array(path, name)
+    return _missing(_open_array(path, name))
+
+
+def _missing(arr) -> list[str]:
+    if arr.fill_value is None or getattr(arr.metadata, "zarr_format", 3) != 3:
+        return []  # Zarr v2 sources: no key listing here (their missing chunks raise)
     present = _list_keys(arr)
     return [k for k in arr._iter_shard_keys() if k not in present]
+
+
+def check_array_chunks(arr, label: str) -> None:
+    """:func:`check_chunks` for an open Zarr array (e.g. the source of ``bigxanes import``):
+    raise :class:`ChunkError` naming the missing chunk files."""
+    missing = _missing(arr)
+    if missing:
+        shown = ", ".join(missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ChunkError(
+            f"{label}: {len(missing)} of {arr._nshards} chunk(s) are missing ({shown}{more}); "
+            f"Zarr would silently read them as fill values ({arr.fill_value}): restore the "
+            "store from its source"
+        )
 
 
 def check_chunks(path: str | os.PathLike, name: str = "stack") -> None:
