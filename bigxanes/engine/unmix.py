@@ -22,10 +22,17 @@ import dask.array as da
 import numpy as np
 
 from .. import __version__
-from ..integrity import check_chunks, check_energy_order, checked_dask
+from ..integrity import (
+    check_chunks,
+    check_energy_order,
+    check_fingerprint,
+    checked_dask,
+    input_fingerprint,
+)
 from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
+from ..paths import absolute
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
@@ -67,6 +74,8 @@ __all__ = [
     "state_tiles",
 ]
 
+#: Work-directory attribute holding the input's fingerprint (:func:`input_fingerprint`).
+FINGERPRINT_KEY = "input_fingerprint"
 #: Environment variable: fail after this many completed iterations (tests of resume).
 FAIL_ENV = "BIGXANES_FAIL_AFTER"
 #: Worker threads of a runner (module attribute so that benchmarks can pretend a count).
@@ -236,7 +245,9 @@ def unmix_store(
     pathlib.Path
         ``output``.
     """
-    output = Path(output)
+    # workers of a --scheduler cluster run in their own directory: absolute paths only
+    input, output = absolute(input), Path(absolute(output))
+    fingerprint = input_fingerprint(input)  # before anything is read (checked at the end)
     params = _check_args(
         method, params, lcf_variant, nan_policy, state_mode, checkpoint_every, output, overwrite
     )
@@ -272,14 +283,32 @@ def unmix_store(
     try:
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
-        if not (resume and work.matches(run)):
+        if resume and work.matches(run):
+            check_fingerprint(
+                input,
+                work.get(FINGERPRINT_KEY),
+                "since the interrupted run",
+                f"its state in {work.path} belongs to the old data: rerun without --resume "
+                "to start afresh",
+            )
+        else:
             work.reset(run)
+        work.put(FINGERPRINT_KEY, fingerprint)
         exe = dict(tiles=tiles, state_mode=state_mode, checkpoint_every=checkpoint_every)
         ds_out = _execute(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
         )
         say(progress, f"writing {output}")
-        write_results(ds_out, output, tiles=tiles, scheduler=runner.scheduler, overwrite=overwrite)
+        write_results(
+            ds_out,
+            output,
+            tiles=tiles,
+            scheduler=runner.scheduler,
+            overwrite=overwrite,
+            verify=lambda: check_fingerprint(
+                input, fingerprint, "during the run", "run unmix again once it is stable"
+            ),
+        )
         work.remove()
         return output
     finally:

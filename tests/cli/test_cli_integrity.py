@@ -176,3 +176,73 @@ def test_missing_chunk_of_an_import_source_is_an_error(sim, tmp_path, capsys):
     rc, _, err = run(capsys, "import", src, out, "-q")
     one_line(rc, err, "1 of 4 chunk(s) are missing", "c/0/1/1", "fill values")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the input's fingerprint: a changed input stops the run (at the end, and on --resume)
+
+RUM = ["--method", "rum-tv", "--iters", "6", "--tv-sweeps", "2", "--tol", "1e-12"]
+
+
+def _reimport(ds, path: Path, seed: int) -> None:
+    """The user re-imports another stack at the same path (what `import --overwrite` does)."""
+    other = simulate("particles", shape=(24, 24), n_components=2, sigma=3, seed=seed)
+    write_dataset(other[["stack", "references"]], path, chunks=12, overwrite=True)
+
+
+def test_resume_after_the_input_changed_is_refused(sim, tmp_path, capsys, monkeypatch):
+    src, ds = sim
+    inp = tmp_path / "in.zarr"
+    shutil.copytree(src, inp)
+    out = tmp_path / "r.zarr"
+    monkeypatch.setenv("BIGXANES_FAIL_AFTER", "3")  # the run stops after 3 iterations
+    rc, _, err = run(capsys, "unmix", inp, out, *RUM, "-q")
+    assert rc != 0 and not out.exists() and (tmp_path / "r.zarr.work").is_dir()
+    monkeypatch.delenv("BIGXANES_FAIL_AFTER")
+    _reimport(ds, inp, seed=1)
+    rc, _, err = run(capsys, "unmix", inp, out, *RUM, "--resume", "-q")
+    one_line(rc, err, "changed since the interrupted run", "without --resume")
+    assert not out.exists()
+    # starting afresh on the new data works, and equals a run that never saw the old data
+    rc, _, err = run(capsys, "unmix", inp, out, *RUM, "-q")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "unmix", inp, tmp_path / "fresh.zarr", *RUM, "-q")
+    assert rc == 0, err
+    with (
+        xr.open_zarr(out, consolidated=False) as a,
+        xr.open_zarr(tmp_path / "fresh.zarr", consolidated=False) as b,
+    ):
+        assert float(np.abs(a["fraction"].values - b["fraction"].values).max()) <= 1e-6
+
+
+def test_input_changed_during_the_run_stops_it(sim, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    src, ds = sim
+    inp = tmp_path / "in.zarr"
+    shutil.copytree(src, inp)
+    out = tmp_path / "r.zarr"
+    env = dict(os.environ, BIGXANES_TEST_PAUSE="after_commit=0.5", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "bigxanes.cli", "unmix", str(inp), str(out), *RUM, "-q"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        t0 = time.monotonic()
+        line = ""
+        while "bigxanes-test-pause: after_commit" not in line:  # iteration 1 is committed
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the run ended before its first iteration"
+            assert time.monotonic() - t0 < 120
+        _reimport(ds, inp, seed=2)  # while the run reads it
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, rest
+    lines = [ln for ln in rest.splitlines() if ln.startswith("bigxanes: error")]
+    assert len(lines) == 1 and "Traceback" not in rest, rest
+    assert "changed during the run" in lines[0] and str(inp) in lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
