@@ -55,7 +55,7 @@ from .planning import (
     spatial_tiles,
     state_tiles,
 )
-from .preflight import check_output_location, dir_bytes
+from .preflight import check_output_location, check_paths_on_workers, dir_bytes
 from .results import write_results
 from .state import WorkDir
 
@@ -278,6 +278,12 @@ def unmix_store(
             memory_limit=memory_limit,
         )
     except BaseException:
+        lock.release()
+        raise
+    try:
+        check_paths_on_workers(runner, input, output)  # before pass 1: workers see the files
+    except BaseException:
+        runner.close()
         lock.release()
         raise
     try:
