@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -217,21 +218,54 @@ def check_fingerprint(path: str | os.PathLike, expected: str | None, when: str, 
 
 #: Environment variable of the fault-injection pause points (tests only), e.g.
 #: ``BIGXANES_TEST_PAUSE="after_commit=0.5,before_complete=60"``: sleep that many seconds at
-#: that point so a test can SIGKILL the process inside a known window. Points:
-#: ``after_commit`` (after each ADMM iteration's commit record), ``before_complete`` (the
-#: output data are written, the completion marker is not yet).
+#: that point so a test can SIGKILL the process inside a known window.
 PAUSE_ENV = "BIGXANES_TEST_PAUSE"
+#: Environment variable (tests only): ``"N"`` ends the process with ``os._exit(KILL_EXIT)``
+#: at the N-th fault-injection point it reaches (all points counted, 1-based), as a SIGKILL
+#: would: no cleanup, no ``finally``, possibly between two chunk writes of one array.
+KILL_ENV = "BIGXANES_TEST_KILL"
+#: Environment variable (tests only): append the name of every point reached to this file.
+TRACE_ENV = "BIGXANES_TEST_TRACE"
+#: Exit status of a process ended at a kill point (that of a SIGKILLed process in a shell).
+KILL_EXIT = 137
+#: The fault-injection points, in run order: ``pass1_block`` (a pass-1 tile computed, before
+#: it is stored), ``admm_block`` (a state block iterated; in zarr state mode after its write),
+#: ``after_commit`` (after each iteration's commit record, or checkpoint), ``result_block`` (a
+#: block of a result variable computed, before it is written), ``before_complete`` (the
+#: output data are written, the completion marker is not yet) and ``after_complete`` (marker
+#: written, output not yet renamed into place).
+TEST_POINTS = (
+    "pass1_block",
+    "admm_block",
+    "after_commit",
+    "result_block",
+    "before_complete",
+    "after_complete",
+)
+
+_hits = [0]
+_hits_lock = threading.Lock()
 
 
 def test_pause(point: str) -> None:
-    """Sleep at ``point`` if :data:`PAUSE_ENV` asks for it (no-op otherwise)."""
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
+    """A fault-injection point (no-op unless a test sets :data:`PAUSE_ENV`,
+    :data:`KILL_ENV` or :data:`TRACE_ENV`): sleep, record, or end the process here."""
+    pause, kill, trace = (os.environ.get(k) for k in (PAUSE_ENV, KILL_ENV, TRACE_ENV))
+    if not (pause or kill or trace):
         return
     import sys
     import time
 
-    for item in spec.split(","):
+    if kill or trace:
+        with _hits_lock:
+            _hits[0] += 1
+            n = _hits[0]
+            if trace:
+                with open(trace, "a", encoding="utf-8") as fh:
+                    fh.write(point + "\n")
+            if kill and n == int(kill):
+                os._exit(KILL_EXIT)
+    for item in (pause or "").split(","):
         name, _, secs = item.partition("=")
         if name.strip() == point:
             print(f"bigxanes-test-pause: {point} pid {os.getpid()}", file=sys.stderr, flush=True)
@@ -239,3 +273,22 @@ def test_pause(point: str) -> None:
 
 
 test_pause.__test__ = False  # not a pytest test
+
+
+class PointHook:
+    """``func`` with the fault-injection point ``point`` before each call (picklable, for the
+    block functions the engine maps over blocks)."""
+
+    def __init__(self, func: Any, point: str) -> None:
+        self.func, self.point = func, point
+        self.__name__ = getattr(func, "__name__", "block")
+
+    def __dask_tokenize__(self) -> tuple:
+        from dask.base import tokenize
+
+        return ("PointHook", self.point, tokenize(self.func))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.func(*args, **kwargs)
+        test_pause(self.point)
+        return out

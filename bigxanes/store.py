@@ -266,6 +266,7 @@ def write_dataset(
         if verify is not None:
             verify()
         mark_complete(tmp)
+        test_pause("after_complete")  # fault-injection point (tests): marked, not renamed
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")
             if old.exists():

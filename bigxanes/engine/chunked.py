@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import dask.array as da
 import numpy as np
 
+from ..integrity import test_pause
 from ..kernels.admm import admm_iteration
 
 __all__ = [
@@ -93,7 +94,9 @@ def map_spatial_overlap(
 
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
     """One ADMM iteration on a state block with its halo (:func:`admm_iteration`)."""
-    return admm_iteration(S, **kwargs)
+    out = admm_iteration(S, **kwargs)
+    test_pause("admm_block")  # a fault-injection point (tests)
+    return out
 
 
 def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
@@ -151,4 +154,5 @@ def admm_zarr_block(
     window, inner = halo_window(region, a.shape[1:], depth)
     state, sums = admm_interior(a[(slice(None),) + window], inner, **kwargs)
     zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = state
+    test_pause("admm_block")  # a fault-injection point (tests)
     return sums

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..integrity import (
+    PointHook,
     check_chunks,
     check_energy_order,
     check_fingerprint,
@@ -388,8 +389,12 @@ def _execute(
         rum_maps, history = it.run(P, p1, progress)
         extra.update(it.attrs(history))
     c = float(rec["scale"])
+
+    def blocks(func: Any, arr: da.Array, n_out: int, **kw: Any) -> da.Array:
+        return map_spatial_blocks(PointHook(func, "result_block"), arr, n_out, **kw)
+
     variables = method_variables(
-        inputs, P, p1, c, sdims, map_spatial_blocks, rum_maps=rum_maps, e50_refs=e50_refs
+        inputs, P, p1, c, sdims, blocks, rum_maps=rum_maps, e50_refs=e50_refs
     )
     attrs = result_attrs(inputs, n_bad=rec["n_bad"], scale=c, lcf_variant=lcf_variant, **extra)
     stack = ds["stack"]
