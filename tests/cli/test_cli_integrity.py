@@ -246,3 +246,26 @@ def test_input_changed_during_the_run_stops_it(sim, tmp_path):
     assert "changed during the run" in lines[0] and str(inp) in lines[0]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_killed_import_leftover_is_reported_then_cleaned(sim, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from bigxanes.integrity import KILL_ENV, KILL_EXIT
+
+    src, _ = sim
+    out = tmp_path / "o.zarr"
+    env = dict(os.environ, **{KILL_ENV: "1"})  # killed at its first point: data in, no marker
+    cmd = [sys.executable, "-m", "bigxanes.cli", "import", str(src), str(out), "-q"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == KILL_EXIT, p.stderr
+    (partial,) = tmp_path.glob("o.zarr.partial-*")
+    for cmd in ("info", "plot"):
+        argv = [cmd, out] + ([tmp_path / "f.png"] if cmd == "plot" else [])
+        rc, _, err = run(capsys, *argv)
+        one_line(rc, err, "interrupted write left", partial.name, "incomplete", "delete it")
+    rc, stdout, err = run(capsys, "import", src, out)
+    assert rc == 0, err
+    assert f"removed {partial}" in stdout and not partial.exists()
