@@ -280,8 +280,14 @@ class PointHook:
     block functions the engine maps over blocks)."""
 
     def __init__(self, func: Any, point: str) -> None:
+        import inspect
+
         self.func, self.point = func, point
         self.__name__ = getattr(func, "__name__", "block")
+        try:  # dask passes block_info/block_id only to functions whose signature asks
+            self.__signature__ = inspect.signature(func)
+        except (TypeError, ValueError):
+            pass
 
     def __dask_tokenize__(self) -> tuple:
         from dask.base import tokenize

@@ -269,3 +269,27 @@ def test_killed_import_leftover_is_reported_then_cleaned(sim, tmp_path, capsys):
     rc, stdout, err = run(capsys, "import", src, out)
     assert rc == 0, err
     assert f"removed {partial}" in stdout and not partial.exists()
+
+
+def test_plot_replaces_only_figures_bigxanes_drew(sim, tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src, _ = sim
+    res = tmp_path / "r.zarr"
+    assert main(["unmix", str(src), str(res), "--method", "lcf", "-q"]) == 0
+    for suffix in ("png", "pdf"):
+        theirs = tmp_path / f"thesis_fig.{suffix}"  # a Matplotlib figure of the user's own
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        fig.savefig(theirs)
+        plt.close(fig)
+        before = theirs.read_bytes()
+        rc, _, err = run(capsys, "plot", res, theirs, "-q")
+        one_line(rc, err, "did not write", "another output")
+        assert theirs.read_bytes() == before
+        ours = tmp_path / f"ours.{suffix}"
+        assert main(["plot", str(res), str(ours), "-q"]) == 0
+        assert main(["plot", str(res), str(ours), "-q"]) == 0  # its own figure: replaced
