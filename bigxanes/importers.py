@@ -35,6 +35,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from bigxanes.energy import as_ev
+from bigxanes.integrity import check_array_chunks
 from bigxanes.store import stack_chunks, write_dataset
 from bigxanes.transmission import (
     od_from_background,
@@ -541,6 +542,19 @@ def _lazy_hdf5(
     )
 
 
+def _source_quantity(arr: Any) -> str | None:
+    """``quantity`` recorded on a Zarr source array ("counts"/"absorbance"), or absorbance for a
+    stack whose ``long_name`` says optical density (``bigxanes simulate``); None: unknown."""
+    attrs = dict(arr.attrs)
+    q = attrs.get("quantity")
+    if q in ("counts", "absorbance"):
+        return str(q)
+    name = str(attrs.get("long_name", "")).lower()
+    if "optical density" in name or "absorbance" in name:
+        return "absorbance"
+    return None
+
+
 def _zarr_source(path: Path, dataset: str | None) -> tuple[str | None, Any, Any]:
     import zarr
 
@@ -599,6 +613,9 @@ def lazy_stack(
         raise FileNotFoundError(f"input {path} does not exist")
     if is_zarr:
         name, arr, energy = _zarr_source(path, dataset)
+        check_array_chunks(arr, f"{path}" + (f"/{name}" if name else ""))
+        if quantity is None and i0 is None:  # a bigxanes store keeps what it holds
+            quantity = _source_quantity(arr)
         e_label = None
         if energies is None and energy is not None and energy.ndim == 1:
             energies, e_label = np.asarray(energy[:], dtype=np.float64), f"{path}/energy"

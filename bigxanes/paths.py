@@ -8,9 +8,10 @@ Every command that writes calls :func:`check_output` before it reads anything:
 - an existing output is replaced only with ``overwrite`` AND only when it is something bigxanes
   wrote (:func:`written_by_bigxanes`): a Zarr store carrying the ``bigxanes_complete`` attribute,
   a text table whose first line starts with ``# bigxanes``, or a figure whose file signature
-  matches its suffix and names Matplotlib (the library :mod:`bigxanes.plot` draws with) as its
-  software. Anything else (a folder of raw TIFFs, a foreign file) is refused with a message that
-  says to choose another output.
+  matches its suffix and whose metadata name bigxanes as its writer
+  (:func:`bigxanes.plot.figure_metadata`; PNG ``Software``, PDF/SVG ``Creator``). Anything
+  else (a folder of raw TIFFs, a foreign file, a figure another program drew) is refused with
+  a message that says to choose another output.
 """
 
 from __future__ import annotations
@@ -110,7 +111,16 @@ def _is_bigxanes_file(path: Path) -> bool:
     if head.startswith(b"# bigxanes"):
         return True
     magic = _IMAGE_MAGIC.get(path.suffix.lower())
-    return bool(magic) and head.startswith(magic) and b"Matplotlib" in head
+    if not magic or not head.startswith(magic):
+        return False
+    if b"bigxanes" in head:  # PNG tEXt chunks and SVG metadata come first
+        return True
+    try:  # the PDF info dictionary comes last
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 8192))
+            return b"bigxanes" in fh.read()
+    except OSError:
+        return False
 
 
 def written_by_bigxanes(path: str | os.PathLike) -> bool:

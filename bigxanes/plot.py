@@ -66,7 +66,8 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format=suffix.lstrip(".") or "png")
+        fmt = suffix.lstrip(".").lower() or "png"
+        fig.savefig(tmp, dpi=dpi, format=fmt, metadata=figure_metadata(fmt))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the user's umask
         os.replace(tmp, path)
     except BaseException:
@@ -74,6 +75,19 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def figure_metadata(fmt: str) -> dict[str, str] | None:
+    """Metadata naming bigxanes as the figure's writer (``--overwrite`` replaces only figures
+    that carry it: :func:`bigxanes.paths.written_by_bigxanes`)."""
+    from . import __version__
+
+    who = f"bigxanes {__version__} (Matplotlib)"
+    if fmt == "png":
+        return {"Software": who}
+    if fmt in ("pdf", "svg"):
+        return {"Creator": who}
+    return None
 
 
 def _umask() -> int:

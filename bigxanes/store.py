@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,7 @@ def write_dataset(
     overwrite: bool = False,
     compressor: str | None = "zstd",
     chunks: int | Sequence[int] | Mapping[str, int] | None = None,
+    verify: Callable[[], None] | None = None,
 ) -> Path:
     """Write a Dataset to a Zarr v3 stack store, atomically.
 
@@ -207,6 +208,9 @@ def write_dataset(
         sets chunk sizes per dimension name. Default: spatial dims (``z``, ``y``, ``x``) in
         tiles of :data:`DEFAULT_TILE_2D`/:data:`DEFAULT_TILE_3D`, every other dimension
         (``energy``, ``component``) whole.
+    verify : callable, optional
+        Called once the data are written and before the completion marker; an exception it
+        raises leaves no output (the engine checks there that its input did not change).
 
     Returns
     -------
@@ -259,7 +263,10 @@ def write_dataset(
         from .integrity import test_pause
 
         test_pause("before_complete")  # fault-injection window (tests): data in, marker not
+        if verify is not None:
+            verify()
         mark_complete(tmp)
+        test_pause("after_complete")  # fault-injection point (tests): marked, not renamed
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")
             if old.exists():

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_text",
     "fmt_bytes",
     "incomplete_message",
+    "leftover_message",
     "components_arg",
     "add_components",
     "positive_int",
@@ -158,6 +159,25 @@ def incomplete_message(p: Path) -> str:
     )
 
 
+def leftover_message(p: Path) -> str | None:
+    """The message for a path that does not exist while an interrupted write of it left
+    ``P.partial-<pid>`` folders (a killed ``import``/``simulate``/``unmix``); None if none."""
+    from ..paths import stale_leftovers
+
+    partials, _ = stale_leftovers(p)
+    if not partials:
+        return None
+    from ..store import disk_bytes
+
+    size = sum(disk_bytes(q) if q.is_dir() else q.stat().st_size for q in partials)
+    names = ", ".join(q.name for q in partials)
+    return (
+        f"{p} does not exist: an interrupted write left {names} ({fmt_bytes(size)}), which "
+        "is incomplete; run the command that writes it again (that removes the leftover), or "
+        "delete it"
+    )
+
+
 def open_result(path: str | os.PathLike) -> Any:
     """Open a complete result store lazily; one-line errors for missing/incomplete stores."""
     import xarray as xr
@@ -169,6 +189,9 @@ def open_result(path: str | os.PathLike) -> Any:
         work = p.with_name(p.name + ".work")
         if work.is_dir():
             raise ValueError(incomplete_message(p))
+        left = leftover_message(p)
+        if left:
+            raise ValueError(left)
         raise FileNotFoundError(f"{p} does not exist; check the path")
     if not is_complete(p):
         raise ValueError(incomplete_message(p))

@@ -7,7 +7,14 @@ import contextlib
 import json
 from pathlib import Path
 
-from .common import UserError, eigen_text, fmt_bytes, incomplete_message, read_refs_csv_eigen
+from .common import (
+    UserError,
+    eigen_text,
+    fmt_bytes,
+    incomplete_message,
+    leftover_message,
+    read_refs_csv_eigen,
+)
 
 EXAMPLES = """examples:
   bigxanes info stack.zarr     # shape, chunks, energies, size, resources a run needs
@@ -108,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if not p.exists():
         if p.with_name(p.name + ".work").is_dir():
             raise UserError(incomplete_message(p))
+        left = leftover_message(p)
+        if left:
+            raise UserError(left)
         raise FileNotFoundError(f"{p} does not exist; check the path")
     if p.is_file():
         if p.suffix.lower() in (".csv", ".txt", ".dat", ".xdi", ".nor"):

@@ -16,6 +16,7 @@ from .common import (
     UserError,
     info,
     ints,
+    leftover_message,
     open_result,
     prepare_output,
     read_refs_csv_eigen,
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.result)
     resolve(src)  # a symlink loop is named as such, not "does not exist"
     if not src.exists() and not src.with_name(src.name + ".work").is_dir():
+        left = leftover_message(src)
+        if left:
+            raise UserError(left)
         raise FileNotFoundError(f"{src} does not exist; check the path")
     # plot has always replaced its figure: only figures bigxanes drew are replaced
     prepare_output(args.output, (args.result, args.stack), True, quiet=args.quiet)

@@ -144,6 +144,12 @@ def register(add) -> None:
         help="memory state mode: checkpoint to Zarr every K iterations "
         f"(default {DEFAULT_CHECKPOINT_EVERY})",
     )
+    s.add_argument(
+        "--assume-absorbance",
+        action="store_true",
+        help="fit a stack labelled as transmitted counts (imported without --i0) as if it "
+        "held absorbance; without it such a stack is refused",
+    )
     s.add_argument("--resume", action="store_true", help="continue an interrupted run")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=run)
@@ -369,6 +375,19 @@ def _close_quietly(client: Any, owned_cluster: bool, for_good: bool = False) -> 
                 lg.setLevel(lvl)
 
 
+def _check_quantity(args: argparse.Namespace, src: Any) -> None:
+    """Refuse a stack labelled ``quantity="counts"`` (imported without ``--i0``): unmixing
+    models absorbance ``-ln(I/I0)``, linear in the fractions; counts are not."""
+    q = src["stack"].attrs.get("quantity", src.attrs.get("quantity"))
+    if q == "counts" and not getattr(args, "assume_absorbance", False):
+        raise UserError(
+            f"{args.input} holds transmitted counts (imported without --i0): unmixing needs "
+            "absorbance -ln(I/I0); re-import with `bigxanes import ... --i0 FILE` (or --i0 "
+            "background:y0:y1,x0:x1; --quantity absorbance if the source already holds "
+            "absorbance), or pass --assume-absorbance"
+        )
+
+
 def _resume_complete(args: argparse.Namespace) -> bool:
     from ..store import is_complete
 
@@ -419,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
     # workers of a --scheduler cluster run in their own directory: absolute paths only
     in_abs, out_abs = absolute(args.input), absolute(args.output)
     src = open_stack(in_abs)
+    _check_quantity(args, src)
     energy = np.asarray(src["energy"].values, dtype=np.float64)
     erange = energy_range(args.energy_range)
     energy_sel = select_energies(energy, erange)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import dask.array as da
 import numpy as np
 
+from ..integrity import test_pause
 from ..kernels.admm import admm_step
 
 __all__ = [
@@ -103,7 +104,9 @@ def map_spatial_overlap(
 def admm_block(S: np.ndarray, **kwargs) -> np.ndarray:
     """One ADMM iteration on a state block with its halo
     (:func:`~bigxanes.kernels.admm.admm_step`: backend, residuals and threads in ``kwargs``)."""
-    return admm_step(S, **kwargs)
+    out = admm_step(S, **kwargs)
+    test_pause("admm_block")  # a fault-injection point (tests)
+    return out
 
 
 def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
@@ -175,6 +178,7 @@ def admm_zarr_block(
     window, inner = halo_window(region, a.shape[1:], depth)
     state, sums = admm_interior(a[(slice(None),) + window], inner, **kwargs)
     zarr.open_array(dst, mode="r+")[(slice(None),) + tuple(region)] = state
+    test_pause("admm_block")  # a fault-injection point (tests)
     return sums
 
 
@@ -220,6 +224,7 @@ def admm_zarr_blocks(
             if pending is not None:
                 pending.result()  # one write in flight: bounded memory, errors surface here
             pending = io.submit(write, region, state)
+            test_pause("admm_block")  # a fault-injection point (tests)
             sums.append(s)
         if pending is not None:
             pending.result()

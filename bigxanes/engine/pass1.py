@@ -10,6 +10,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ..integrity import PointHook
 from ..kernels.moments import finite_spectrum_sum, mean_spectrum
 from ..kernels.pass1 import Pass1Layout, hist_block, pass1_block, reduce_stats, stats_block
 from ..kernels.stats import HIST_BINS, data_scale
@@ -75,7 +76,7 @@ def run_pass1(
     tiles = tuple(int(c[0]) for c in Y.chunks[1:])
     say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
     P = map_spatial_blocks(
-        pass1_block,
+        PointHook(pass1_block, "pass1_block"),  # a fault-injection point (tests)
         Y,
         p1.n_channels,
         layout=p1,

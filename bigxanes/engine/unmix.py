@@ -22,11 +22,19 @@ import dask.array as da
 import numpy as np
 
 from .. import __version__
-from ..integrity import check_chunks, check_energy_order, checked_dask
+from ..integrity import (
+    PointHook,
+    check_chunks,
+    check_energy_order,
+    check_fingerprint,
+    checked_dask,
+    input_fingerprint,
+)
 from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import chi2_histogram
+from ..paths import absolute
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
 from ..pipeline.result import (
@@ -55,7 +63,7 @@ from .planning import (
     spatial_tiles,
     state_tiles,
 )
-from .preflight import check_output_location, dir_bytes
+from .preflight import check_output_location, check_paths_on_workers, dir_bytes
 from .results import write_results
 from .state import WorkDir
 
@@ -74,6 +82,8 @@ __all__ = [
     "state_tiles",
 ]
 
+#: Work-directory attribute holding the input's fingerprint (:func:`input_fingerprint`).
+FINGERPRINT_KEY = "input_fingerprint"
 #: Environment variable: fail after this many completed iterations (tests of resume).
 FAIL_ENV = "BIGXANES_FAIL_AFTER"
 #: Worker threads of a runner (module attribute so that benchmarks can pretend a count).
@@ -248,7 +258,9 @@ def unmix_store(
     pathlib.Path
         ``output``.
     """
-    output = Path(output)
+    # workers of a --scheduler cluster run in their own directory: absolute paths only
+    input, output = absolute(input), Path(absolute(output))
+    fingerprint = input_fingerprint(input)  # before anything is read (checked at the end)
     params = _check_args(
         method, params, lcf_variant, nan_policy, state_mode, checkpoint_every, output, overwrite
     )
@@ -282,10 +294,25 @@ def unmix_store(
         lock.release()
         raise
     try:
+        check_paths_on_workers(runner, input, output)  # before pass 1: workers see the files
+    except BaseException:
+        runner.close()
+        lock.release()
+        raise
+    try:
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
-        if not (resume and work.matches(run)):
+        if resume and work.matches(run):
+            check_fingerprint(
+                input,
+                work.get(FINGERPRINT_KEY),
+                "since the interrupted run",
+                f"its state in {work.path} belongs to the old data: rerun without --resume "
+                "to start afresh",
+            )
+        else:
             work.reset(run)
+        work.put(FINGERPRINT_KEY, fingerprint)
         if noise_sigma is None and params is not None:
             noise_sigma = params.noise_sigma
         exe = dict(
@@ -298,7 +325,16 @@ def unmix_store(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
         )
         say(progress, f"writing {output}")
-        write_results(ds_out, output, tiles=tiles, scheduler=runner.scheduler, overwrite=overwrite)
+        write_results(
+            ds_out,
+            output,
+            tiles=tiles,
+            scheduler=runner.scheduler,
+            overwrite=overwrite,
+            verify=lambda: check_fingerprint(
+                input, fingerprint, "during the run", "run unmix again once it is stable"
+            ),
+        )
         work.remove()
         return output
     finally:
@@ -386,13 +422,17 @@ def _execute(
         rum_maps, history = it.run(P, p1, progress)
         extra.update(it.attrs(history))
     c = float(rec["scale"])
+
+    def blocks(func: Any, arr: da.Array, n_out: int, **kw: Any) -> da.Array:
+        return map_spatial_blocks(PointHook(func, "result_block"), arr, n_out, **kw)
+
     variables = method_variables(
         inputs,
         P,
         p1,
         c,
         sdims,
-        map_spatial_blocks,
+        blocks,
         rum_maps=rum_maps,
         e50_refs=e50_refs,
         noise_sigma=exe["noise_sigma"],

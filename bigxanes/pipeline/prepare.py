@@ -18,7 +18,7 @@ import xarray as xr
 from ..energy import as_ev, interpolate_reference
 from ..kernels.baseline import resolve_baseline, subtract_pre_edge
 from ..kernels.normalize import find_e0
-from ..validation import check_energy_axis, check_references
+from ..validation import check_conditioning, check_energy_axis, check_references
 from .defaults import LCF_VARIANTS, METHODS, MIN_ENERGIES, NAN_POLICIES, component_names
 
 __all__ = [
@@ -106,9 +106,9 @@ def reference_matrix(references: Any, energy: np.ndarray) -> tuple[np.ndarray, l
                 A = interpolate_reference(e_ref, A, energy)
     else:
         A = np.asarray(references, dtype=np.float64)
-    A = check_references(A, energy.size)
-    if names is None or len(names) != A.shape[1]:
-        names = component_names(A.shape[1])
+    if names is None or A.ndim != 2 or len(names) != A.shape[1]:
+        names = component_names(A.shape[1] if A.ndim == 2 else 1)
+    A = check_references(A, energy.size, names)
     return A, names
 
 
@@ -188,6 +188,8 @@ def prepare_inputs(
     window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
     if window is not None:
         A = subtract_pre_edge(A, window)
+    if A is not None and (select is not None or window is not None):
+        check_conditioning(A, names)  # the matrix actually fitted (window, baseline removed)
     if method != "edge50" and A is None:
         raise ValueError(
             f"method {method!r} needs references: pass references= (--refs, or a store with a "

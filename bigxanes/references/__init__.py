@@ -76,6 +76,11 @@ def _is_number(tok: str) -> bool:
 
 
 _DECIMAL_COMMA = re.compile(r"\d,\d")
+#: Column names that hold energies (Athena: ``energy``, ``e``; ``e0``; units as names).
+_ENERGY_NAME = re.compile(r"^(e|e0|en|energy|ev|kev)([_\s(\[].*)?$")
+#: A field written as digits with a leading zero ("00", "00393"): no number formatter writes
+#: that; it is the fractional part of a decimal comma split on ",".
+_LEADING_ZERO = re.compile(r"^[+-]?0\d+$")
 
 
 def _split_fields(line: str) -> list[str]:
@@ -97,6 +102,29 @@ def _split_fields(line: str) -> list[str]:
     return [t for t in _SPLIT.split(line) if t]
 
 
+def _check_decimal_commas(path: Path, rows: list[list[str]], header: list[str] | None) -> None:
+    """Refuse a ``,``-separated table that was written with decimal commas.
+
+    ``8250,5,0,123`` split on ``,`` gives four integers, silently read as twice the columns.
+    Two signs that cannot come from a table written with a ``.`` decimal mark: a field with a
+    leading zero (``00393``, the fractional part of ``0,00393``), or no decimal point in any
+    field of a table without header whose fields are all integers (energies and spectra are
+    not).
+    """
+    if not rows:
+        return
+    fields = [t for r in rows for t in r]
+    leading = next((t for t in fields if _LEADING_ZERO.match(t)), None)
+    no_point = all(re.fullmatch(r"[+-]?\d+", t) for t in fields)
+    if leading is not None or (no_point and header is None and len(rows[0]) >= 3):
+        why = f"field {leading!r} has a leading zero" if leading else "no field has a decimal point"
+        raise ValueError(
+            f"{path}: looks like a table written with decimal commas and ',' between fields "
+            f"({why}; first line {','.join(rows[0])[:60]!r}): the columns cannot be told apart. "
+            "Save it with '.' as decimal mark, or with ';' between fields."
+        )
+
+
 def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
     """Return (comment lines without the marker, header tokens or None, data (n, ncols))."""
     if not path.is_file():
@@ -104,6 +132,7 @@ def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
     comments: list[str] = []
     header: list[str] | None = None
     rows: list[list[float]] = []
+    comma_tokens: list[list[str]] | None = []  # fields of ","-separated lines, for the check
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, raw in enumerate(fh, 1):
             s = raw.strip()
@@ -115,6 +144,11 @@ def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
             toks = _split_fields(s)
             if all(_is_number(t) for t in toks):
                 rows.append([float(t) for t in toks])
+                if comma_tokens is not None:
+                    if "," in s and ";" not in s and "\t" not in s:
+                        comma_tokens.append(toks)
+                    else:
+                        comma_tokens = None
             elif not rows and header is None:
                 header = [t.strip("\"'") for t in toks]
             else:
@@ -124,6 +158,8 @@ def _parse_text(path: Path) -> tuple[list[str], list[str] | None, np.ndarray]:
                 )
     if not rows:
         raise ValueError(f"{path}: no numeric data found; expected columns energy, value(s).")
+    if comma_tokens is not None:
+        _check_decimal_commas(path, comma_tokens, header)
     ncols = {len(r) for r in rows}
     if len(ncols) != 1:
         raise ValueError(
@@ -256,7 +292,8 @@ def read_athena_nor(
             return _finish(p, data[:, 0], data[:, hits[0]], [p.stem])
     if column:
         raise ValueError(f"{p}: column {column!r} not found; available: {header}.")
-    keep = [i for i, n in enumerate(low) if i > 0 and not n.startswith("e")]
+    # energy-like columns only (a spectrum named "Eu2O3" or "Fe2" is kept)
+    keep = [i for i, n in enumerate(low) if i > 0 and not _ENERGY_NAME.match(n)]
     if not keep:
         raise ValueError(f"{p}: no spectrum columns in {header}; pass column=NAME.")
     return _finish(p, data[:, 0], data[:, keep], [header[i] for i in keep])

@@ -191,23 +191,11 @@ def check_reference_set(
     ``|a_i·a_j| / (|a_i| |a_j|)`` is named in a one-line ValueError (drop one of them from
     ``--components``).
     """
+    from ..validation import check_conditioning
+
     A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2 or A.shape[1] != len(names):
         raise ValueError(f"references have shape {A.shape} but {len(names)} names were given.")
     if not np.all(np.isfinite(A)):
         raise ValueError("references contain NaN/Inf; check their energy coverage.")
-    sv = np.linalg.svd(A, compute_uv=False)
-    cond = float((sv[0] / sv[-1]) ** 2) if sv[-1] > 0 else float("inf")
-    if cond > max_condition and A.shape[1] > 1:
-        nrm = np.linalg.norm(A, axis=0)
-        C = np.abs(A.T @ A) / np.outer(nrm, nrm)
-        np.fill_diagonal(C, -1.0)
-        i, j = np.unravel_index(int(np.argmax(C)), C.shape)
-        raise ValueError(
-            f"references {names[i]!r} and {names[j]!r} are near duplicates (cosine "
-            f"{C[i, j]:.5f}, cond(AᵀA) = {cond:.3g} > {max_condition:.3g}); drop one of them "
-            "from --components."
-        )
-    if cond > max_condition:
-        raise ValueError(f"reference {names[0]!r} is zero on this energy range; drop it.")
-    return cond
+    return check_conditioning(A, list(names), max_condition=max_condition)
