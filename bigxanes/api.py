@@ -31,6 +31,7 @@ from .kernels.pass1 import Pass1Layout, pass1_block, pass1_statistics
 from .kernels.stats import noise_sigma
 from .pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, LCF_VARIANTS, MASK_THRESHOLD
 from .pipeline.prepare import (
+    align_inputs,
     check_options,
     edge50_e0,
     prepare_inputs,
@@ -65,6 +66,7 @@ def _run(
     e0: float | None = None,
     level: float = 0.5,
     norm_kwargs: dict | None = None,
+    energy_shift: Any = "none",
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
     check_options(method, variant=variant, nan_policy=nan_policy)
@@ -76,9 +78,11 @@ def _run(
         baseline=baseline,
         nan_policy=nan_policy,
         energy_range=energy_range,
+        energy_shift=energy_shift,
     )
     if inputs.select is not None:
         Y = Y[inputs.select]
+    inputs = align_inputs(inputs, lambda: mean_spectrum(finite_spectrum_sum(Y)))
     if nan_policy == "raise":
         check_stack(Y)  # names the first bad pixel
     sdims = spatial_dims(Y.ndim - 1)
@@ -135,6 +139,7 @@ def lcf(
     nan_policy: str = DEFAULT_NAN_POLICY,
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
+    energy_shift: Any = "none",
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -162,6 +167,14 @@ def lcf(
         flat background from other elements and supports that the model has no term for).
     energy_range : (float, float), optional
         Fit only the energies in this window (eV, inclusive).
+    energy_shift : "none", "auto", float or sequence of float
+        Energy shift of the references (``r_l(E - s_l)``, eV): ``"auto"`` fits one shift per
+        reference (within ±10 eV) on the stack's mean spectrum before the per-pixel fit
+        (:func:`bigxanes.pipeline.prepare.align_inputs`); values are applied as given (one
+        for all, or one per reference); ``"none"`` (default) applies none but warns when the
+        fitted shift would exceed 1 eV or lower the misfit by more than 20 %. The shifts are in
+        ``attrs["energy_shift"]``, the mode in ``attrs["energy_shift_mode"]``, the pre-edge
+        window used in ``attrs["baseline_window"]``.
 
     Returns
     -------
@@ -176,6 +189,7 @@ def lcf(
         baseline=baseline,
         energy_range=energy_range,
         variant=variant,
+        energy_shift=energy_shift,
     )
 
 
@@ -188,6 +202,7 @@ def edge50(
     level: float = 0.5,
     nan_policy: str = DEFAULT_NAN_POLICY,
     energy_range: tuple[float, float] | None = None,
+    energy_shift: Any = "none",
     **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
@@ -216,6 +231,7 @@ def edge50(
         e0=e0,
         level=level,
         norm_kwargs=norm_kwargs,
+        energy_shift=energy_shift,
     )
 
 
@@ -228,6 +244,7 @@ def unmix(
     nan_policy: str = DEFAULT_NAN_POLICY,
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
+    energy_shift: Any = "none",
     state_dtype: npt.DTypeLike = np.float64,
     **params: Any,
 ) -> xr.Dataset:
@@ -238,7 +255,7 @@ def unmix(
 
     Parameters
     ----------
-    stack, references, energy, nan_policy, baseline, energy_range
+    stack, references, energy, nan_policy, baseline, energy_range, energy_shift
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
@@ -256,7 +273,12 @@ def unmix(
     noise level ``noise_sigma`` (stack units), iterations and ``history`` (JSON:
     per-iteration primal and dual residuals, objective, ρ).
     """
-    kw = dict(energy=energy, nan_policy=nan_policy, energy_range=energy_range)
+    kw = dict(
+        energy=energy,
+        nan_policy=nan_policy,
+        energy_range=energy_range,
+        energy_shift=energy_shift,
+    )
     if method == "lcf":
         return lcf(stack, references, baseline=baseline, **kw, **params)
     if method == "edge50":

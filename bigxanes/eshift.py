@@ -27,6 +27,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from .energy import as_ev
+from .kernels.baseline import subtract_pre_edge
 from .kernels.lcf import nnls_coefficients
 
 __all__ = [
@@ -114,6 +115,7 @@ def fit_energy_shifts(
     fit: np.ndarray | None = None,
     grid_step: float = 0.5,
     max_sweeps: int = 6,
+    window: np.ndarray | None = None,
 ) -> ShiftFit:
     """Fit one energy shift per reference to the data's spectrum (or spectra).
 
@@ -134,6 +136,11 @@ def fit_energy_shifts(
         Step of the grid search in eV before the bounded refinement.
     max_sweeps : int
         Maximum coordinate-descent sweeps over the references.
+    window : array_like of bool (T,), optional
+        Pre-edge energies: when given, the mean over them is subtracted from every spectrum and
+        from every shifted reference before each fit (:func:`bigxanes.kernels.baseline.
+        subtract_pre_edge`, as unmix's ``--baseline pre-edge``), so a flat background of the
+        data does not decide the shift.
 
     Returns
     -------
@@ -161,13 +168,21 @@ def fit_energy_shifts(
         raise ValueError("spectra or references contain NaN/Inf; mask or fix them first.")
     L = R.shape[1]
     free = np.ones(L, bool) if fit is None else np.asarray(fit, dtype=bool)
+    if window is not None:
+        window = np.asarray(window, dtype=bool)
+        Y = subtract_pre_edge(Y, window)
+
+    def column(j: int, s: float) -> np.ndarray:
+        c = np.interp(E - s, er, R[:, j])
+        return c if window is None else c - c[window].mean()
+
     yy = float(np.sum(Y * Y)) or 1.0
     shifts = np.zeros(L)
-    cols = [np.interp(E, er, R[:, j]) for j in range(L)]
+    cols = [column(j, 0.0) for j in range(L)]
 
     def objective(j: int, s: float) -> float:
         c = list(cols)
-        c[j] = np.interp(E - s, er, R[:, j])
+        c[j] = column(j, s)
         return _misfit(Y, np.stack(c, axis=1), yy)[0]
 
     base, _ = _misfit(Y, np.stack(cols, axis=1), yy)
@@ -181,12 +196,12 @@ def fit_energy_shifts(
                 lambda s, j=j: objective(j, s),
                 bounds=(max(lo, g - grid_step), min(hi, g + grid_step)),
                 method="bounded",
-                options={"xatol": 1e-3},
+                options={"xatol": 1e-5},
             )
             s_new = float(res.x) if res.fun <= vals.min() else float(g)
             moved = max(moved, abs(s_new - shifts[j]))
             shifts[j] = s_new
-            cols[j] = np.interp(E - s_new, er, R[:, j])
+            cols[j] = column(j, s_new)
         if moved < 0.01:
             break
     misfit, M = _misfit(Y, np.stack(cols, axis=1), yy)
@@ -207,7 +222,7 @@ def shift_warning(fit: ShiftFit, names: list[str] | None = None) -> str | None:
     names = names or [f"ref{j + 1}" for j in range(fit.shifts.size)]
     desc = ", ".join(f"{n} {s:+.1f} eV" for n, s in zip(names, fit.shifts, strict=True))
     return (
-        f"warning: the references look misaligned in energy (fitted shifts {desc}; misfit "
+        f"the references look misaligned in energy (fitted shifts {desc}; misfit "
         f"{fit.misfit_unshifted:.3g} -> {fit.misfit:.3g}, {100 * fit.gain:.0f} % lower); "
         "pass --energy-shift auto (or --energy-shift V,V) to correct it."
     )

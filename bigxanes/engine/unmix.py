@@ -27,14 +27,14 @@ from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
-from ..pipeline.prepare import Inputs, check_options
+from ..pipeline.prepare import Inputs, align_inputs, check_options, needs_mean_spectrum
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
 from ..rum import RumParams
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
 from .locking import OutputLock, remove_stale_partials
-from .pass1 import engine_e0, run_pass1, say
+from .pass1 import engine_e0, engine_mean_spectrum, run_pass1, say
 from .planning import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_TILE,
@@ -136,6 +136,7 @@ def _run_record(
         "nan_policy": inputs.nan_policy,
         "params": params.as_dict() if params is not None else None,
         "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
+        "energy_shift": None if inputs.shifts is None else [float(v) for v in inputs.shifts],
         "version": __version__,
     }
 
@@ -172,6 +173,7 @@ def unmix_store(
     baseline: str = DEFAULT_BASELINE,
     state_mode: str = "auto",
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    energy_shift: Any = "none",
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -230,6 +232,11 @@ def unmix_store(
         keeps the pass-1 channels in memory instead of a Zarr work array.
     checkpoint_every : int
         Memory mode: iterations between checkpoints (a resume restarts from the last one).
+    energy_shift : "none", "auto", float or sequence of float
+        Energy shift of the references, as :func:`bigxanes.api.lcf`. With references and
+        ``"auto"``, ``"none"`` (its misalignment warning) or ``baseline="pre-edge"`` (the
+        window below the data's own edge) the stack is read once more before pass 1 for its
+        mean spectrum (:func:`bigxanes.pipeline.prepare.align_inputs`).
 
     Returns
     -------
@@ -241,7 +248,13 @@ def unmix_store(
         method, params, lcf_variant, nan_policy, state_mode, checkpoint_every, output, overwrite
     )
     loaded = load_inputs(
-        input, method, references, energy_range, baseline=baseline, nan_policy=nan_policy
+        input,
+        method,
+        references,
+        energy_range,
+        baseline=baseline,
+        nan_policy=nan_policy,
+        energy_shift=energy_shift,
     )
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
@@ -270,6 +283,9 @@ def unmix_store(
         lock.release()
         raise
     try:
+        if needs_mean_spectrum(inputs):
+            say(progress, "mean spectrum (energy shift, pre-edge window)")
+        inputs = align_inputs(inputs, lambda: engine_mean_spectrum(Y, runner))
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
         if not (resume and work.matches(run)):
