@@ -12,7 +12,8 @@ from .common import UserError, eigen_text, fmt_bytes, incomplete_message, read_r
 EXAMPLES = """examples:
   bigxanes info stack.zarr     # shape, chunks, energies, size, resources a run needs
   bigxanes info result.zarr    # method, iterations, completeness
-  bigxanes info refs.csv"""
+  bigxanes info refs.csv       # every reference: name, energy range, e0 (also .prj, .nor, .xdi)
+  bigxanes info Fe.prj         # Athena project: names to pass to unmix --components"""
 
 
 def register(add) -> None:
@@ -22,14 +23,30 @@ def register(add) -> None:
     s.set_defaults(func=run)
 
 
-def _table(p: Path) -> int:
-    from ..references import read_references
+#: What ``norm`` (the spectrum fitted) is, per reference format.
+_NORMALIZATION = {
+    "athena-project": "mu(E) from the project, energy + bkg_eshift, normalized with each "
+    "group's own Athena parameters (bkg_e0, pre/post-edge windows), as Athena shows it",
+    "demeter-multicolumn": "as exported by Athena/Demeter (normalized mu(E) columns)",
+    "xdi": "the XDI norm/flat column as stored, or raw mu(E) normalized by bigxanes' defaults",
+    "athena-nor": "the .nor norm column as stored",
+    "table": "as stored (normalize raw mu(E) first)",
+}
 
-    e, A, names = read_references([p])
-    print(
-        f"{p}: references table, {A.shape[1]} reference(s) {names}, {e.size} energies "
-        f"{e[0]:.2f}-{e[-1]:.2f} eV"
-    )
+#: Image/array files: ``info`` points to ``import`` instead of reading them as references.
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".nxs", ".npy", ".npz", ".txrm", ".xrm")
+
+
+def _table(p: Path) -> int:
+    """Every reference of a file (any format, detected by content): name, energy range, e0."""
+    from ..references import detect_format, format_reference_list, list_references
+
+    fmt = detect_format(p)
+    recs = list_references(p)
+    print(f"{p}: {fmt} references file, {len(recs)} reference(s)")
+    print(f"spectra: {_NORMALIZATION.get(fmt, 'as stored')}")
+    print(format_reference_list(recs))
+    print("select them with: bigxanes unmix IN.zarr OUT.zarr --refs FILE --components NAME ...")
     ev, n = read_refs_csv_eigen(p)
     if ev is not None:
         print(f"estimated number of states: {n}; eigenvalues: {eigen_text(ev)}")
@@ -103,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(incomplete_message(p))
         raise FileNotFoundError(f"{p} does not exist; check the path")
     if p.is_file():
-        if p.suffix.lower() in (".csv", ".txt", ".dat", ".xdi", ".nor"):
+        if p.suffix.lower() not in _IMAGE_SUFFIXES:
             return _table(p)
         raise UserError(
             f"{p} is not a Zarr store; `bigxanes info` reads stores and reference "

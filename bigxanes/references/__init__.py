@@ -337,7 +337,10 @@ def read_references(
         Edge-step normalize each reference on its own grid first, for raw mu(E) data: the
         flattened spectrum ``flat`` of :func:`bigxanes.normalize.normalize_spectra` (default
         windows), comparable with already-normalized reference files (post-edge around 1).
-        Athena project groups are always normalized, with their own parameters.
+        Athena project groups are always normalized, with their own parameters; files that
+        declare raw mu(E) (XDI ``mu``/``mutrans`` columns, Demeter "mu(E)" exports) are
+        normalized by default (the ``norm`` of :func:`list_references`, what
+        ``bigxanes info FILE`` describes).
 
     Returns
     -------
@@ -360,7 +363,7 @@ def read_references(
                 if not np.all(np.isfinite(v)):
                     raise ValueError(f"{p}: normalization failed (no edge step); check the data.")
             else:
-                v = r.mu
+                v = r.norm  # as stored, or normalized when the file holds raw mu(E)
             recs.append((r.name, r.energy, v))
     names = [n for n, _, _ in recs]
     dup = sorted({n for n in names if names.count(n) > 1})
