@@ -1,4 +1,4 @@
-"""The ``bigxanes`` command line: simulate, import, unmix, refs, plot, info, bench, demo.
+"""The ``bigxanes`` command line: simulate, import, unmix, refs, rank, plot, info, bench, demo.
 
 One module per subcommand (``register`` adds its parser, ``run`` executes it) over the library
 (:mod:`bigxanes.importers`, :mod:`bigxanes.references`, :mod:`bigxanes.engine`,

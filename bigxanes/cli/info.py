@@ -53,6 +53,33 @@ def _table(p: Path) -> int:
     return 0
 
 
+#: ``info`` of a stack estimates the number of states when the stack is at most this large
+#: (two reads: the foreground and the correlation sums).
+STATES_MAX_BYTES = 256 * 2**20
+
+
+def _states(p: Path, st: dict) -> None:
+    """Number of states (knee, HySime, eigen-gap) with the eigenvalue curve, small stacks only."""
+    if st["nbytes_memory"] > STATES_MAX_BYTES:
+        print(
+            f"number of states: not estimated here (stack > {fmt_bytes(STATES_MAX_BYTES)}); "
+            "run bigxanes refs"
+        )
+        return
+    from ..nstates import estimate_n_states
+    from ..store import open_stack
+    from .refs import checked_stack, foreground, states_text
+
+    try:
+        da_ = checked_stack(str(p), open_stack(p))
+        ns = estimate_n_states(da_.data, mask=foreground(da_), method="knee")
+    except ValueError as exc:
+        print(f"number of states: not estimated ({' '.join(str(exc).split())})")
+        return
+    print(states_text(ns))
+    print(f"eigenvalues: {eigen_text(ns.eigenvalues)}")
+
+
 def _stack(p: Path) -> int:
     from .. import engine
     from ..store import stack_info
@@ -68,6 +95,7 @@ def _stack(p: Path) -> int:
     print(f"variables: {', '.join(st['variables'])}")
     if st["components"]:
         print(f"references: {', '.join(st['components'])}")
+    _states(p, st)
     for method in ("lcf", "rum-tv"):
         try:
             est = engine.estimate_resources(str(p), method)

@@ -194,7 +194,7 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
     import xarray as xr
 
     from ..references import read_references, select_references
-    from .refs import auto_references, checked_stack
+    from .refs import auto_references, checked_stack, states_text
 
     names, count = components_arg(args, legacy_count=False)
     if not args.refs:
@@ -225,6 +225,7 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
             f"eigenvalues {eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
             args.quiet,
         )
+        info(states_text(ns), args.quiet)
         ref.attrs["source"] = "VCA (--refs auto)"
         return ref, "auto"
     e_ref, A, got = read_references(args.refs, components=names)
