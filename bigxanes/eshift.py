@@ -15,8 +15,9 @@ data's mean spectrum, or the mean spectra of a few clusters). For each shift vec
 coefficients are the exact NNLS solution (:func:`bigxanes.kernels.lcf.nnls_coefficients`); the
 shifts are found by coordinate descent: for each reference in turn a grid search over
 ``bounds`` (``grid_step`` eV) followed by a bounded 1-D refinement (Brent) around the best grid
-point, sweeping until no shift moves by more than 0.01 eV. A reference with zero weight in every
-spectrum has no defined shift: it is reported as 0.
+point, sweeping until no shift moves by more than 0.01 eV. A reference with a negligible weight
+(at most :data:`UNUSED_SHARE` of the coefficients) in every spectrum has no defined shift: it is
+reported as 0.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ __all__ = [
 
 SHIFT_WARN_EV = 1.0  # eV: a fitted shift larger than this deserves a warning
 SHIFT_WARN_GAIN = 0.20  # relative misfit reduction that deserves a warning
+#: A reference weighing at most this share of every fitted spectrum has no defined shift (0).
+UNUSED_SHARE = 1e-3
+#: R-factor below which the unshifted fit is exact (noiseless data): nothing to warn about.
+EXACT_MISFIT = 1e-10
 
 
 @dataclass
@@ -205,7 +210,8 @@ def fit_energy_shifts(
         if moved < 0.01:
             break
     misfit, M = _misfit(Y, np.stack(cols, axis=1), yy)
-    unused = np.all(M <= 0, axis=1)
+    share = M / np.maximum(M.sum(axis=0, keepdims=True), np.finfo(float).tiny)
+    unused = np.all(share <= UNUSED_SHARE, axis=1)
     shifts[unused] = 0.0
     return ShiftFit(shifts=shifts, coefficients=M, misfit=misfit, misfit_unshifted=base)
 
@@ -214,9 +220,12 @@ def shift_warning(fit: ShiftFit, names: list[str] | None = None) -> str | None:
     """One warning line for ``--energy-shift none`` runs, or None.
 
     Warn when a fitted shift exceeds :data:`SHIFT_WARN_EV` (1 eV) or the shifts lower the
-    misfit by more than :data:`SHIFT_WARN_GAIN` (20 %).
+    misfit by more than :data:`SHIFT_WARN_GAIN` (20 %); never when the unshifted R-factor is
+    already at round-off level (:data:`EXACT_MISFIT`, noiseless data fitted exactly).
     """
     big = np.abs(fit.shifts) > SHIFT_WARN_EV
+    if fit.misfit_unshifted <= EXACT_MISFIT:  # the references already fit exactly
+        return None
     if not big.any() and fit.gain <= SHIFT_WARN_GAIN:
         return None
     names = names or [f"ref{j + 1}" for j in range(fit.shifts.size)]
