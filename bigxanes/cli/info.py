@@ -126,7 +126,17 @@ def _result(p: Path, g) -> int:
                     f"final residuals: primal {h['primal'][-1]:.3g}, "
                     f"dual {h.get('dual', [float('nan')])[-1]:.3g}"
                 )
-    for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
+    for k in (
+        "input",
+        "reference_names",
+        "references_source",
+        "energy_shift_mode",
+        "energy_shift",
+        "baseline_window",
+        "energy_range",
+        "lam",
+        "n_nonfinite",
+    ):
         if k in a:
             print(f"{k}: {a[k]}")
     if "params" in a:

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.input} is a file, not a Zarr stack store: rank reads stores; convert it "
             f"first with `bigxanes import {args.input} STACK.zarr --energies FILE`"
         )
-    e_ref, R, names = read_references(args.refs)
+    e_ref, R, names = read_references(args.refs, union_grid=True)
     K = min(args.max_components, len(names))
     n_comb = sum(comb(len(names), k) for k in range(1, K + 1))
     if n_comb > MAX_COMBINATIONS:

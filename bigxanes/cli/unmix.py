@@ -228,7 +228,7 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
         info(states_text(ns), args.quiet)
         ref.attrs["source"] = "VCA (--refs auto)"
         return ref, "auto"
-    e_ref, A, got = read_references(args.refs, components=names)
+    e_ref, A, got = read_references(args.refs, components=names, union_grid=True)
     ref = xr.DataArray(
         A,
         dims=("energy", "component"),

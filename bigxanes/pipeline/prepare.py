@@ -156,9 +156,7 @@ class Inputs:
                 reference_names=list(self.names or []),
                 references_source=self.references_source,
                 energy_shift_mode=self.shift_mode,
-                energy_shift=[round(float(v), 4) for v in self.shifts]
-                if self.shifts is not None
-                else None,
+                energy_shift=[float(v) for v in self.shifts] if self.shifts is not None else None,
                 energy_shift_misfit=None
                 if self.shift_misfit is None
                 else [float(v) for v in self.shift_misfit],

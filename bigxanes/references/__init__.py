@@ -317,6 +317,7 @@ def read_references(
     energy: np.ndarray | None = None,
     components: Iterable[str] | None = None,
     normalize: bool = False,
+    union_grid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read 1..n reference files into one ``(T, L)`` matrix.
 
@@ -341,6 +342,12 @@ def read_references(
         declare raw mu(E) (XDI ``mu``/``mutrans`` columns, Demeter "mu(E)" exports) are
         normalized by default (the ``norm`` of :func:`list_references`, what
         ``bigxanes info FILE`` describes).
+
+    union_grid : bool
+        Without ``energy``: put the references on the union of their own energies inside the
+        overlap of all (lossless: every reference's piecewise-linear curve is unchanged), instead
+        of the first reference's energies. For references that are shifted and interpolated
+        again later (``unmix --refs``).
 
     Returns
     -------
@@ -375,7 +382,13 @@ def read_references(
     if components is not None:
         recs = [recs[i] for i in select_references(names, list(components))]
         names = [n for n, _, _ in recs]
-    E = as_ev(energy) if energy is not None else _common_grid([(n, e) for n, e, _ in recs])
+    if energy is not None:
+        E = as_ev(energy)
+    else:
+        E = _common_grid([(n, e) for n, e, _ in recs])
+        if union_grid:
+            allE = np.unique(np.concatenate([e for _, e, _ in recs]))
+            E = allE[(allE >= E[0]) & (allE <= E[-1])]
     A = np.stack([interpolate_reference(e, v, E) for _, e, v in recs], axis=1)
     if A.ndim == 3:
         A = A[:, :, 0]
