@@ -214,6 +214,9 @@ def edge50(
     references the map is also read as fractions, ``x₂ = (E - E₁) / (E₂ - E₁)`` clipped to
     [0, 1], with E₁, E₂ the references' Edge-50 energies.
 
+    With references, ``energy_shift`` moves them as in :func:`lcf` (their Edge-50 energies and
+    the fit of the same pass use the shifted references).
+
     Returns
     -------
     xr.Dataset with ``edge50`` (eV; NaN where there is no crossing), ``scale`` and ``mask``;
