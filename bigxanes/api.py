@@ -32,6 +32,7 @@ from .kernels.quality import chi2_histogram
 from .kernels.stats import noise_sigma
 from .pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, LCF_VARIANTS, MASK_THRESHOLD
 from .pipeline.prepare import (
+    align_inputs,
     check_options,
     edge50_e0,
     prepare_inputs,
@@ -69,6 +70,7 @@ def _run(
     level: float = 0.5,
     norm_kwargs: dict | None = None,
     chi2_sigma: float | None = None,
+    energy_shift: Any = "none",
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
     check_options(method, variant=variant, nan_policy=nan_policy)
@@ -80,9 +82,11 @@ def _run(
         baseline=baseline,
         nan_policy=nan_policy,
         energy_range=energy_range,
+        energy_shift=energy_shift,
     )
     if inputs.select is not None:
         Y = Y[inputs.select]
+    inputs = align_inputs(inputs, lambda: mean_spectrum(finite_spectrum_sum(Y)))
     if nan_policy == "raise":
         check_stack(Y)  # names the first bad pixel
     sdims = spatial_dims(Y.ndim - 1)
@@ -153,6 +157,7 @@ def lcf(
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
     noise_sigma: float | None = None,
+    energy_shift: Any = "none",
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -184,6 +189,14 @@ def lcf(
         Noise std of the stack (its units) for the ``reduced_chi2`` map; default: each
         spectrum's own estimate from its second differences
         (:func:`bigxanes.kernels.quality.noise_sigma_d2`).
+    energy_shift : "none", "auto", float or sequence of float
+        Energy shift of the references (``r_l(E - s_l)``, eV): ``"auto"`` fits one shift per
+        reference (within ±10 eV) on the stack's mean spectrum before the per-pixel fit
+        (:func:`bigxanes.pipeline.prepare.align_inputs`); values are applied as given (one
+        for all, or one per reference); ``"none"`` (default) applies none but warns when the
+        fitted shift would exceed 1 eV or lower the misfit by more than 20 %. The shifts are in
+        ``attrs["energy_shift"]``, the mode in ``attrs["energy_shift_mode"]``, the pre-edge
+        window used in ``attrs["baseline_window"]``.
 
     Returns
     -------
@@ -201,6 +214,7 @@ def lcf(
         energy_range=energy_range,
         variant=variant,
         chi2_sigma=noise_sigma,
+        energy_shift=energy_shift,
     )
 
 
@@ -214,6 +228,7 @@ def edge50(
     nan_policy: str = DEFAULT_NAN_POLICY,
     energy_range: tuple[float, float] | None = None,
     noise_sigma: float | None = None,
+    energy_shift: Any = "none",
     **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
@@ -224,6 +239,9 @@ def edge50(
     :func:`bigxanes.kernels.edge50.edge50_energy` finds the interpolated crossing. With two
     references the map is also read as fractions, ``x₂ = (E - E₁) / (E₂ - E₁)`` clipped to
     [0, 1], with E₁, E₂ the references' Edge-50 energies.
+
+    With references, ``energy_shift`` moves them as in :func:`lcf` (their Edge-50 energies and
+    the fit of the same pass use the shifted references).
 
     Returns
     -------
@@ -243,6 +261,7 @@ def edge50(
         level=level,
         norm_kwargs=norm_kwargs,
         chi2_sigma=noise_sigma,
+        energy_shift=energy_shift,
     )
 
 
@@ -255,6 +274,7 @@ def unmix(
     nan_policy: str = DEFAULT_NAN_POLICY,
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
+    energy_shift: Any = "none",
     state_dtype: npt.DTypeLike = np.float64,
     **params: Any,
 ) -> xr.Dataset:
@@ -265,7 +285,7 @@ def unmix(
 
     Parameters
     ----------
-    stack, references, energy, nan_policy, baseline, energy_range
+    stack, references, energy, nan_policy, baseline, energy_range, energy_shift
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
@@ -288,7 +308,12 @@ def unmix(
     :func:`bigxanes.pipeline.result.verdict_attrs`) and the fit quality (``chi2_median``,
     ``fit_ok``, ``fit_verdict``: :func:`bigxanes.pipeline.result.quality_attrs`).
     """
-    kw = dict(energy=energy, nan_policy=nan_policy, energy_range=energy_range)
+    kw = dict(
+        energy=energy,
+        nan_policy=nan_policy,
+        energy_range=energy_range,
+        energy_shift=energy_shift,
+    )
     if method == "lcf":
         return lcf(stack, references, baseline=baseline, **kw, **params)
     if method == "edge50":

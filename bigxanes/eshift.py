@@ -15,8 +15,9 @@ data's mean spectrum, or the mean spectra of a few clusters). For each shift vec
 coefficients are the exact NNLS solution (:func:`bigxanes.kernels.lcf.nnls_coefficients`); the
 shifts are found by coordinate descent: for each reference in turn a grid search over
 ``bounds`` (``grid_step`` eV) followed by a bounded 1-D refinement (Brent) around the best grid
-point, sweeping until no shift moves by more than 0.01 eV. A reference with zero weight in every
-spectrum has no defined shift: it is reported as 0.
+point, sweeping until no shift moves by more than 0.01 eV. A reference with a negligible weight
+(at most :data:`UNUSED_SHARE` of the coefficients) in every spectrum has no defined shift: it is
+reported as 0.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from .energy import as_ev
+from .kernels.baseline import subtract_pre_edge
 from .kernels.lcf import nnls_coefficients
 
 __all__ = [
@@ -41,6 +43,10 @@ __all__ = [
 
 SHIFT_WARN_EV = 1.0  # eV: a fitted shift larger than this deserves a warning
 SHIFT_WARN_GAIN = 0.20  # relative misfit reduction that deserves a warning
+#: A reference weighing at most this share of every fitted spectrum has no defined shift (0).
+UNUSED_SHARE = 1e-3
+#: R-factor below which the unshifted fit is exact (noiseless data): nothing to warn about.
+EXACT_MISFIT = 1e-10
 
 
 @dataclass
@@ -114,6 +120,7 @@ def fit_energy_shifts(
     fit: np.ndarray | None = None,
     grid_step: float = 0.5,
     max_sweeps: int = 6,
+    window: np.ndarray | None = None,
 ) -> ShiftFit:
     """Fit one energy shift per reference to the data's spectrum (or spectra).
 
@@ -134,6 +141,11 @@ def fit_energy_shifts(
         Step of the grid search in eV before the bounded refinement.
     max_sweeps : int
         Maximum coordinate-descent sweeps over the references.
+    window : array_like of bool (T,), optional
+        Pre-edge energies: when given, the mean over them is subtracted from every spectrum and
+        from every shifted reference before each fit (:func:`bigxanes.kernels.baseline.
+        subtract_pre_edge`, as unmix's ``--baseline pre-edge``), so a flat background of the
+        data does not decide the shift.
 
     Returns
     -------
@@ -161,13 +173,21 @@ def fit_energy_shifts(
         raise ValueError("spectra or references contain NaN/Inf; mask or fix them first.")
     L = R.shape[1]
     free = np.ones(L, bool) if fit is None else np.asarray(fit, dtype=bool)
+    if window is not None:
+        window = np.asarray(window, dtype=bool)
+        Y = subtract_pre_edge(Y, window)
+
+    def column(j: int, s: float) -> np.ndarray:
+        c = np.interp(E - s, er, R[:, j])
+        return c if window is None else c - c[window].mean()
+
     yy = float(np.sum(Y * Y)) or 1.0
     shifts = np.zeros(L)
-    cols = [np.interp(E, er, R[:, j]) for j in range(L)]
+    cols = [column(j, 0.0) for j in range(L)]
 
     def objective(j: int, s: float) -> float:
         c = list(cols)
-        c[j] = np.interp(E - s, er, R[:, j])
+        c[j] = column(j, s)
         return _misfit(Y, np.stack(c, axis=1), yy)[0]
 
     base, _ = _misfit(Y, np.stack(cols, axis=1), yy)
@@ -181,16 +201,17 @@ def fit_energy_shifts(
                 lambda s, j=j: objective(j, s),
                 bounds=(max(lo, g - grid_step), min(hi, g + grid_step)),
                 method="bounded",
-                options={"xatol": 1e-3},
+                options={"xatol": 1e-5},
             )
             s_new = float(res.x) if res.fun <= vals.min() else float(g)
             moved = max(moved, abs(s_new - shifts[j]))
             shifts[j] = s_new
-            cols[j] = np.interp(E - s_new, er, R[:, j])
+            cols[j] = column(j, s_new)
         if moved < 0.01:
             break
     misfit, M = _misfit(Y, np.stack(cols, axis=1), yy)
-    unused = np.all(M <= 0, axis=1)
+    share = M / np.maximum(M.sum(axis=0, keepdims=True), np.finfo(float).tiny)
+    unused = np.all(share <= UNUSED_SHARE, axis=1)
     shifts[unused] = 0.0
     return ShiftFit(shifts=shifts, coefficients=M, misfit=misfit, misfit_unshifted=base)
 
@@ -199,15 +220,18 @@ def shift_warning(fit: ShiftFit, names: list[str] | None = None) -> str | None:
     """One warning line for ``--energy-shift none`` runs, or None.
 
     Warn when a fitted shift exceeds :data:`SHIFT_WARN_EV` (1 eV) or the shifts lower the
-    misfit by more than :data:`SHIFT_WARN_GAIN` (20 %).
+    misfit by more than :data:`SHIFT_WARN_GAIN` (20 %); never when the unshifted R-factor is
+    already at round-off level (:data:`EXACT_MISFIT`, noiseless data fitted exactly).
     """
     big = np.abs(fit.shifts) > SHIFT_WARN_EV
+    if fit.misfit_unshifted <= EXACT_MISFIT:  # the references already fit exactly
+        return None
     if not big.any() and fit.gain <= SHIFT_WARN_GAIN:
         return None
     names = names or [f"ref{j + 1}" for j in range(fit.shifts.size)]
     desc = ", ".join(f"{n} {s:+.1f} eV" for n, s in zip(names, fit.shifts, strict=True))
     return (
-        f"warning: the references look misaligned in energy (fitted shifts {desc}; misfit "
+        f"the references look misaligned in energy (fitted shifts {desc}; misfit "
         f"{fit.misfit_unshifted:.3g} -> {fit.misfit:.3g}, {100 * fit.gain:.0f} % lower); "
         "pass --energy-shift auto (or --energy-shift V,V) to correct it."
     )

@@ -29,6 +29,7 @@ import numpy as np
 
 from .energy import as_ev
 from .eshift import fit_energy_shifts, shift_references
+from .kernels.baseline import subtract_pre_edge
 from .kernels.lcf import nnls_coefficients
 
 __all__ = ["RankRow", "rank_references", "cluster_means", "write_rank_csv", "format_rank_table"]
@@ -154,6 +155,7 @@ def rank_references(
     max_components: int = 3,
     energy_shift: str = "none",
     bounds: tuple[float, float] = (-10.0, 10.0),
+    window: np.ndarray | None = None,
 ) -> list[RankRow]:
     """Fit every combination of up to ``max_components`` references; best first.
 
@@ -175,6 +177,11 @@ def rank_references(
         ``"auto"``: fit one shift per reference of each combination on mean + clusters.
     bounds : (float, float)
         Shift bounds in eV.
+    window : array_like of bool (T,), optional
+        Pre-edge energies: their mean is removed from every target and every (shifted)
+        reference before the fits (unmix's ``--baseline pre-edge``,
+        :func:`bigxanes.kernels.baseline.subtract_pre_edge`); the R-factors are then those of
+        the baseline-free spectra.
 
     Returns
     -------
@@ -184,6 +191,10 @@ def rank_references(
     E = as_ev(energy)
     y = np.asarray(mean, dtype=np.float64)
     Yc = None if clusters is None else np.asarray(clusters, dtype=np.float64).reshape(E.size, -1)
+    if window is not None:
+        window = np.asarray(window, dtype=bool)
+        y = subtract_pre_edge(y, window)
+        Yc = None if Yc is None else subtract_pre_edge(Yc, window)
     targets = y[:, None] if Yc is None else np.c_[y, Yc]
     R = np.asarray(refs, dtype=np.float64)
     if R.shape[1] != len(names):
@@ -191,6 +202,8 @@ def rank_references(
     if energy_shift not in ("none", "auto"):
         raise ValueError(f"energy_shift must be 'none' or 'auto', got {energy_shift!r}.")
     A_all = shift_references(refs_energy, R, 0.0, E)
+    if window is not None:
+        A_all = subtract_pre_edge(A_all, window)
     sigma2 = _noise_var(y)
     yy = float(y @ y) or 1.0
     cc = float(np.sum(Yc * Yc)) if Yc is not None else 0.0
@@ -199,9 +212,11 @@ def rank_references(
         for S in combinations(range(R.shape[1]), k):
             idx = list(S)
             if energy_shift == "auto":
-                fit = fit_energy_shifts(E, targets, refs_energy, R[:, idx], bounds)
+                fit = fit_energy_shifts(E, targets, refs_energy, R[:, idx], bounds, window=window)
                 shifts = fit.shifts
                 A = shift_references(refs_energy, R[:, idx], shifts, E)
+                if window is not None:
+                    A = subtract_pre_edge(A, window)
             else:
                 shifts = np.zeros(k)
                 A = A_all[:, idx]

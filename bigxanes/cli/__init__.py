@@ -1,4 +1,4 @@
-"""The ``bigxanes`` command line: simulate, import, unmix, refs, plot, info, bench, demo.
+"""The ``bigxanes`` command line: simulate, import, unmix, refs, rank, plot, info, bench, demo.
 
 One module per subcommand (``register`` adds its parser, ``run`` executes it) over the library
 (:mod:`bigxanes.importers`, :mod:`bigxanes.references`, :mod:`bigxanes.engine`,
@@ -10,6 +10,7 @@ See docs/cli.md for the reference and the "bad input -> what the user sees" tabl
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -29,10 +30,31 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+#: Flags whose value may start with "-" (negative numbers, lists like ``-3,2``): argparse would
+#: take ``--energy-shift -3,2`` for a flag without its value.
+_SIGNED_VALUE_FLAGS = ("--energy-shift",)
+_SIGNED = re.compile(r"^-[\d.]+(,[-+]?[\d.]+)*$")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    """``--energy-shift -3,2`` -> ``--energy-shift=-3,2``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _SIGNED_VALUE_FLAGS and i + 1 < len(argv) and _SIGNED.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bigxanes`` command line; returns the exit code (0 ok, 2 user error,
     130 interrupted, 1 internal error)."""
-    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    argv = _join_signed_values([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     debug = "--debug" in argv
     parser = build_parser()
     try:

@@ -19,7 +19,8 @@ from .common import (
 EXAMPLES = """examples:
   bigxanes info stack.zarr     # shape, chunks, energies, size, resources a run needs
   bigxanes info result.zarr    # method, iterations, completeness
-  bigxanes info refs.csv"""
+  bigxanes info refs.csv       # every reference: name, energy range, e0 (also .prj, .nor, .xdi)
+  bigxanes info Fe.prj         # Athena project: names to pass to unmix --components"""
 
 
 def register(add) -> None:
@@ -29,18 +30,61 @@ def register(add) -> None:
     s.set_defaults(func=run)
 
 
-def _table(p: Path) -> int:
-    from ..references import read_references
+#: What ``norm`` (the spectrum fitted) is, per reference format.
+_NORMALIZATION = {
+    "athena-project": "mu(E) from the project, energy + bkg_eshift, normalized with each "
+    "group's own Athena parameters (bkg_e0, pre/post-edge windows), as Athena shows it",
+    "demeter-multicolumn": "as exported by Athena/Demeter (normalized mu(E) columns)",
+    "xdi": "the XDI norm/flat column as stored, or raw mu(E) normalized by bigxanes' defaults",
+    "athena-nor": "the .nor norm column as stored",
+    "table": "as stored (normalize raw mu(E) first)",
+}
 
-    e, A, names = read_references([p])
-    print(
-        f"{p}: references table, {A.shape[1]} reference(s) {names}, {e.size} energies "
-        f"{e[0]:.2f}-{e[-1]:.2f} eV"
-    )
+#: Image/array files: ``info`` points to ``import`` instead of reading them as references.
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".nxs", ".npy", ".npz", ".txrm", ".xrm")
+
+
+def _table(p: Path) -> int:
+    """Every reference of a file (any format, detected by content): name, energy range, e0."""
+    from ..references import detect_format, format_reference_list, list_references
+
+    fmt = detect_format(p)
+    recs = list_references(p)
+    print(f"{p}: {fmt} references file, {len(recs)} reference(s)")
+    print(f"spectra: {_NORMALIZATION.get(fmt, 'as stored')}")
+    print(format_reference_list(recs))
+    print("select them with: bigxanes unmix IN.zarr OUT.zarr --refs FILE --components NAME ...")
     ev, n = read_refs_csv_eigen(p)
     if ev is not None:
         print(f"estimated number of states: {n}; eigenvalues: {eigen_text(ev)}")
     return 0
+
+
+#: ``info`` of a stack estimates the number of states when the stack is at most this large
+#: (two reads: the foreground and the correlation sums).
+STATES_MAX_BYTES = 256 * 2**20
+
+
+def _states(p: Path, st: dict) -> None:
+    """Number of states (knee, HySime, eigen-gap) with the eigenvalue curve, small stacks only."""
+    if st["nbytes_memory"] > STATES_MAX_BYTES:
+        print(
+            f"number of states: not estimated here (stack > {fmt_bytes(STATES_MAX_BYTES)}); "
+            "run bigxanes refs"
+        )
+        return
+    from ..nstates import estimate_n_states
+    from ..store import open_stack
+    from .refs import checked_stack, foreground, states_text
+
+    try:
+        da_ = checked_stack(str(p), open_stack(p))
+        ns = estimate_n_states(da_.data, mask=foreground(da_), method="knee")
+    except ValueError as exc:
+        print(f"number of states: not estimated ({' '.join(str(exc).split())})")
+        return
+    print(states_text(ns))
+    print(f"eigenvalues: {eigen_text(ns.eigenvalues)}")
 
 
 def _stack(p: Path) -> int:
@@ -58,6 +102,7 @@ def _stack(p: Path) -> int:
     print(f"variables: {', '.join(st['variables'])}")
     if st["components"]:
         print(f"references: {', '.join(st['components'])}")
+    _states(p, st)
     for method in ("lcf", "rum-tv"):
         try:
             est = engine.estimate_resources(str(p), method)
@@ -95,7 +140,17 @@ def _result(p: Path, g) -> int:
         print(f"verdict: {a['verdict']}")
     if a.get("fit_verdict"):
         print(f"fit: {a['fit_verdict']}")
-    for k in ("input", "references_source", "energy_range", "lam", "n_nonfinite"):
+    for k in (
+        "input",
+        "reference_names",
+        "references_source",
+        "energy_shift_mode",
+        "energy_shift",
+        "baseline_window",
+        "energy_range",
+        "lam",
+        "n_nonfinite",
+    ):
         if k in a:
             print(f"{k}: {a[k]}")
     if "params" in a:
@@ -120,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(left)
         raise FileNotFoundError(f"{p} does not exist; check the path")
     if p.is_file():
-        if p.suffix.lower() in (".csv", ".txt", ".dat", ".xdi", ".nor"):
+        if p.suffix.lower() not in _IMAGE_SUFFIXES:
             return _table(p)
         raise UserError(
             f"{p} is not a Zarr store; `bigxanes info` reads stores and reference "

@@ -35,7 +35,9 @@ EXAMPLES = """examples:
   bigxanes unmix stack.zarr r.zarr --method rum-pnp --refs a.txt b.txt --denoiser bm3d --iters 40
   bigxanes unmix big.zarr r.zarr --method rum-tv --chunks 512,512 --workers 4 --memory-limit 4GB
   bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
-  bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3"""
+  bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3
+  bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite olivine \\
+      --energy-shift auto                      # names as 'bigxanes info Fe.prj' prints them"""
 
 
 class ClusterStopped(Exception):
@@ -97,6 +99,15 @@ def register(add) -> None:
         help="RUM: compute the residuals (history, stopping test) every K iterations (default 1)",
     )
     s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
+    s.add_argument(
+        "--energy-shift",
+        default="none",
+        metavar="none|auto|V[,V...]",
+        help="energy shift of the references (eV): auto fits one per reference (within "
+        "±10 eV) on the stack's mean spectrum before the per-pixel fit; V or V,V,... applies "
+        "these; none (default) applies none but warns when a shift > 1 eV or a misfit 20 %% "
+        "lower is found",
+    )
     s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
     s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
     s.add_argument(
@@ -200,36 +211,19 @@ def select_energies(energy: np.ndarray, erange: tuple[float, float] | None) -> n
     return sel
 
 
-def on_full_grid(ref: Any, energy: np.ndarray) -> Any:
-    """References read on the energy window, extended to all stack energies.
+def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -> tuple:
+    """References (energy, component) and their source.
 
-    The engine takes references on the stack's full energy axis and applies ``energy_range``
-    to both; energies outside the window are never used, so they hold the edge values.
+    Files are read on their own energy grid (the pipeline interpolates them onto the fitted
+    energies, shifted when ``--energy-shift`` asks); the store's references are on the stack's
+    grid; VCA references on the selected energies. ``--components`` selects by the names as
+    printed (exact, case-insensitive, unique prefix: :func:`bigxanes.references.
+    select_references`).
     """
     import xarray as xr
 
-    e_sel = np.asarray(ref["energy"].values, dtype=np.float64)
-    if e_sel.size == energy.size:
-        return ref
-    A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
-    full = np.stack([np.interp(energy, e_sel, A[:, j]) for j in range(A.shape[1])], axis=1)
-    return xr.DataArray(
-        full,
-        dims=("energy", "component"),
-        coords={
-            "energy": ("energy", energy, {"units": "eV"}),
-            "component": ref["component"].values,
-        },
-        name="references",
-    )
-
-
-def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -> tuple:
-    """References (energy, component) on the selected stack energies, and their source."""
-    import xarray as xr
-
-    from ..references import read_references
-    from .refs import auto_references, checked_stack
+    from ..references import read_references, select_references
+    from .refs import auto_references, checked_stack, states_text
 
     names, count = components_arg(args, legacy_count=False)
     if not args.refs:
@@ -241,14 +235,13 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
         ref = src["references"].load()
         if names:
             have = [str(c) for c in ref["component"].values]
-            missing = [c for c in names if c not in have]
-            if missing:
-                raise UserError(
-                    f"--components {' '.join(missing)}: not in {args.input}; available: "
-                    f"{' '.join(have)}"
-                )
-            ref = ref.sel(component=names)
-        return ref.sel(energy=energy_sel), "store"
+            try:
+                idx = select_references(have, names)
+            except ValueError as exc:
+                raise UserError(f"{exc} (references stored in {args.input})") from None
+            ref = ref.isel(component=idx)
+        ref.attrs["source"] = f"{args.input} (stored references)"
+        return ref, "store"
     if [r.lower() for r in args.refs] == ["auto"]:
         st = checked_stack(args.input, src).sel(energy=energy_sel)
         ref, ns, L = auto_references(st, count, args.seed, None, args.quiet)
@@ -261,13 +254,16 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
             f"eigenvalues {eigen_text(ns.eigenvalues, 6)}; denoise {ref.attrs['denoise']})",
             args.quiet,
         )
+        info(states_text(ns), args.quiet)
+        ref.attrs["source"] = "VCA (--refs auto)"
         return ref, "auto"
-    _, A, got = read_references(args.refs, energy=energy_sel, components=names)
+    e_ref, A, got = read_references(args.refs, components=names, union_grid=True)
     ref = xr.DataArray(
         A,
         dims=("energy", "component"),
-        coords={"energy": ("energy", energy_sel, {"units": "eV"}), "component": got},
+        coords={"energy": ("energy", e_ref, {"units": "eV"}), "component": got},
         name="references",
+        attrs={"source": ", ".join(str(Path(f).resolve()) for f in args.refs)},
     )
     return ref, "files"
 
@@ -277,8 +273,9 @@ def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> N
     if args.method == "edge50" or args.baseline == "none":
         return
     from ..baseline import resolve_baseline
+    from ..pipeline.prepare import reference_matrix
 
-    A = np.asarray(ref.transpose("energy", "component").values, dtype=np.float64)
+    A, _ = reference_matrix(ref, energy)
     try:
         resolve_baseline(args.baseline, energy, A)
     except (IndexError, ValueError) as exc:
@@ -287,6 +284,43 @@ def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> N
             f"{energy.size} energies ({energy[0]:.2f}-{energy[-1]:.2f} eV) do not give "
             f"({exc}); pass --baseline none or a wider --energy-range"
         ) from None
+
+
+def _check_energy_shift(args: argparse.Namespace, ref: Any) -> None:
+    """``--energy-shift`` is none, auto or one value / one per reference (one-line error)."""
+    from ..pipeline.prepare import shift_spec
+
+    try:
+        shift_spec(args.energy_shift, int(ref.sizes["component"]))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def summary_lines(attrs: dict) -> list[str]:
+    """The run's references, energy shift and pre-edge window, from the result attrs."""
+    import json
+
+    def val(k: str) -> Any:
+        v = attrs.get(k)
+        return json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+
+    names = val("reference_names") or []
+    out = []
+    if names:
+        src = attrs.get("references_source")
+        out.append(f"references: {', '.join(names)}" + (f" (from {src})" if src else ""))
+        shifts = val("energy_shift")
+        mode = attrs.get("energy_shift_mode", "none")
+        mis = val("energy_shift_misfit")
+        if shifts is not None:
+            desc = ", ".join(f"{n} {s:+.2f} eV" for n, s in zip(names, shifts, strict=False))
+            line = f"energy shift ({mode}): {desc}"
+            if mode == "auto" and mis:
+                line += f" (R-factor of the mean spectrum {mis[0]:.3g} -> {mis[1]:.3g})"
+            out.append(line)
+    if attrs.get("baseline_window"):
+        out.append(f"baseline: {attrs['baseline_window']}")
+    return out
 
 
 @contextlib.contextmanager
@@ -443,10 +477,11 @@ def run(args: argparse.Namespace) -> int:
     erange = energy_range(args.energy_range)
     energy_sel = select_energies(energy, erange)
     ref, ref_source = references_for(args, src, energy_sel)
+    _check_energy_shift(args, ref)
     _check_baseline(args, energy_sel, ref)
     params = rum_params(args)
     chunks = ints(args.chunks, "--chunks") if args.chunks else None
-    full_ref = on_full_grid(ref, energy)
+    full_ref = ref
     est = engine.estimate_resources(
         in_abs,
         args.method,
@@ -484,6 +519,7 @@ def run(args: argparse.Namespace) -> int:
                     state_mode=args.state_mode,
                     checkpoint_every=args.checkpoint_every,
                     noise_sigma=args.noise_sigma,
+                    energy_shift=args.energy_shift,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:
@@ -508,6 +544,8 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s",
         args.quiet,
     )
+    for line in summary_lines(dict(a)):
+        info(line, args.quiet)
     report_verdict(a, args.quiet)
     return 0
 

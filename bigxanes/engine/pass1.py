@@ -18,7 +18,7 @@ from ..pipeline.prepare import Inputs, edge50_e0
 from .chunked import map_spatial_blocks
 from .state import WorkDir
 
-__all__ = ["engine_e0", "run_pass1"]
+__all__ = ["engine_e0", "engine_mean_spectrum", "run_pass1"]
 
 
 def say(progress: bool, msg: str) -> None:
@@ -40,15 +40,17 @@ def _per_block(P: da.Array, func: Any, n: int, dtype: Any, **kw: Any) -> da.Arra
     )
 
 
+def engine_mean_spectrum(Y: da.Array, runner: Any) -> np.ndarray:
+    """The mean finite spectrum of the (windowed) stack: one read of the stack, a
+    :func:`~bigxanes.kernels.moments.finite_spectrum_sum` per block, summed."""
+    sums = _per_block(Y, finite_spectrum_sum, Y.shape[0] + 1, np.float64)
+    return mean_spectrum(runner.compute(sums.sum(axis=tuple(range(1, Y.ndim))))[0])
+
+
 def engine_e0(Y: da.Array, inputs: Inputs, runner: Any) -> float:
     """Edge-50's e0 (:func:`~bigxanes.pipeline.prepare.edge50_e0`); without references one
     extra read of the stack for its mean finite spectrum."""
-
-    def mean() -> np.ndarray:
-        sums = _per_block(Y, finite_spectrum_sum, Y.shape[0] + 1, np.float64)
-        return mean_spectrum(runner.compute(sums.sum(axis=tuple(range(1, Y.ndim))))[0])
-
-    return edge50_e0(inputs.energy, inputs.A, mean)
+    return edge50_e0(inputs.energy, inputs.A, lambda: engine_mean_spectrum(Y, runner))
 
 
 def run_pass1(

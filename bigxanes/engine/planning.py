@@ -71,6 +71,7 @@ def load_inputs(
     baseline: str = "none",
     nan_policy: str = "mask",
     require_references: bool = True,
+    energy_shift: Any = "none",
 ) -> tuple[Any, Inputs]:
     """Open the stack store and prepare the inputs (:func:`~bigxanes.pipeline.prepare.
     prepare_inputs`); ``references=None`` uses the store's ``references`` variable.
@@ -93,6 +94,7 @@ def load_inputs(
             baseline=baseline,
             nan_policy=nan_policy,
             energy_range=energy_range,
+            energy_shift=energy_shift,
         )
     return ds, inputs
 

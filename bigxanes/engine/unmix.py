@@ -36,7 +36,7 @@ from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import chi2_histogram
 from ..paths import absolute
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
-from ..pipeline.prepare import Inputs, check_options
+from ..pipeline.prepare import Inputs, align_inputs, check_options, needs_mean_spectrum
 from ..pipeline.result import (
     build_dataset,
     method_variables,
@@ -49,7 +49,7 @@ from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
 from .locking import OutputLock, remove_stale_partials
-from .pass1 import engine_e0, run_pass1, say
+from .pass1 import engine_e0, engine_mean_spectrum, run_pass1, say
 from .planning import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_TILE,
@@ -153,6 +153,7 @@ def _run_record(
         "nan_policy": inputs.nan_policy,
         "params": params.as_dict() if params is not None else None,
         "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
+        "energy_shift": None if inputs.shifts is None else [float(v) for v in inputs.shifts],
         "version": __version__,
     }
 
@@ -190,6 +191,7 @@ def unmix_store(
     state_mode: str = "auto",
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     noise_sigma: float | None = None,
+    energy_shift: Any = "none",
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -252,6 +254,11 @@ def unmix_store(
         Noise std (stack units) of the ``reduced_chi2`` map and the fit-quality attrs
         (:func:`bigxanes.pipeline.result.quality_attrs`); default ``params.noise_sigma``,
         else each spectrum's own σ̂ from its second differences.
+    energy_shift : "none", "auto", float or sequence of float
+        Energy shift of the references, as :func:`bigxanes.api.lcf`. With references and
+        ``"auto"``, ``"none"`` (its misalignment warning) or ``baseline="pre-edge"`` (the
+        window below the data's own edge) the stack is read once more before pass 1 for its
+        mean spectrum (:func:`bigxanes.pipeline.prepare.align_inputs`).
 
     Returns
     -------
@@ -265,7 +272,13 @@ def unmix_store(
         method, params, lcf_variant, nan_policy, state_mode, checkpoint_every, output, overwrite
     )
     loaded = load_inputs(
-        input, method, references, energy_range, baseline=baseline, nan_policy=nan_policy
+        input,
+        method,
+        references,
+        energy_range,
+        baseline=baseline,
+        nan_policy=nan_policy,
+        energy_shift=energy_shift,
     )
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
@@ -300,6 +313,9 @@ def unmix_store(
         lock.release()
         raise
     try:
+        if needs_mean_spectrum(inputs):
+            say(progress, "mean spectrum (energy shift, pre-edge window)")
+        inputs = align_inputs(inputs, lambda: engine_mean_spectrum(Y, runner))
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
         if resume and work.matches(run):

@@ -8,21 +8,31 @@ opening of a Zarr store.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..energy import as_ev, interpolate_reference
-from ..kernels.baseline import resolve_baseline, subtract_pre_edge
+from ..eshift import fit_energy_shifts, parse_energy_shift, shift_references, shift_warning
+from ..kernels.baseline import pre_edge_window_from_data, resolve_baseline, subtract_pre_edge
 from ..kernels.normalize import find_e0
 from ..validation import check_conditioning, check_energy_axis, check_references
 from .defaults import LCF_VARIANTS, METHODS, MIN_ENERGIES, NAN_POLICIES, component_names
 
+#: Bounds of a fitted energy shift (eV).
+SHIFT_BOUNDS = (-10.0, 10.0)
+
 __all__ = [
     "Inputs",
+    "SHIFT_BOUNDS",
+    "align_inputs",
+    "needs_mean_spectrum",
+    "reference_source",
+    "shift_spec",
     "check_options",
     "edge50_e0",
     "energy_selection",
@@ -84,6 +94,110 @@ def stack_array(stack: Any, energy: Any = None) -> tuple[np.ndarray, np.ndarray,
     return Y, energy, coords
 
 
+@dataclass
+class Inputs:
+    """Everything the executors need besides the stack itself.
+
+    ``energy``: fitted energies (eV, after the window); ``select``: their indices in the
+    stack (None: all); ``A``: references on them as fitted (shifted, baseline removed), or None;
+    ``names``: component names; ``window``: pre-edge energies (boolean) or None.
+
+    ``refs_energy``/``refs_raw``: the references as given, on their own grid (a finer, wider
+    grid when read from files; the stack's grid for plain arrays), from which the shifted
+    references are interpolated; ``shift_spec``: ``"none"``, ``"auto"`` or the shifts asked
+    for; ``aligned``: True once :func:`align_inputs` has looked at the data (False: the
+    references-only preparation that resource estimates use).
+    """
+
+    method: str
+    energy: np.ndarray
+    select: np.ndarray | None
+    A: np.ndarray | None
+    names: list[str] | None
+    window: np.ndarray | None
+    baseline: str
+    nan_policy: str
+    energy_range: tuple[float, float] | None = None
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+    refs_energy: np.ndarray | None = None
+    refs_raw: np.ndarray | None = None
+    shift_spec: str | np.ndarray = "none"
+    shifts: np.ndarray | None = None
+    shift_misfit: tuple[float, float] | None = None
+    window_text: str | None = None
+    references_source: str | None = None
+    aligned: bool = False
+
+    @property
+    def n_components(self) -> int:
+        return 0 if self.A is None else int(self.A.shape[1])
+
+    @property
+    def shift_mode(self) -> str:
+        """``"none"``, ``"auto"`` or ``"fixed"`` (shifts given in eV)."""
+        return self.shift_spec if isinstance(self.shift_spec, str) else "fixed"
+
+    def attrs(self) -> dict[str, Any]:
+        """The attrs every result carries about its inputs (and the references' selection,
+        energy shift and pre-edge window)."""
+        e, w = self.energy, self.window
+        out: dict[str, Any] = {
+            "n_energies": int(e.size),
+            "energy_min": float(e[0]),
+            "energy_max": float(e[-1]),
+            "energy_range": None if self.energy_range is None else list(self.energy_range),
+            "nan_policy": self.nan_policy,
+            "baseline": self.baseline if w is not None else "none",
+            "baseline_window_eV": None if w is None else [float(e[w].min()), float(e[w].max())],
+            "baseline_window": self.window_text if w is not None else None,
+        }
+        if self.A is not None:
+            out.update(
+                reference_names=list(self.names or []),
+                references_source=self.references_source,
+                energy_shift_mode=self.shift_mode,
+                energy_shift=[float(v) for v in self.shifts] if self.shifts is not None else None,
+                energy_shift_misfit=None
+                if self.shift_misfit is None
+                else [float(v) for v in self.shift_misfit],
+            )
+        return out
+
+
+def reference_source(
+    references: Any, energy: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None, list[str] | None, str | None]:
+    """The references as given: ``(own energies, values (Tr, L), names, source)``.
+
+    An ``xr.DataArray`` ``(energy, component)`` keeps its own energies (the shifted
+    references are interpolated from them), its ``component`` names and its ``source`` attr
+    (the files it was read from); other inputs are on ``energy`` (the stack's grid).
+    """
+    if references is None:
+        return None, None, None, None
+    if isinstance(references, xr.DataArray):
+        ref = references.transpose("energy", ...)
+        names = None
+        if "component" in ref.coords and ref.ndim == 2:
+            names = [str(v) for v in ref["component"].values]
+        R = np.asarray(ref.values, dtype=np.float64)
+        R = R[:, None] if R.ndim == 1 else R
+        if not np.all(np.isfinite(R)):
+            raise ValueError("references contain NaN or Inf; fix the reference spectra")
+        e_ref = as_ev(ref["energy"].values) if "energy" in ref.coords else energy
+        if e_ref.size != R.shape[0]:
+            raise ValueError(f"references have {R.shape[0]} values but {e_ref.size} energies")
+        if e_ref.size > 1 and np.any(np.diff(e_ref) < 0):
+            order = np.argsort(e_ref, kind="stable")
+            e_ref, R = e_ref[order], R[order]
+        src = references.attrs.get("source")
+        if names is None or len(names) != R.shape[1]:
+            names = component_names(R.shape[1])
+        return e_ref, R, names, None if src is None else str(src)
+    R = check_references(np.asarray(references, dtype=np.float64), energy.size)
+    return energy, R, component_names(R.shape[1]), None
+
+
 def reference_matrix(references: Any, energy: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """References as a validated ``(T, L)`` float64 matrix on ``energy`` and their names.
 
@@ -110,6 +224,14 @@ def reference_matrix(references: Any, energy: np.ndarray) -> tuple[np.ndarray, l
         names = component_names(A.shape[1] if A.ndim == 2 else 1)
     A = check_references(A, energy.size, names)
     return A, names
+    e_ref, R, names, _ = reference_source(references, energy)
+    return _on_energies(e_ref, R, energy), list(names or [])
+
+
+def _on_energies(e_ref: np.ndarray, R: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    same = e_ref.shape == energy.shape and np.allclose(e_ref, energy, rtol=0, atol=1e-6)
+    A = R if same else interpolate_reference(e_ref, R, energy)
+    return check_references(A, energy.size)
 
 
 def energy_selection(energy: np.ndarray, energy_range: Sequence[float] | None) -> np.ndarray | None:
@@ -126,42 +248,15 @@ def energy_selection(energy: np.ndarray, energy_range: Sequence[float] | None) -
     return np.flatnonzero(sel)
 
 
-@dataclass
-class Inputs:
-    """Everything the executors need besides the stack itself.
-
-    ``energy``: fitted energies (eV, after the window); ``select``: their indices in the
-    stack (None: all); ``A``: references on them as fitted (baseline removed), or None;
-    ``names``: component names; ``window``: pre-edge energies (boolean) or None.
-    """
-
-    method: str
-    energy: np.ndarray
-    select: np.ndarray | None
-    A: np.ndarray | None
-    names: list[str] | None
-    window: np.ndarray | None
-    baseline: str
-    nan_policy: str
-    energy_range: tuple[float, float] | None = None
-    extra_attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_components(self) -> int:
-        return 0 if self.A is None else int(self.A.shape[1])
-
-    def attrs(self) -> dict[str, Any]:
-        """The attrs every result carries about its inputs."""
-        e, w = self.energy, self.window
-        return {
-            "n_energies": int(e.size),
-            "energy_min": float(e[0]),
-            "energy_max": float(e[-1]),
-            "energy_range": None if self.energy_range is None else list(self.energy_range),
-            "nan_policy": self.nan_policy,
-            "baseline": self.baseline if w is not None else "none",
-            "baseline_window_eV": None if w is None else [float(e[w].min()), float(e[w].max())],
-        }
+def shift_spec(energy_shift: Any, n_refs: int) -> str | np.ndarray:
+    """``energy_shift`` as ``"none"``, ``"auto"`` or ``n_refs`` shifts in eV (one value is used
+    for every reference); a one-line ValueError naming ``--energy-shift`` otherwise."""
+    if energy_shift is None:
+        return "none"
+    if isinstance(energy_shift, str):
+        return parse_energy_shift(energy_shift, n_refs)
+    vals = np.atleast_1d(np.asarray(energy_shift, dtype=np.float64))
+    return parse_energy_shift(",".join(repr(float(v)) for v in vals), n_refs)
 
 
 def prepare_inputs(
@@ -172,31 +267,163 @@ def prepare_inputs(
     baseline: str,
     nan_policy: str,
     energy_range: Sequence[float] | None = None,
+    energy_shift: Any = "none",
 ) -> Inputs:
-    """Resolve energies, window, references, names and the baseline for ``method``.
+    """Resolve energies, window, references, names and the baseline for ``method``, from the
+    references alone (no look at the data).
 
-    The references are resolved on the full energy grid, then the window is applied to both;
-    the pre-edge baseline window comes from the windowed references (not used by Edge-50,
-    which normalizes each spectrum itself) and is removed from them here (from the data inside
-    pass 1).
+    The energy window is applied first and the references (on their own grid) are
+    interpolated onto the fitted energies. The pre-edge window here comes from the
+    references' edge and fixed shifts (``energy_shift`` values) are applied; ``"auto"`` shifts
+    and the data's own edge need the data: :func:`align_inputs` finishes the preparation with
+    the stack's mean spectrum (both executors call it; resource estimates do not).
     """
-    A, names = (None, None) if references is None else reference_matrix(references, energy)
+    e_ref, R, names, source = reference_source(references, energy)
     select = energy_selection(energy, energy_range)
     if select is not None:
         energy = energy[select]
-        A = None if A is None else A[select]
-    window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
-    if window is not None:
-        A = subtract_pre_edge(A, window)
-    if A is not None and (select is not None or window is not None):
-        check_conditioning(A, names)  # the matrix actually fitted (window, baseline removed)
+    A = None if R is None else _on_energies(e_ref, R, energy)
     if method != "edge50" and A is None:
         raise ValueError(
             f"method {method!r} needs references: pass references= (--refs, or a store with a "
             "'references' variable)"
         )
+    spec: str | np.ndarray = "none" if A is None else shift_spec(energy_shift, A.shape[1])
+    shifts = None
+    if A is not None:
+        shifts = np.zeros(A.shape[1]) if isinstance(spec, str) else np.asarray(spec)
+        if np.any(shifts != 0):
+            A = check_references(shift_references(e_ref, R, shifts, energy), energy.size)
+    window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
+    if window is not None:
+        A = subtract_pre_edge(A, window)
+    if A is not None and (select is not None or window is not None):
+        check_conditioning(A, names)  # the matrix actually fitted (window, baseline removed)
     rng = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
-    return Inputs(method, energy, select, A, names, window, baseline, nan_policy, rng)
+    text = None if window is None else _window_text(energy, window, "references' edge")
+    return Inputs(
+        method,
+        energy,
+        select,
+        A,
+        names,
+        window,
+        baseline,
+        nan_policy,
+        rng,
+        refs_energy=e_ref,
+        refs_raw=R,
+        shift_spec=spec,
+        shifts=shifts,
+        window_text=text,
+        references_source=source,
+    )
+
+
+def _window_text(energy: np.ndarray, window: np.ndarray, why: str) -> str:
+    e = energy[window]
+    return f"pre-edge window {e[0]:.1f}-{e[-1]:.1f} eV ({why})"
+
+
+def _data_window(E: np.ndarray, mean: np.ndarray, A: np.ndarray) -> np.ndarray | None:
+    """The pre-edge window below the data's and the references' edges, or None when fewer
+    than 3 energies lie there (the shift fit then uses the spectra as they are)."""
+    try:
+        return pre_edge_window_from_data(E, mean, A)[0]
+    except ValueError:
+        return None
+
+
+def needs_mean_spectrum(inputs: Inputs) -> bool:
+    """Whether :func:`align_inputs` reads the data: references with a pre-edge baseline (the
+    data's edge), ``"auto"`` shifts, or ``"none"`` (the misalignment warning)."""
+    if inputs.A is None or inputs.aligned:
+        return False
+    pre = inputs.method != "edge50" and inputs.baseline == "pre-edge"
+    return pre or inputs.shift_mode in ("auto", "none")
+
+
+def align_inputs(
+    inputs: Inputs,
+    mean_spectrum: Callable[[], np.ndarray],
+    *,
+    bounds: tuple[float, float] = SHIFT_BOUNDS,
+    warn: bool = True,
+) -> Inputs:
+    """Finish :func:`prepare_inputs` with the data's mean spectrum (both executors).
+
+    Steps (docs/design.md, "Energy shift and the pre-edge window"):
+
+    1. ``m = mean_spectrum()``: the mean finite spectrum of the stack on the fitted energies
+       (:func:`bigxanes.kernels.moments.mean_spectrum`), read only when needed
+       (:func:`needs_mean_spectrum`).
+    2. Pre-edge window below the data's own edge and the references' edge,
+       ``E < min(e0_data, e0_refs) - 5 eV`` (:func:`bigxanes.kernels.baseline.
+       pre_edge_window_from_data`).
+    3. Energy shift: ``"auto"`` fits one shift per reference within ``bounds`` on ``m``
+       (NNLS with free scale after removing the pre-edge mean, :func:`bigxanes.eshift.
+       fit_energy_shifts`; the window of step 2 is used for that fit also with
+       ``baseline="none"`` when it exists, so a flat background is not taken for a
+       shift) and applies it, ``r_l(E - s_l)``; ``"none"`` fits it too and warns
+       (one line naming ``--energy-shift auto``) when a shift exceeds 1 eV or the misfit would
+       fall by more than 20 % (:func:`bigxanes.eshift.shift_warning`).
+    4. With shifts, the window is taken again below the shifted references' edge; the
+       references' pre-edge mean is removed.
+    """
+    if not needs_mean_spectrum(inputs):
+        return replace(inputs, aligned=True)
+    E, e_ref, R = inputs.energy, inputs.refs_energy, inputs.refs_raw
+    mean = np.asarray(mean_spectrum(), dtype=np.float64).reshape(-1)
+    usable = mean.size == E.size and bool(np.all(np.isfinite(mean))) and np.ptp(mean) > 0
+    pre = inputs.method != "edge50" and inputs.baseline == "pre-edge"
+    mode = inputs.shift_mode
+    shifts = np.asarray(inputs.shifts, dtype=np.float64)
+    A_raw = _on_energies(e_ref, R, E) if mode != "fixed" else None
+    window = inputs.window
+    text = inputs.window_text
+    if pre and usable:
+        A0 = shift_references(e_ref, R, shifts, E) if A_raw is None else A_raw
+        window, _, desc = pre_edge_window_from_data(E, mean, A0)
+        text = desc
+    misfit = None
+    if mode in ("auto", "none") and usable:
+        fit_window = window if pre else _data_window(E, mean, A_raw)
+        try:
+            fit = fit_energy_shifts(E, mean, e_ref, R, bounds, window=fit_window)
+        except ValueError:
+            if mode == "auto":
+                raise
+            fit = None
+        if fit is not None:
+            misfit = (float(fit.misfit_unshifted), float(fit.misfit))
+            if mode == "auto":
+                shifts = np.asarray(fit.shifts, dtype=np.float64)
+            elif warn:
+                msg = shift_warning(fit, list(inputs.names or []))
+                if msg:
+                    warnings.warn(msg, UserWarning, stacklevel=3)
+    elif mode == "auto":
+        raise ValueError(
+            "energy_shift='auto' needs finite data to fit the shifts on, but the stack's mean "
+            "spectrum is not usable (no finite pixel?); pass --energy-shift none or V[,V...]"
+        )
+    A = shift_references(e_ref, R, shifts, E) if np.any(shifts != 0) else A_raw
+    if A is None:
+        A = shift_references(e_ref, R, shifts, E)
+    A = check_references(A, E.size)
+    if pre and usable and np.any(shifts != 0):
+        window, _, text = pre_edge_window_from_data(E, mean, A)
+    if window is not None:
+        A = subtract_pre_edge(A, window)
+    return replace(
+        inputs,
+        A=A,
+        window=window,
+        window_text=text,
+        shifts=shifts,
+        shift_misfit=misfit,
+        aligned=True,
+    )
 
 
 def edge50_e0(

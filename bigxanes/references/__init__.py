@@ -354,6 +354,7 @@ def read_references(
     energy: np.ndarray | None = None,
     components: Iterable[str] | None = None,
     normalize: bool = False,
+    union_grid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read 1..n reference files into one ``(T, L)`` matrix.
 
@@ -374,7 +375,16 @@ def read_references(
         Edge-step normalize each reference on its own grid first, for raw mu(E) data: the
         flattened spectrum ``flat`` of :func:`bigxanes.normalize.normalize_spectra` (default
         windows), comparable with already-normalized reference files (post-edge around 1).
-        Athena project groups are always normalized, with their own parameters.
+        Athena project groups are always normalized, with their own parameters; files that
+        declare raw mu(E) (XDI ``mu``/``mutrans`` columns, Demeter "mu(E)" exports) are
+        normalized by default (the ``norm`` of :func:`list_references`, what
+        ``bigxanes info FILE`` describes).
+
+    union_grid : bool
+        Without ``energy``: put the references on the union of their own energies inside the
+        overlap of all (lossless: every reference's piecewise-linear curve is unchanged), instead
+        of the first reference's energies. For references that are shifted and interpolated
+        again later (``unmix --refs``).
 
     Returns
     -------
@@ -397,7 +407,7 @@ def read_references(
                 if not np.all(np.isfinite(v)):
                     raise ValueError(f"{p}: normalization failed (no edge step); check the data.")
             else:
-                v = r.mu
+                v = r.norm  # as stored, or normalized when the file holds raw mu(E)
             recs.append((r.name, r.energy, v))
     names = [n for n, _, _ in recs]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -409,7 +419,13 @@ def read_references(
     if components is not None:
         recs = [recs[i] for i in select_references(names, list(components))]
         names = [n for n, _, _ in recs]
-    E = as_ev(energy) if energy is not None else _common_grid([(n, e) for n, e, _ in recs])
+    if energy is not None:
+        E = as_ev(energy)
+    else:
+        E = _common_grid([(n, e) for n, e, _ in recs])
+        if union_grid:
+            allE = np.unique(np.concatenate([e for _, e, _ in recs]))
+            E = allE[(allE >= E[0]) & (allE <= E[-1])]
     A = np.stack([interpolate_reference(e, v, E) for _, e, v in recs], axis=1)
     if A.ndim == 3:
         A = A[:, :, 0]

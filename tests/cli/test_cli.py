@@ -370,6 +370,7 @@ def test_help_has_examples_for_every_command(capsys):
     assert set(sub.choices) == {
         "simulate",
         "import",
+        "rank",
         "unmix",
         "refs",
         "plot",
