@@ -549,8 +549,8 @@ def _zarr_source(path: Path, dataset: str | None) -> tuple[str | None, Any, Any]
         return None, node, None
     names = [k for k, v in node.arrays()]
     if dataset is None:
-        if "stack" in names:
-            dataset = "stack"
+        if "stack" in names or "absorbance" in names:  # a bigxanes store, old or new
+            dataset = "stack" if "stack" in names else "absorbance"
         else:
             cands = [k for k, v in node.arrays() if v.ndim in (3, 4)]
             if len(cands) != 1:

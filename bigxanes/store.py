@@ -190,6 +190,9 @@ def write_dataset(
     by chunk (never loaded whole); note that ``to_zarr`` may take a cluster-wide lock
     (docs/design.md, "Measured pitfalls"), acceptable for one-off imports.
 
+    A variable ``stack`` is stored as :data:`STACK_VAR` (``absorbance``), which no xarray
+    method shadows; :func:`open_stack` reads both names as ``ds["stack"]``.
+
     Parameters
     ----------
     ds : xarray.Dataset
@@ -229,6 +232,8 @@ def write_dataset(
     dim_tiles = _dim_tiles(ds, tile)
 
     out = ds.copy()
+    if "stack" in out.data_vars and STACK_VAR not in out.data_vars:
+        out = out.rename({"stack": STACK_VAR})  # ``Dataset.stack`` is a method
     encoding: dict[str, dict[str, Any]] = {}
     for name in list(out.variables):
         var = out.variables[name]

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"complete: {'yes' if complete else 'NO (interrupted write or run in progress)'}")
     if not complete:
         raise UserError(incomplete_message(p))
-    if "stack" in arrays:
+    if "stack" in arrays or "absorbance" in arrays:
         return _stack(p)
     if "fraction" in arrays:
         return _result(p, g)

@@ -74,8 +74,15 @@ def run(args: argparse.Namespace) -> int:
         info(f"wrote {out}", args.quiet)
         return 0
     res = open_result(src)
-    if "fraction" not in res:
-        if "stack" in res:
+    if "shift" in res and "fraction" not in res:  # an aligned stack: its shift table
+        from ..align import plot_shifts, shift_table
+
+        out = plot_shifts(shift_table(res), args.output)
+        info(f"wrote {out} (shift table of the aligned stack)", args.quiet)
+        return 0
+    maps = [v for v in ("edge50", "white_line_energy") if v in res]
+    if "fraction" not in res and not maps:
+        if "stack" in res or "absorbance" in res:
             raise UserError(
                 f"{src} is a stack store, not a result; run `bigxanes unmix "
                 f"{src} OUT.zarr ...` first and plot OUT.zarr"

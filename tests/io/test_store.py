@@ -94,7 +94,7 @@ def test_default_chunks_3d(tmp_path):
 def test_numpy_backed_and_chunk_mapping(tmp_path):
     ds = _dataset(lazy=False)
     out = write_dataset(ds, tmp_path / "n.zarr", chunks={"y": 5, "x": 6})
-    assert zarr.open_group(str(out), mode="r")["stack"].chunks == (5, 5, 6)
+    assert zarr.open_group(str(out), mode="r")["absorbance"].chunks == (5, 5, 6)
     np.testing.assert_array_equal(open_stack(out)["stack"].values, ds["stack"].values)
 
 
