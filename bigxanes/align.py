@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .kernels.registration import apply_shifts as _apply_block
 from .kernels.registration import MIN_CONTRAST, register_series, valid_box
+from .kernels.registration import apply_shifts as _apply_block
 from .normalize import find_e0
 from .regions import parse_region
 from .store import STACK_VAR as _STACK_VAR
@@ -45,6 +45,8 @@ __all__ = [
     "plot_shifts",
     "shift_table",
 ]
+
+_METHOD_NAMES = "0 ref, 1 direct, 2 chained, 3 anchor, 4 held (no contrast)"
 
 #: Name of the stack variable in stores written here (``Dataset.stack`` is a method).
 STACK_VAR = _STACK_VAR
@@ -160,7 +162,7 @@ def estimate_shifts(
     ds = xr.Dataset(
         {
             "shift": (("energy", "axis"), shifts, {"units": "pixel", "long_name": "drift"}),
-            "method": ("energy", method, {"long_name": "0 ref, 1 direct, 2 chained, 3 anchor, 4 held (no contrast)"}),
+            "method": ("energy", method, {"long_name": _METHOD_NAMES}),
         },
         coords={"energy": ("energy", energy, {"units": "eV"}), "axis": list(spatial)},
     )
@@ -334,7 +336,8 @@ def plot_shifts(table: xr.Dataset, path: str | os.PathLike) -> Path:
         ax.axvspan(a["edge_lo_ev"], a["edge_hi_ev"], color="0.9", label="chained")
     if "method" in table and (np.asarray(table["method"].values) == 4).any():
         held = np.asarray(table["method"].values) == 4
-        ax.plot(e[held], np.zeros(int(held.sum())), "x", color="0.5", ms=4, label="held (no contrast)")
+        zeros = np.zeros(int(held.sum()))
+        ax.plot(e[held], zeros, "x", color="0.5", ms=4, label="held (no contrast)")
     if "reference_energy" in a:
         ax.axvline(a["reference_energy"], color="k", lw=0.8, ls="--", label="reference")
     ax.set_xlabel("energy (eV)")

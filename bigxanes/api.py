@@ -35,6 +35,7 @@ from .pipeline.prepare import (
     edge50_e0,
     prepare_inputs,
     spatial_dims,
+    spatial_selection,
     stack_array,
 )
 from .pipeline.result import (
@@ -65,10 +66,25 @@ def _run(
     e0: float | None = None,
     level: float = 0.5,
     norm_kwargs: dict | None = None,
+    region: Any = None,
+    mask: Any = None,
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
     check_options(method, variant=variant, nan_policy=nan_policy)
     Y, energy, coords = stack_array(stack, energy)
+    pixel_size = stack.attrs.get("pixel_size_um") if isinstance(stack, xr.DataArray) else None
+    sel = None
+    if region is not None or mask is not None:
+        sdims0 = spatial_dims(Y.ndim - 1)
+        full = xr.DataArray(Y, dims=("energy",) + sdims0, coords={"energy": energy})
+        sel = spatial_selection(full, region, mask)
+        if sel.slices is not None:
+            Y = Y[(slice(None),) + sel.slices]
+            coords = {
+                d: np.asarray(coords[d])[s]
+                for d, s in zip(sdims0, sel.slices, strict=True)
+                if d in coords
+            }
     inputs = prepare_inputs(
         method,
         energy,
@@ -122,8 +138,17 @@ def _run(
     variables = method_variables(
         inputs, P, p1, c, sdims, one_block, rum_maps=rum_maps, e50_refs=e50_refs
     )
+    if sel is not None:
+        extra.update(sel.attrs)
     attrs = result_attrs(inputs, n_bad=stats["n_bad"], scale=c, lcf_variant=variant, **extra)
-    return build_dataset(inputs, variables, result_coords(inputs, coords, sdims), attrs)
+    return build_dataset(
+        inputs,
+        variables,
+        result_coords(inputs, coords if sel is None else sel.coords(sdims, coords), sdims),
+        attrs,
+        user_mask=None if sel is None else sel.mask,
+        pixel_size=pixel_size,
+    )
 
 
 def lcf(
@@ -135,6 +160,8 @@ def lcf(
     nan_policy: str = DEFAULT_NAN_POLICY,
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
+    region: Any = None,
+    mask: Any = None,
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -162,10 +189,17 @@ def lcf(
         flat background from other elements and supports that the model has no term for).
     energy_range : (float, float), optional
         Fit only the energies in this window (eV, inclusive).
+    region : str or tuple of slice, optional
+        ``"y0:y1,x0:x1[,z0:z1]"``: fit only this box (the result covers it).
+    mask : path, "auto" or bool ndarray, optional
+        Sample mask of the whole field (``.tif``/``.npy``, or ``"auto"``: Otsu on the edge
+        jump); ``mask`` of the result is the material mask AND this one, and ``fraction`` is
+        NaN outside it (:func:`bigxanes.pipeline.prepare.spatial_selection`).
 
     Returns
     -------
-    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``mask``, ``references``.
+    xr.Dataset with ``fraction`` (NaN outside ``mask``), ``fraction_unmasked``, ``scale``,
+    ``residual_rms``, ``mask``, ``references``.
     """
     return _run(
         "lcf",
@@ -176,6 +210,8 @@ def lcf(
         baseline=baseline,
         energy_range=energy_range,
         variant=variant,
+        region=region,
+        mask=mask,
     )
 
 
@@ -188,6 +224,8 @@ def edge50(
     level: float = 0.5,
     nan_policy: str = DEFAULT_NAN_POLICY,
     energy_range: tuple[float, float] | None = None,
+    region: Any = None,
+    mask: Any = None,
     **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
@@ -216,6 +254,8 @@ def edge50(
         e0=e0,
         level=level,
         norm_kwargs=norm_kwargs,
+        region=region,
+        mask=mask,
     )
 
 
@@ -229,6 +269,8 @@ def unmix(
     baseline: str = DEFAULT_BASELINE,
     energy_range: tuple[float, float] | None = None,
     state_dtype: npt.DTypeLike = np.float64,
+    region: Any = None,
+    mask: Any = None,
     **params: Any,
 ) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
@@ -238,7 +280,7 @@ def unmix(
 
     Parameters
     ----------
-    stack, references, energy, nan_policy, baseline, energy_range
+    stack, references, energy, nan_policy, baseline, energy_range, region, mask
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
@@ -256,7 +298,9 @@ def unmix(
     noise level ``noise_sigma`` (stack units), iterations and ``history`` (JSON:
     per-iteration primal and dual residuals, objective, ρ).
     """
-    kw = dict(energy=energy, nan_policy=nan_policy, energy_range=energy_range)
+    kw = dict(
+        energy=energy, nan_policy=nan_policy, energy_range=energy_range, region=region, mask=mask
+    )
     if method == "lcf":
         return lcf(stack, references, baseline=baseline, **kw, **params)
     if method == "edge50":

@@ -9,7 +9,7 @@ import numpy as np
 from .common import UserError, dask_progress, info, positive_int, prepare_output
 
 EXAMPLES = """examples:
-  bigxanes align stack.zarr aligned.zarr                        # reference: first energy above the edge
+  bigxanes align stack.zarr aligned.zarr               # reference: first energy above the edge
   bigxanes align stack.zarr aligned.zarr --reference-energy 8400 --region 100:400,120:420
   bigxanes align vol.zarr vol-aligned.zarr --bin 2 --plot shifts.png
   bigxanes plot aligned.zarr shifts.png                         # the stored shift table"""

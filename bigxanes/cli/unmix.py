@@ -34,7 +34,10 @@ EXAMPLES = """examples:
   bigxanes unmix stack.zarr r.zarr --method rum-pnp --refs a.txt b.txt --denoiser bm3d --iters 40
   bigxanes unmix big.zarr r.zarr --method rum-tv --chunks 512,512 --workers 4 --memory-limit 4GB
   bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
-  bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3"""
+  bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3
+  bigxanes unmix stack.zarr r.zarr --method lcf --refs a.txt b.txt --mask mask.tif \\
+      --region 0:200,50:300
+  bigxanes unmix stack.zarr edges.zarr --method edge50     # Edge-50 + white line, no references"""
 
 
 class ClusterStopped(Exception):
@@ -78,6 +81,17 @@ def register(add) -> None:
     s.add_argument("--denoiser", choices=DENOISERS, help="RUM-PnP denoiser")
     s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
     s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
+    s.add_argument(
+        "--region",
+        metavar="y0:y1,x0:x1[,z0:z1]",
+        help="unmix only this box of the field (the result covers it)",
+    )
+    s.add_argument(
+        "--mask",
+        metavar="FILE|auto",
+        help="sample mask (.tif/.npy, nonzero = sample, whole field) or auto (Otsu on the "
+        "edge jump): fraction is NaN outside it",
+    )
     s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
     s.add_argument(
         "--workers", type=positive_int, help="LocalCluster workers (default: machine-sized)"
@@ -179,6 +193,8 @@ def on_full_grid(ref: Any, energy: np.ndarray) -> Any:
     """
     import xarray as xr
 
+    if ref is None:
+        return None
     e_sel = np.asarray(ref["energy"].values, dtype=np.float64)
     if e_sel.size == energy.size:
         return ref
@@ -203,6 +219,8 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
     from .refs import auto_references, checked_stack
 
     names, count = components_arg(args, legacy_count=False)
+    if not args.refs and args.method == "edge50" and "references" not in src:
+        return None, "none"  # Edge-50 and white-line maps from the data alone
     if not args.refs:
         if "references" not in src:
             raise UserError(
@@ -355,8 +373,13 @@ def run(args: argparse.Namespace) -> int:
             f"first with `bigxanes import {args.input} STACK.zarr --energies FILE`"
         )
     refs_files = [f for f in (args.refs or []) if f.lower() != "auto"]
+    mask_file = args.mask if args.mask and args.mask != "auto" else None
     prepare_output(
-        args.output, [args.input, *refs_files], args.overwrite, resume=args.resume, quiet=args.quiet
+        args.output,
+        [args.input, *refs_files, mask_file],
+        args.overwrite,
+        resume=args.resume,
+        quiet=args.quiet,
     )
     if _resume_complete(args):
         info(
@@ -421,6 +444,8 @@ def run(args: argparse.Namespace) -> int:
                     baseline=args.baseline,
                     state_mode=args.state_mode,
                     checkpoint_every=args.checkpoint_every,
+                    region=args.region,
+                    mask=args.mask,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:

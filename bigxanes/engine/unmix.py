@@ -27,7 +27,7 @@ from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
-from ..pipeline.prepare import Inputs, check_options
+from ..pipeline.prepare import Inputs, Selection, check_options, spatial_selection
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
 from ..rum import RumParams
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
@@ -140,10 +140,15 @@ def _run_record(
     }
 
 
-def _stack_dask(input: Any, ds: Any, inputs: Inputs, tiles: tuple[int, ...]) -> da.Array:
-    """The stack as dask on ``(T, *tiles)`` chunks, windowed; a chunk that fails to decode is
-    named in the error (:func:`bigxanes.integrity.checked_dask`)."""
+def _stack_dask(
+    input: Any, ds: Any, inputs: Inputs, tiles: tuple[int, ...], sel: Selection
+) -> da.Array:
+    """The stack as dask on ``(T, *tiles)`` chunks, windowed and cropped to the region; a
+    chunk that fails to decode is named in the error
+    (:func:`bigxanes.integrity.checked_dask`)."""
     Y = checked_dask(input, "stack")
+    if sel.slices is not None:
+        Y = Y[(slice(None),) + sel.slices]
     if Y.dtype != ds["stack"].dtype:
         Y = ds["stack"].data
     if inputs.select is not None:
@@ -172,6 +177,8 @@ def unmix_store(
     baseline: str = DEFAULT_BASELINE,
     state_mode: str = "auto",
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    region: Any = None,
+    mask: Any = None,
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -230,6 +237,12 @@ def unmix_store(
         keeps the pass-1 channels in memory instead of a Zarr work array.
     checkpoint_every : int
         Memory mode: iterations between checkpoints (a resume restarts from the last one).
+    region : str or tuple of slice, optional
+        ``"y0:y1,x0:x1[,z0:z1]"``: unmix only this box (``--region``).
+    mask : path, "auto" or bool ndarray, optional
+        Sample mask of the whole field (``--mask``); the result's ``mask`` is the material
+        mask AND this one, ``fraction`` NaN outside
+        (:func:`bigxanes.pipeline.prepare.spatial_selection`, as in memory).
 
     Returns
     -------
@@ -246,10 +259,13 @@ def unmix_store(
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
     check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
+    sel = spatial_selection(ds["stack"], region, mask)
+    if sel.slices is not None:
+        ds = ds.isel(dict(zip(ds["stack"].dims[1:], sel.slices, strict=True)))
     spatial = tuple(int(n) for n in ds["stack"].shape[1:])
     halo = params.halo if params is not None else 0
     tiles = min_chunks(spatial_tiles(chunks, spatial), spatial, max(halo, 1))
-    Y = _stack_dask(input, ds, inputs, tiles)
+    Y = _stack_dask(input, ds, inputs, tiles, sel)
     # before any computation: the output location is writable and has room (preflight.py)
     est = estimate_resources(
         input, method, references=references, params=params, _loaded=loaded, chunks=chunks
@@ -271,10 +287,16 @@ def unmix_store(
         raise
     try:
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
+        run["selection"] = {
+            **sel.attrs,
+            "mask_sha1": None if sel.mask is None else hashlib.sha1(sel.mask.tobytes()).hexdigest(),
+        }
         work = WorkDir(_work_path(output))
         if not (resume and work.matches(run)):
             work.reset(run)
-        exe = dict(tiles=tiles, state_mode=state_mode, checkpoint_every=checkpoint_every)
+        exe = dict(
+            tiles=tiles, state_mode=state_mode, checkpoint_every=checkpoint_every, selection=sel
+        )
         ds_out = _execute(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
         )
@@ -356,7 +378,16 @@ def _execute(
     variables = method_variables(
         inputs, P, p1, c, sdims, map_spatial_blocks, rum_maps=rum_maps, e50_refs=e50_refs
     )
+    sel: Selection = exe["selection"]
+    extra.update(sel.attrs)
     attrs = result_attrs(inputs, n_bad=rec["n_bad"], scale=c, lcf_variant=lcf_variant, **extra)
     stack = ds["stack"]
-    coords = result_coords(inputs, {d: stack[d].values for d in sdims if d in stack.coords}, sdims)
-    return build_dataset(inputs, variables, coords, attrs)
+    have = {d: stack[d].values for d in sdims if d in stack.coords}
+    coords = result_coords(inputs, sel.coords(sdims, have), sdims)
+    user_mask = None
+    if sel.mask is not None:
+        user_mask = da.from_array(sel.mask, chunks=exe["tiles"])
+    pixel_size = stack.attrs.get("pixel_size_um", ds.attrs.get("pixel_size_um"))
+    return build_dataset(
+        inputs, variables, coords, attrs, user_mask=user_mask, pixel_size=pixel_size
+    )

@@ -113,7 +113,7 @@ def test_lcf_parity_3d_energy_range(data3d, tmp_path):
     erange = (8300.0, 8420.0)
     eng = _engine(path, tmp_path, "lcf", (5, 7, 8), energy_range=erange)
     mem = bx.lcf(ds["stack"], ds["references"], energy_range=erange)
-    assert mem["fraction"].dims == ("component", "z", "y", "x")
+    assert mem["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert mem.attrs["n_energies"] < ds.sizes["energy"]
     assert_parity(mem, eng)
 
@@ -158,7 +158,7 @@ def test_rum_tv_parity_3d(data3d, tmp_path, monkeypatch):
     p = bx.RumParams(method="rum-tv", max_iter=8, tv_sweeps=3)
     eng = _engine(path, tmp_path, "rum-tv", (7, 9, 11), params=p, state_mode="zarr")
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
-    assert mem["fraction"].dims == ("component", "z", "y", "x")
+    assert mem["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert_parity(mem, eng)
 
 
