@@ -185,7 +185,8 @@ def write_dataset(
     """Write a Dataset to a Zarr v3 stack store, atomically.
 
     The data go to ``PATH.partial-<pid>`` first; the group attribute ``bigxanes_complete``
-    is set last, then the directory is renamed to ``PATH``. With ``overwrite`` an existing
+    is set last (then the metadata are consolidated), then the directory is renamed to
+    ``PATH``. With ``overwrite`` an existing
     ``PATH`` is moved aside, replaced, then deleted. Dask-backed variables are streamed chunk
     by chunk (never loaded whole); note that ``to_zarr`` may take a cluster-wide lock
     (docs/design.md, "Measured pitfalls"), acceptable for one-off imports.
@@ -265,6 +266,9 @@ def write_dataset(
 
         test_pause("before_complete")  # fault-injection window (tests): data in, marker not
         mark_complete(tmp)
+        from .conventions import consolidate
+
+        consolidate(tmp)  # a plain ``xr.open_zarr`` reads it without a warning
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")
             if old.exists():

@@ -86,7 +86,30 @@ def _result(p: Path, g) -> int:
             print(f"{k}: {a[k]}")
     if "params" in a:
         print(f"params: {a['params']}")
+    for k in ("region", "user_mask"):
+        if k in a:
+            print(f"{k}: {a[k]}")
+    _mask_summary(p)
     return 0
+
+
+def _mask_summary(p: Path) -> None:
+    """Per-component mean and percentiles of the fractions over the result's mask."""
+    from ..region_spectra import mask_summary
+    from .common import open_result
+
+    res = open_result(p)
+    if "component" not in res.coords:
+        return
+    summ = mask_summary(res)
+    m = summ.pop("_mask")
+    print(
+        f"fractions over the mask ({int(m['n_pixels'])} pixels, "
+        f"{100 * m['fraction_of_image']:.1f} % of the image): mean, percentiles 5/25/50/75/95"
+    )
+    for name, row in summ.items():
+        pct = " ".join(f"{row[f'p{q}']:.3f}" for q in (5, 25, 50, 75, 95))
+        print(f"  {name}: mean {row['mean']:.3f}  p {pct}")
 
 
 def run(args: argparse.Namespace) -> int:
