@@ -132,7 +132,13 @@ def test_edge50_without_references_parity(data2d, tmp_path):
     write_dataset(ds[["stack"]], path)
     eng = _engine(path, tmp_path, "edge50", (7, 9))
     mem = bx.edge50(ds["stack"])
-    assert set(mem.data_vars) == {"edge50", "scale", "mask"}
+    assert set(mem.data_vars) == {
+        "edge50",
+        "white_line_energy",
+        "white_line_height",
+        "scale",
+        "mask",
+    }
     assert_parity(mem, eng)
 
 
