@@ -322,3 +322,28 @@ def test_figures_follow_the_umask(cwd, capsys, umask):
         os.umask(old)
     for f in (png, f"u-{umask:o}.csv"):
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o666 & ~umask, f
+
+
+def test_fxi_pixel_size_reaches_the_result_coordinates(tmp_path, monkeypatch, capsys):
+    h5py = pytest.importorskip("h5py")
+    from bigxanes.importers import fxi_pixel_size_um
+
+    assert fxi_pixel_size_um(b"21.3nm") == pytest.approx(0.0213)
+    assert fxi_pixel_size_um(np.float64(43.3)) == pytest.approx(0.0433)
+    assert fxi_pixel_size_um("0.05 um") == pytest.approx(0.05)
+    assert fxi_pixel_size_um("n/a") is None
+    ds = bx.simulate("particles", shape=(16, 20), n_components=2, sigma=3, seed=0)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("/img_xanes", data=ds["stack"].values)
+        f.create_dataset("/X_eng", data=ds["energy"].values / 1000.0)
+        f.create_dataset("Pixel Size", data="21.3nm")
+    np.savetxt(tmp_path / "refs.txt", np.column_stack([ds["energy"].values, ds["references"]]))
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "import", "scan.h5", "s.zarr", "--quantity", "absorbance", "-q")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "unmix", "s.zarr", "r.zarr", "--method", "lcf", "--refs", "refs.txt")
+    assert rc == 0, err
+    res = xr.open_zarr("r.zarr")
+    assert res["x"].attrs["units"] == "um"
+    np.testing.assert_allclose(res["x"].values[:3], [0.0, 0.0213, 0.0426])
+    assert res.sizes["y"] == 16 and res["y"].values[-1] == pytest.approx(15 * 0.0213)
