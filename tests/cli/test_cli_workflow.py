@@ -108,6 +108,26 @@ def test_align_noise_only_pre_edge_reports_no_phantom_drift(tmp_path, monkeypatc
     assert open_stack("a.zarr")["stack"].shape[1:] >= (46, 46)
 
 
+def test_align_cli_3d_volume(tmp_path, monkeypatch, capsys):
+    ds = bx.simulate("particles", shape=(12, 24, 24), n_components=2, sigma=0.0, seed=3)
+    clean = ds["stack"].values.astype(np.float64) + 0.5 * ds["true_scale"].values[None]
+    T = clean.shape[0]
+    _lo, ref, _e0 = edge_region(ds["energy"].values, clean.reshape(T, -1).mean(axis=1))
+    d = np.zeros((T, 3))
+    d[: ref - 5] = [1.0, -1.5, 2.25]  # the pre-edge moved by a known sub-pixel step
+    moved = np.stack([ndimage.shift(clean[t], -d[t], order=3, mode="nearest") for t in range(T)])
+    st = xr.DataArray(moved.astype(np.float32), dims=ds["stack"].dims, coords=ds["stack"].coords)
+    write_dataset(xr.Dataset({"stack": st}), tmp_path / "v.zarr", chunks=12)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "align", "v.zarr", "va.zarr", "--upsample", "20", "-q")
+    assert rc == 0, err
+    al = open_stack("va.zarr")
+    assert list(al["axis"].values) == ["z", "y", "x"]
+    err_px = al["shift"].values - d
+    assert float(np.sqrt((err_px**2).sum(axis=1).mean())) < 0.1
+    assert al["stack"].dims == ("energy", "z", "y", "x") and np.isfinite(al["stack"].values).all()
+
+
 def test_align_bad_input_one_line(cwd, capsys):
     rc, _, err = run(capsys, "align", "s.zarr", "x.zarr", "--reference-energy", "high")
     one_line_error(rc, err, "--reference-energy")
