@@ -7,6 +7,8 @@ import contextlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .common import UserError, eigen_text, fmt_bytes, incomplete_message, read_refs_csv_eigen
 
 EXAMPLES = """examples:
@@ -66,10 +68,12 @@ def _stack(p: Path) -> int:
 
 def _result(p: Path, g) -> int:
     a = dict(g.attrs)
-    fr = g["fraction"]
     print("kind: result")
     print(f"method: {a.get('method')}  version: {a.get('version')}")
-    print(f"fraction: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
+    for name in ("fraction", "edge50", "white_line_energy"):
+        if name in g:
+            fr = g[name]
+            print(f"{name}: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
     its = a.get("n_iterations")
     print(f"iterations: {its if its is not None else '-'}")
     hist = a.get("history")
@@ -99,7 +103,14 @@ def _mask_summary(p: Path) -> None:
     from .common import open_result
 
     res = open_result(p)
-    if "component" not in res.coords:
+    if "component" not in res.coords or "fraction" not in res:
+        for v in ("edge50", "white_line_energy"):
+            if v in res and "mask" in res:
+                x = res[v].values[res["mask"].values.astype(bool)]
+                x = x[np.isfinite(x)]
+                if x.size:
+                    q = " ".join(f"{t:.2f}" for t in np.percentile(x, [5, 25, 50, 75, 95]))
+                    print(f"{v} over the mask (eV): mean {x.mean():.2f}  p {q}")
         return
     summ = mask_summary(res)
     m = summ.pop("_mask")
@@ -144,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(incomplete_message(p))
     if "stack" in arrays or "absorbance" in arrays:
         return _stack(p)
-    if "fraction" in arrays:
+    if "fraction" in arrays or "edge50" in arrays:
         return _result(p, g)
     print(f"arrays: {', '.join(sorted(arrays)) or '(none)'}")
     return 0

@@ -262,6 +262,9 @@ def test_edge50_without_references_has_white_line_and_plots(tmp_path, monkeypatc
     rc, out, err = run(capsys, "plot", "e.zarr", "e.png")
     assert rc == 0, err
     assert (tmp_path / "e.png").stat().st_size > 10000
+    rc, out, err = run(capsys, "info", "e.zarr")
+    assert rc == 0, err
+    assert "kind: result" in out and "white_line_energy over the mask (eV)" in out
 
 
 # --- 4. conventions and export -----------------------------------------------------------------
