@@ -26,7 +26,9 @@ EXAMPLES = """examples:
   bigxanes plot result.zarr result.png
   bigxanes plot result.zarr result.png --stack stack.zarr --pixels 40,52 60,60
   bigxanes plot vol_result.zarr slice.png --slice 10
-  bigxanes plot refs.csv refs.png                   # references and eigenvalue curve"""
+  bigxanes plot refs.csv refs.png                   # references and eigenvalue curve
+  bigxanes plot mean.csv mean.png                   # spectra from `bigxanes spectra` (mean ± std)
+  bigxanes plot aligned.zarr shifts.png             # shift table of `bigxanes align`"""
 
 
 def register(add) -> None:
@@ -64,8 +66,15 @@ def run(args: argparse.Namespace) -> int:
     # plot has always replaced its figure: only figures bigxanes drew are replaced
     prepare_output(args.output, (args.result, args.stack), True, quiet=args.quiet)
     pixels = parse_pixels(args.pixels)
-    if src.is_file():  # a references table (e.g. from `bigxanes refs`)
+    if src.is_file():  # a table of mean spectra (`bigxanes spectra`) or of references
         from ..references import read_references
+        from ..region_spectra import plot_spectra, read_spectra_csv
+
+        sp = read_spectra_csv(src) if src.suffix.lower() == ".csv" else None
+        if sp is not None:
+            out = plot_spectra([sp], args.output)
+            info(f"wrote {out} (mean ± std spectra)", args.quiet)
+            return 0
 
         e, A, names = read_references([src])
         ev, n = read_refs_csv_eigen(src)

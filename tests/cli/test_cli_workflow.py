@@ -219,6 +219,8 @@ def test_spectra_cli_mean_and_std_equal_numpy(cwd, capsys):
     np.testing.assert_allclose([float(r["mean"]) for r in rows], Y.mean(axis=1), rtol=1e-4)
     np.testing.assert_allclose([float(r["std"]) for r in rows], Y.std(axis=1, ddof=1), rtol=1e-4)
     assert (d / "sp.png").stat().st_size > 5000
+    rc, out, err = run(capsys, "plot", "sp.csv", "sp2.png")
+    assert rc == 0 and "mean ± std" in out and (d / "sp2.png").stat().st_size > 5000
     rc, _, err = run(capsys, "spectra", "s.zarr", "x.csv")
     one_line_error(rc, err, "--region", "--mask")
 
