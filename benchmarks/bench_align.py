@@ -41,7 +41,7 @@ def main() -> None:
         f"| cropped shape | {tuple(al.shape)} |",
     ]
     for name, s in [("aligned", al), ("undrifted", und[sl]), ("drifted", moved[sl])]:
-        p = psnr_foreground(bx.lcf(s, A)["fraction"].values, truth, fg)
+        p = psnr_foreground(bx.lcf(s, A)["fraction_unmasked"].values, truth, fg)
         rows.append(f"| LCF foreground PSNR, {name} | {p:.2f} dB |")
     text = "| quantity | value |\n|---|---|\n" + "\n".join(rows) + "\n"
     print(text)

@@ -748,7 +748,7 @@ def main() -> None:
                 progress=False,
             )
             with xr.open_zarr(out, consolidated=False) as o:
-                Xd = o["fraction"].values
+                Xd = o["fraction_unmasked"].values
             pd = psnr_foreground(Xd, truth, mask)
             d = np.abs(Xd - Xm)
             lines.append(

@@ -209,7 +209,7 @@ def run_case(case: Case, tmp: Path) -> tuple[list[str], list[dict]]:
                 )
             t_dask = time.perf_counter() - t0
             with xr.open_zarr(out, consolidated=False) as o:
-                Xd = o["fraction"].values
+                Xd = o["fraction_unmasked"].values
                 tiles = json.loads(o.attrs["tiles"])
                 st = json.loads(o.attrs["state_tiles"])
                 assert o.attrs["halo"] == halo

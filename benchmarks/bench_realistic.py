@@ -117,7 +117,7 @@ def score(sim, mask, method: str, params: dict) -> dict:
     t0 = time.perf_counter()
     ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **params)
     dt = time.perf_counter() - t0
-    X = np.nan_to_num(np.asarray(ds["fraction"].values, dtype=np.float64))
+    X = np.nan_to_num(np.asarray(ds["fraction_unmasked"].values, dtype=np.float64))
     return {
         "psnr_fg": Mt.psnr_foreground(X, sim.fraction, mask),
         "psnr_all": Mt.psnr_paper(X, sim.fraction),

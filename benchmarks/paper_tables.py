@@ -80,7 +80,7 @@ def run_case(
         t0 = time.perf_counter()
         ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **params)
         dt = time.perf_counter() - t0
-        X = np.nan_to_num(np.asarray(ds["fraction"].values, dtype=np.float64))
+        X = np.nan_to_num(np.asarray(ds["fraction_unmasked"].values, dtype=np.float64))
         rows.append(
             {
                 "phantom": phantom,

@@ -83,7 +83,7 @@ def run(sim, mask, method: str, **params) -> dict:
     t0 = time.perf_counter()
     ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **params)
     dt = time.perf_counter() - t0
-    X = np.asarray(ds["fraction"].values, dtype=np.float64)
+    X = np.asarray(ds["fraction_unmasked"].values, dtype=np.float64)
     r = {
         "method": method,
         **params,

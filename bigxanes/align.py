@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .kernels.registration import MIN_CONTRAST, register_series, valid_box
 from .kernels.registration import apply_shifts as _apply_block
-from .kernels.registration import register_series, valid_box
 from .normalize import find_e0
 from .regions import parse_region
 from .store import STACK_VAR as _STACK_VAR
@@ -43,7 +43,10 @@ __all__ = [
     "align",
     "align_store",
     "plot_shifts",
+    "shift_table",
 ]
+
+_METHOD_NAMES = "0 ref, 1 direct, 2 chained, 3 anchor, 4 held (no contrast)"
 
 #: Name of the stack variable in stores written here (``Dataset.stack`` is a method).
 STACK_VAR = _STACK_VAR
@@ -95,6 +98,7 @@ def estimate_shifts(
     bin: int = 1,
     upsample: int = 100,
     chain: bool = True,
+    min_contrast: float = MIN_CONTRAST,
 ) -> xr.Dataset:
     """Drift of every energy image relative to a reference image (the shift table).
 
@@ -116,14 +120,18 @@ def estimate_shifts(
     chain : bool
         Chain through neighbouring energies across the edge (else every image against the
         reference directly).
+    min_contrast : float
+        Images whose contrast-to-noise ratio is below this (pre-edge images of a sample that
+        absorbs only at the edge: pure noise) keep their neighbour's shift instead of one read
+        off a noise peak (:func:`~bigxanes.kernels.registration.register_series`).
 
     Returns
     -------
     xarray.Dataset
         ``shift`` (energy, axis) float64 in pixels (``axis`` = ``z``/``y``/``x``), ``method``
-        (energy) int8 (0 reference, 1 direct, 2 chained, 3 pre-edge anchor); attrs
-        ``reference_energy``, ``e0``, ``edge_lo_ev``/``edge_hi_ev``, ``region``, ``bin``,
-        ``upsample``.
+        (energy) int8 (0 reference, 1 direct, 2 chained, 3 pre-edge anchor, 4 held: no
+        contrast); attrs ``reference_energy``, ``e0``, ``edge_lo_ev``/``edge_hi_ev``,
+        ``region``, ``bin``, ``upsample``, ``min_contrast``, ``n_held``.
     """
     st = _as_stack(stack)
     spatial = tuple(str(d) for d in st.dims[1:])
@@ -149,12 +157,12 @@ def estimate_shifts(
                 f"--reference-energy {reference_energy!r} is neither a number (eV) nor 'auto'"
             ) from None
     edge = (lo, min(hi, ref)) if chain else None
-    shifts, method = register_series(images, ref, edge, upsample)
+    shifts, method = register_series(images, ref, edge, upsample, min_contrast)
     shifts = shifts * b
     ds = xr.Dataset(
         {
             "shift": (("energy", "axis"), shifts, {"units": "pixel", "long_name": "drift"}),
-            "method": ("energy", method, {"long_name": "0 ref, 1 direct, 2 chained, 3 anchor"}),
+            "method": ("energy", method, {"long_name": _METHOD_NAMES}),
         },
         coords={"energy": ("energy", energy, {"units": "eV"}), "axis": list(spatial)},
     )
@@ -166,6 +174,8 @@ def estimate_shifts(
         region="" if region is None else ",".join(f"{s.start}:{s.stop}" for s in region),
         bin=b,
         upsample=int(upsample),
+        min_contrast=float(min_contrast),
+        n_held=int((method == 4).sum()),
         sign="corrected[i] = raw[i - shift]",
     )
     return ds
@@ -299,6 +309,19 @@ def align_store(
     return path
 
 
+def shift_table(aligned: xr.Dataset) -> xr.Dataset:
+    """The shift table stored in an aligned stack store (as :func:`estimate_shifts` returns it)."""
+    if "shift" not in aligned:
+        raise ValueError("the store holds no shift table: it was not written by `bigxanes align`")
+    table = xr.Dataset({"shift": aligned["shift"].load()})
+    if "shift_method" in aligned:
+        table["method"] = aligned["shift_method"].load()
+    table.attrs.update(
+        {k[len("align_") :]: v for k, v in aligned.attrs.items() if k.startswith("align_")}
+    )
+    return table
+
+
 def plot_shifts(table: xr.Dataset, path: str | os.PathLike) -> Path:
     """Figure of the shift table: drift per axis vs energy, reference and edge region marked."""
     from .plot import _mpl, save_figure
@@ -308,8 +331,15 @@ def plot_shifts(table: xr.Dataset, path: str | os.PathLike) -> Path:
     e = table["energy"].values
     for k, name in enumerate(table["axis"].values):
         ax.plot(e, table["shift"].values[:, k], marker=".", label=f"{name}")
-    ax.axvspan(table.attrs["edge_lo_ev"], table.attrs["edge_hi_ev"], color="0.9", label="chained")
-    ax.axvline(table.attrs["reference_energy"], color="k", lw=0.8, ls="--", label="reference")
+    a = table.attrs
+    if "edge_lo_ev" in a and "edge_hi_ev" in a:
+        ax.axvspan(a["edge_lo_ev"], a["edge_hi_ev"], color="0.9", label="chained")
+    if "method" in table and (np.asarray(table["method"].values) == 4).any():
+        held = np.asarray(table["method"].values) == 4
+        zeros = np.zeros(int(held.sum()))
+        ax.plot(e[held], zeros, "x", color="0.5", ms=4, label="held (no contrast)")
+    if "reference_energy" in a:
+        ax.axvline(a["reference_energy"], color="k", lw=0.8, ls="--", label="reference")
     ax.set_xlabel("energy (eV)")
     ax.set_ylabel("shift (px)")
     ax.legend(fontsize=8)

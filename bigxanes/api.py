@@ -37,6 +37,7 @@ from .pipeline.prepare import (
     edge50_e0,
     prepare_inputs,
     spatial_dims,
+    spatial_selection,
     stack_array,
 )
 from .pipeline.result import (
@@ -71,10 +72,25 @@ def _run(
     norm_kwargs: dict | None = None,
     chi2_sigma: float | None = None,
     energy_shift: Any = "none",
+    region: Any = None,
+    mask: Any = None,
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
     check_options(method, variant=variant, nan_policy=nan_policy)
     Y, energy, coords = stack_array(stack, energy)
+    pixel_size = stack.attrs.get("pixel_size_um") if isinstance(stack, xr.DataArray) else None
+    sel = None
+    if region is not None or mask is not None:
+        sdims0 = spatial_dims(Y.ndim - 1)
+        full = xr.DataArray(Y, dims=("energy",) + sdims0, coords={"energy": energy})
+        sel = spatial_selection(full, region, mask)
+        if sel.slices is not None:
+            Y = Y[(slice(None),) + sel.slices]
+            coords = {
+                d: np.asarray(coords[d])[s]
+                for d, s in zip(sdims0, sel.slices, strict=True)
+                if d in coords
+            }
     inputs = prepare_inputs(
         method,
         energy,
@@ -143,8 +159,17 @@ def _run(
     if "reduced_chi2" in variables:
         counts = chi2_histogram(variables["reduced_chi2"][1], variables["mask"][1])
         extra.update(quality_attrs(counts, chi2_sigma))
+    if sel is not None:
+        extra.update(sel.attrs)
     attrs = result_attrs(inputs, n_bad=stats["n_bad"], scale=c, lcf_variant=variant, **extra)
-    return build_dataset(inputs, variables, result_coords(inputs, coords, sdims), attrs)
+    return build_dataset(
+        inputs,
+        variables,
+        result_coords(inputs, coords if sel is None else sel.coords(sdims, coords), sdims),
+        attrs,
+        user_mask=None if sel is None else sel.mask,
+        pixel_size=pixel_size,
+    )
 
 
 def lcf(
@@ -158,6 +183,8 @@ def lcf(
     energy_range: tuple[float, float] | None = None,
     noise_sigma: float | None = None,
     energy_shift: Any = "none",
+    region: Any = None,
+    mask: Any = None,
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -197,12 +224,19 @@ def lcf(
         fitted shift would exceed 1 eV or lower the misfit by more than 20 %. The shifts are in
         ``attrs["energy_shift"]``, the mode in ``attrs["energy_shift_mode"]``, the pre-edge
         window used in ``attrs["baseline_window"]``.
+    region : str or tuple of slice, optional
+        ``"y0:y1,x0:x1[,z0:z1]"``: fit only this box (the result covers it).
+    mask : path, "auto" or bool ndarray, optional
+        Sample mask of the whole field (``.tif``/``.npy``, or ``"auto"``: Otsu on the edge
+        jump); ``mask`` of the result is the material mask AND this one, and ``fraction`` is
+        NaN outside it (:func:`bigxanes.pipeline.prepare.spatial_selection`).
 
     Returns
     -------
-    xr.Dataset with ``fraction``, ``scale``, ``residual_rms``, ``reduced_chi2``, ``mask``,
-    ``references``; attrs with the fit-quality summary (``chi2_median``, ``fit_ok``,
-    ``fit_verdict``; :func:`bigxanes.pipeline.result.quality_attrs`).
+    xr.Dataset with ``fraction`` (NaN outside ``mask``), ``fraction_unmasked``, ``scale``,
+    ``residual_rms``, ``reduced_chi2``, ``mask``, ``references``; attrs with the fit-quality
+    summary (``chi2_median``, ``fit_ok``, ``fit_verdict``;
+    :func:`bigxanes.pipeline.result.quality_attrs`).
     """
     return _run(
         "lcf",
@@ -215,6 +249,8 @@ def lcf(
         variant=variant,
         chi2_sigma=noise_sigma,
         energy_shift=energy_shift,
+        region=region,
+        mask=mask,
     )
 
 
@@ -229,6 +265,8 @@ def edge50(
     energy_range: tuple[float, float] | None = None,
     noise_sigma: float | None = None,
     energy_shift: Any = "none",
+    region: Any = None,
+    mask: Any = None,
     **norm_kwargs: Any,
 ) -> xr.Dataset:
     """Edge-50 map: energy where each pixel's normalized spectrum first reaches ``level``.
@@ -262,6 +300,8 @@ def edge50(
         norm_kwargs=norm_kwargs,
         chi2_sigma=noise_sigma,
         energy_shift=energy_shift,
+        region=region,
+        mask=mask,
     )
 
 
@@ -276,6 +316,8 @@ def unmix(
     energy_range: tuple[float, float] | None = None,
     energy_shift: Any = "none",
     state_dtype: npt.DTypeLike = np.float64,
+    region: Any = None,
+    mask: Any = None,
     **params: Any,
 ) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
@@ -285,7 +327,7 @@ def unmix(
 
     Parameters
     ----------
-    stack, references, energy, nan_policy, baseline, energy_range, energy_shift
+    stack, references, energy, nan_policy, baseline, energy_range, energy_shift, region, mask
         As :func:`lcf`.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
@@ -313,6 +355,8 @@ def unmix(
         nan_policy=nan_policy,
         energy_range=energy_range,
         energy_shift=energy_shift,
+        region=region,
+        mask=mask,
     )
     if method == "lcf":
         return lcf(stack, references, baseline=baseline, **kw, **params)

@@ -526,6 +526,11 @@ def _lazy_hdf5(
             e_label = f"{path}:{energies_dataset}"
         flat_arr = _h5_field(path, f, flat, tile) if quantity != "absorbance" else None
         dark_arr = _h5_field(path, f, dark, tile) if flat_arr is not None else None
+        extra: dict[str, Any] = {"dataset": dataset}
+        if "Pixel Size" in f and isinstance(f["Pixel Size"], h5py.Dataset):
+            um = fxi_pixel_size_um(f["Pixel Size"][()])
+            if um is not None:
+                extra["pixel_size_um"] = um
     raw = _from_reader(reader, tile, (_mtime_token(path), dataset))
     return _assemble(
         raw,
@@ -538,7 +543,7 @@ def _lazy_hdf5(
         dark=dark_arr,
         quantity=quantity,
         energy_label=e_label,
-        extra_attrs={"dataset": dataset},
+        extra_attrs=extra,
     )
 
 
@@ -555,6 +560,37 @@ def _source_quantity(arr: Any) -> str | None:
     return None
 
 
+def fxi_pixel_size_um(value: Any) -> float | None:
+    """The pixel size of an NSLS-II FXI file (its ``/Pixel Size`` dataset) in micrometres.
+
+    FXI writes either a number in nanometres (``6500 / magnification``) or a string such as
+    ``"21.3nm"``; ``um``/``µm`` units are read as such. None when it cannot be read.
+    """
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size else None
+        return fxi_pixel_size_um(value) if value is not None else None
+    if isinstance(value, str):
+        import re
+
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(nm|um|µm|mm)?\s*", value)
+        if not m:
+            return None
+        try:
+            v = float(m.group(1))
+        except ValueError:
+            return None
+        unit = m.group(2) or "nm"
+        v = v / 1000.0 if unit == "nm" else v * 1000.0 if unit == "mm" else v
+    else:
+        try:
+            v = float(value) / 1000.0  # a bare number is in nanometres
+        except (TypeError, ValueError):
+            return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
 def _zarr_source(path: Path, dataset: str | None) -> tuple[str | None, Any, Any]:
     import zarr
 
@@ -563,8 +599,8 @@ def _zarr_source(path: Path, dataset: str | None) -> tuple[str | None, Any, Any]
         return None, node, None
     names = [k for k, v in node.arrays()]
     if dataset is None:
-        if "stack" in names:
-            dataset = "stack"
+        if "stack" in names or "absorbance" in names:  # a bigxanes store, old or new
+            dataset = "stack" if "stack" in names else "absorbance"
         else:
             cands = [k for k, v in node.arrays() if v.ndim in (3, 4)]
             if len(cands) != 1:

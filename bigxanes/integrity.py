@@ -44,7 +44,11 @@ class ChunkError(ValueError):
 def _open_array(path: str | os.PathLike, name: str):
     import zarr
 
+    from .store import STACK_VAR
+
     g = zarr.open_group(str(path), mode="r")
+    if name == "stack" and "stack" not in g and STACK_VAR in g:
+        name = STACK_VAR  # new stores name the stack "absorbance", old ones "stack"
     try:
         return g[name]
     except KeyError:
@@ -97,6 +101,7 @@ def check_chunks(path: str | os.PathLike, name: str = "stack") -> None:
     missing = missing_chunks(path, name)
     if missing:
         arr = _open_array(path, name)
+        name = arr.basename
         shown = ", ".join(f"{name}/{k}" for k in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ChunkError(
@@ -141,6 +146,7 @@ def checked_dask(path: str | os.PathLike, name: str = "stack") -> Any:
     import dask.array as da
 
     arr = _open_array(path, name)
+    name = arr.basename  # "absorbance" (new stores) or "stack" (old ones)
     if arr.shards is not None:
         raise ValueError(f"{path}/{name} is sharded; bigxanes stack stores are not")
     chunks = da.core.normalize_chunks(arr.chunks, arr.shape)

@@ -22,7 +22,14 @@ import xarray as xr
 
 from .regions import parse_region, resolve_mask
 
-__all__ = ["edge_jump_map", "region_spectra", "spectra_csv", "plot_spectra", "mask_summary"]
+__all__ = [
+    "edge_jump_map",
+    "region_spectra",
+    "spectra_csv",
+    "read_spectra_csv",
+    "plot_spectra",
+    "mask_summary",
+]
 
 
 def _spatial(st: xr.DataArray) -> list[str]:
@@ -138,6 +145,31 @@ def spectra_csv(
     if plot is not None:
         plot_spectra([sp], plot)
     return out
+
+
+def read_spectra_csv(path: str | os.PathLike) -> xr.Dataset | None:
+    """Read a table written by :func:`spectra_csv` back (None if ``path`` is not one)."""
+    p = Path(path)
+    with open(p, encoding="utf-8") as fh:
+        head = fh.readline()
+        if not head.startswith("# bigxanes spectra"):
+            return None
+        rows = list(csv.DictReader(fh))
+    e = np.array([float(r["energy_eV"]) for r in rows])
+    ds = xr.Dataset(
+        {
+            "mean": ("energy", np.array([float(r["mean"]) for r in rows])),
+            "std": ("energy", np.array([float(r["std"]) for r in rows])),
+        },
+        coords={"energy": ("energy", e, {"units": "eV"})},
+    )
+    attrs = dict(kv.split("=", 1) for kv in head.split() if "=" in kv)
+    ds.attrs.update(
+        n_pixels=int(attrs.get("n_pixels", 0)),
+        region="" if attrs.get("region", "-") == "-" else attrs["region"],
+        mask="" if attrs.get("mask", "-") == "-" else attrs["mask"],
+    )
+    return ds
 
 
 def plot_spectra(

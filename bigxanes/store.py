@@ -186,10 +186,14 @@ def write_dataset(
     """Write a Dataset to a Zarr v3 stack store, atomically.
 
     The data go to ``PATH.partial-<pid>`` first; the group attribute ``bigxanes_complete``
-    is set last, then the directory is renamed to ``PATH``. With ``overwrite`` an existing
+    is set last (then the metadata are consolidated), then the directory is renamed to
+    ``PATH``. With ``overwrite`` an existing
     ``PATH`` is moved aside, replaced, then deleted. Dask-backed variables are streamed chunk
     by chunk (never loaded whole); note that ``to_zarr`` may take a cluster-wide lock
     (docs/design.md, "Measured pitfalls"), acceptable for one-off imports.
+
+    A variable ``stack`` is stored as :data:`STACK_VAR` (``absorbance``), which no xarray
+    method shadows; :func:`open_stack` reads both names as ``ds["stack"]``.
 
     Parameters
     ----------
@@ -233,6 +237,8 @@ def write_dataset(
     dim_tiles = _dim_tiles(ds, tile)
 
     out = ds.copy()
+    if "stack" in out.data_vars and STACK_VAR not in out.data_vars:
+        out = out.rename({"stack": STACK_VAR})  # ``Dataset.stack`` is a method
     encoding: dict[str, dict[str, Any]] = {}
     for name in list(out.variables):
         var = out.variables[name]
@@ -266,6 +272,9 @@ def write_dataset(
         if verify is not None:
             verify()
         mark_complete(tmp)
+        from .conventions import consolidate
+
+        consolidate(tmp)  # a plain ``xr.open_zarr`` reads it without a warning
         test_pause("after_complete")  # fault-injection point (tests): marked, not renamed
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")

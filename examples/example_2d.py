@@ -45,7 +45,7 @@ def main(out_dir: Path) -> None:
     print(f"  LCF               {psnr_foreground(lcf['fraction'].values, truth, fg):6.2f}")
     print(f"  RUM-TV in memory  {psnr_foreground(rum['fraction'].values, truth, fg):6.2f}")
     print(f"  RUM-TV engine     {psnr_foreground(eng['fraction'].values, truth, fg):6.2f}")
-    diff = np.abs(eng["fraction"].values - rum["fraction"].values)
+    diff = np.abs(eng["fraction_unmasked"].values - rum["fraction_unmasked"].values)
     print(f"max |engine - in memory| = {diff.max():.2e}")
     png = plot_result(eng, out_dir / "rum-tv.png", stack=ds["stack"], references=ds["references"])
     print(f"figure: {png}")

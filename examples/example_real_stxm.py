@@ -78,7 +78,7 @@ def main(out_dir: Path) -> int:
     mask = tifffile.imread(d / "mask.tif").astype(bool)
     for m in ("lcf", "rum-tv"):
         r = xr.open_zarr(out_dir / f"{m}.zarr", consolidated=False)
-        f = r["fraction"].sel(component="ref_fe3_oxidized").values[mask]
+        f = r["fraction_unmasked"].sel(component="ref_fe3_oxidized").values[mask]
         print(
             f"{m:7s} Fe(III) fraction in the sample: mean {f.mean():.3f}, "
             f"std {f.std():.3f}; mean residual {float(r['residual_rms'].values[mask].mean()):.4f}"

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             if path == "memory":
                 r = api.unmix(ds["stack"], ds["references"], method=method, **kw)
-                frac = r["fraction"].values
+                frac = r["fraction_unmasked"].values
                 mem[method] = frac
             else:
                 out = Path(tmp) / f"{method}.zarr"
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                     n_workers=args.workers,
                     progress=False,
                 )
-                frac = xr.open_zarr(out, consolidated=False)["fraction"].values
+                frac = xr.open_zarr(out, consolidated=False)["fraction_unmasked"].values
             dt = time.perf_counter() - t0
             diff = (
                 float(np.nanmax(np.abs(frac - mem[method])))

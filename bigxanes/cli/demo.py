@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     apply_umask(png)
     fg = foreground_mask(ds["true_scale"].values)
     truth = ds["true_fraction"].values
-    p_lcf = psnr_foreground(r_lcf["fraction"].values, truth, fg)
-    p_rum = psnr_foreground(res["fraction"].values, truth, fg)
+    p_lcf = psnr_foreground(r_lcf["fraction_unmasked"].values, truth, fg)
+    p_rum = psnr_foreground(res["fraction_unmasked"].values, truth, fg)
     print("foreground PSNR vs truth (dB, higher is better):")
     print(f"  LCF     {p_lcf:6.2f}")
     its = res.attrs.get("n_iterations", "?")

@@ -7,6 +7,8 @@ import contextlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .common import (
     UserError,
     eigen_text,
@@ -121,10 +123,12 @@ def _stack(p: Path) -> int:
 
 def _result(p: Path, g) -> int:
     a = dict(g.attrs)
-    fr = g["fraction"]
     print("kind: result")
     print(f"method: {a.get('method')}  version: {a.get('version')}")
-    print(f"fraction: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
+    for name in ("fraction", "edge50", "white_line_energy"):
+        if name in g:
+            fr = g[name]
+            print(f"{name}: shape {tuple(fr.shape)} chunks {tuple(fr.chunks)}")
     its = a.get("n_iterations")
     print(f"iterations: {its if its is not None else '-'}")
     hist = a.get("history")
@@ -155,7 +159,37 @@ def _result(p: Path, g) -> int:
             print(f"{k}: {a[k]}")
     if "params" in a:
         print(f"params: {a['params']}")
+    for k in ("region", "user_mask"):
+        if k in a:
+            print(f"{k}: {a[k]}")
+    _mask_summary(p)
     return 0
+
+
+def _mask_summary(p: Path) -> None:
+    """Per-component mean and percentiles of the fractions over the result's mask."""
+    from ..region_spectra import mask_summary
+    from .common import open_result
+
+    res = open_result(p)
+    if "component" not in res.coords or "fraction" not in res:
+        for v in ("edge50", "white_line_energy"):
+            if v in res and "mask" in res:
+                x = res[v].values[res["mask"].values.astype(bool)]
+                x = x[np.isfinite(x)]
+                if x.size:
+                    q = " ".join(f"{t:.2f}" for t in np.percentile(x, [5, 25, 50, 75, 95]))
+                    print(f"{v} over the mask (eV): mean {x.mean():.2f}  p {q}")
+        return
+    summ = mask_summary(res)
+    m = summ.pop("_mask")
+    print(
+        f"fractions over the mask ({int(m['n_pixels'])} pixels, "
+        f"{100 * m['fraction_of_image']:.1f} % of the image): mean, percentiles 5/25/50/75/95"
+    )
+    for name, row in summ.items():
+        pct = " ".join(f"{row[f'p{q}']:.3f}" for q in (5, 25, 50, 75, 95))
+        print(f"  {name}: mean {row['mean']:.3f}  p {pct}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,9 +225,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"complete: {'yes' if complete else 'NO (interrupted write or run in progress)'}")
     if not complete:
         raise UserError(incomplete_message(p))
-    if "stack" in arrays:
+    if "stack" in arrays or "absorbance" in arrays:
         return _stack(p)
-    if "fraction" in arrays:
+    if "fraction" in arrays or "edge50" in arrays:
         return _result(p, g)
     print(f"arrays: {', '.join(sorted(arrays)) or '(none)'}")
     return 0

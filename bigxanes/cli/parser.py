@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, demo, import_, info, plot, rank, refs, simulate, unmix
+from . import align, bench, demo, export, import_, info, plot, rank, refs, simulate, spectra, unmix
 from .common import PROG
 
 __all__ = ["build_parser", "SUBCOMMANDS"]
 
 #: Subcommand modules, in the order of ``bigxanes --help``.
-SUBCOMMANDS = (simulate, import_, unmix, refs, rank, plot, info, bench, demo)
+SUBCOMMANDS = (
+    simulate,
+    import_,
+    align,
+    unmix,
+    rank,
+    spectra,
+    refs,
+    plot,
+    export,
+    info,
+    bench,
+    demo,
+)
 
 _FMT = argparse.RawDescriptionHelpFormatter
 

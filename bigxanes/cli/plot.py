@@ -27,7 +27,9 @@ EXAMPLES = """examples:
   bigxanes plot result.zarr result.png
   bigxanes plot result.zarr result.png --stack stack.zarr --pixels 40,52 60,60
   bigxanes plot vol_result.zarr slice.png --slice 10
-  bigxanes plot refs.csv refs.png                   # references and eigenvalue curve"""
+  bigxanes plot refs.csv refs.png                   # references and eigenvalue curve
+  bigxanes plot mean.csv mean.png                   # spectra from `bigxanes spectra` (mean ± std)
+  bigxanes plot aligned.zarr shifts.png             # shift table of `bigxanes align`"""
 
 
 def register(add) -> None:
@@ -70,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
     # plot has always replaced its figure: only figures bigxanes drew are replaced
     prepare_output(args.output, (args.result, args.stack), True, quiet=args.quiet)
     pixels = parse_pixels(args.pixels)
-    if src.is_file():  # a references table (e.g. from `bigxanes refs`)
+    if src.is_file():  # a table of mean spectra (`bigxanes spectra`) or of references
         from ..references import read_references
+        from ..region_spectra import plot_spectra, read_spectra_csv
+
+        sp = read_spectra_csv(src) if src.suffix.lower() == ".csv" else None
+        if sp is not None:
+            out = plot_spectra([sp], args.output)
+            info(f"wrote {out} (mean ± std spectra)", args.quiet)
+            return 0
 
         e, A, names = read_references([src])
         ev, n = read_refs_csv_eigen(src)
@@ -80,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
         info(f"wrote {out}", args.quiet)
         return 0
     res = open_result(src)
-    if "fraction" not in res:
-        if "stack" in res:
+    if "shift" in res and "fraction" not in res:  # an aligned stack: its shift table
+        from ..align import plot_shifts, shift_table
+
+        out = plot_shifts(shift_table(res), args.output)
+        info(f"wrote {out} (shift table of the aligned stack)", args.quiet)
+        return 0
+    maps = [v for v in ("edge50", "white_line_energy") if v in res]
+    if "fraction" not in res and not maps:
+        if "stack" in res or "absorbance" in res:
             raise UserError(
                 f"{src} is a stack store, not a result; run `bigxanes unmix "
                 f"{src} OUT.zarr ...` first and plot OUT.zarr"

@@ -37,7 +37,10 @@ EXAMPLES = """examples:
   bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
   bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3
   bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite olivine \\
-      --energy-shift auto                      # names as 'bigxanes info Fe.prj' prints them"""
+      --energy-shift auto                      # names as 'bigxanes info Fe.prj' prints them
+  bigxanes unmix stack.zarr r.zarr --method lcf --refs a.txt b.txt --mask mask.tif \\
+      --region 0:200,50:300
+  bigxanes unmix stack.zarr edges.zarr --method edge50     # Edge-50 + white line, no references"""
 
 
 class ClusterStopped(Exception):
@@ -109,6 +112,17 @@ def register(add) -> None:
         "lower is found",
     )
     s.add_argument("--energy-range", metavar="EMIN,EMAX", help="analyse only these energies (eV)")
+    s.add_argument(
+        "--region",
+        metavar="y0:y1,x0:x1[,z0:z1]",
+        help="unmix only this box of the field (the result covers it)",
+    )
+    s.add_argument(
+        "--mask",
+        metavar="FILE|auto",
+        help="sample mask (.tif/.npy, nonzero = sample, whole field) or auto (Otsu on the "
+        "edge jump): fraction is NaN outside it",
+    )
     s.add_argument("--chunks", metavar="Y,X", help="spatial chunk of the run, e.g. 256,256")
     s.add_argument(
         "--workers", type=positive_int, help="LocalCluster workers (default: machine-sized)"
@@ -226,6 +240,8 @@ def references_for(args: argparse.Namespace, src: Any, energy_sel: np.ndarray) -
     from .refs import auto_references, checked_stack, states_text
 
     names, count = components_arg(args, legacy_count=False)
+    if not args.refs and args.method == "edge50" and "references" not in src:
+        return None, "none"  # Edge-50 and white-line maps from the data alone
     if not args.refs:
         if "references" not in src:
             raise UserError(
@@ -450,8 +466,13 @@ def run(args: argparse.Namespace) -> int:
             f"first with `bigxanes import {args.input} STACK.zarr --energies FILE`"
         )
     refs_files = [f for f in (args.refs or []) if f.lower() != "auto"]
+    mask_file = args.mask if args.mask and args.mask != "auto" else None
     prepare_output(
-        args.output, [args.input, *refs_files], args.overwrite, resume=args.resume, quiet=args.quiet
+        args.output,
+        [args.input, *refs_files, mask_file],
+        args.overwrite,
+        resume=args.resume,
+        quiet=args.quiet,
     )
     if _resume_complete(args):
         info(
@@ -520,6 +541,8 @@ def run(args: argparse.Namespace) -> int:
                     checkpoint_every=args.checkpoint_every,
                     noise_sigma=args.noise_sigma,
                     energy_shift=args.energy_shift,
+                    region=args.region,
+                    mask=args.mask,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:

@@ -36,7 +36,14 @@ from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import chi2_histogram
 from ..paths import absolute
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
-from ..pipeline.prepare import Inputs, align_inputs, check_options, needs_mean_spectrum
+from ..pipeline.prepare import (
+    Inputs,
+    Selection,
+    align_inputs,
+    check_options,
+    needs_mean_spectrum,
+    spatial_selection,
+)
 from ..pipeline.result import (
     build_dataset,
     method_variables,
@@ -158,10 +165,15 @@ def _run_record(
     }
 
 
-def _stack_dask(input: Any, ds: Any, inputs: Inputs, tiles: tuple[int, ...]) -> da.Array:
-    """The stack as dask on ``(T, *tiles)`` chunks, windowed; a chunk that fails to decode is
-    named in the error (:func:`bigxanes.integrity.checked_dask`)."""
+def _stack_dask(
+    input: Any, ds: Any, inputs: Inputs, tiles: tuple[int, ...], sel: Selection
+) -> da.Array:
+    """The stack as dask on ``(T, *tiles)`` chunks, windowed and cropped to the region; a
+    chunk that fails to decode is named in the error
+    (:func:`bigxanes.integrity.checked_dask`)."""
     Y = checked_dask(input, "stack")
+    if sel.slices is not None:
+        Y = Y[(slice(None),) + sel.slices]
     if Y.dtype != ds["stack"].dtype:
         Y = ds["stack"].data
     if inputs.select is not None:
@@ -192,6 +204,8 @@ def unmix_store(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     noise_sigma: float | None = None,
     energy_shift: Any = "none",
+    region: Any = None,
+    mask: Any = None,
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -259,6 +273,12 @@ def unmix_store(
         ``"auto"``, ``"none"`` (its misalignment warning) or ``baseline="pre-edge"`` (the
         window below the data's own edge) the stack is read once more before pass 1 for its
         mean spectrum (:func:`bigxanes.pipeline.prepare.align_inputs`).
+    region : str or tuple of slice, optional
+        ``"y0:y1,x0:x1[,z0:z1]"``: unmix only this box (``--region``).
+    mask : path, "auto" or bool ndarray, optional
+        Sample mask of the whole field (``--mask``); the result's ``mask`` is the material
+        mask AND this one, ``fraction`` NaN outside
+        (:func:`bigxanes.pipeline.prepare.spatial_selection`, as in memory).
 
     Returns
     -------
@@ -283,10 +303,13 @@ def unmix_store(
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
     check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
+    sel = spatial_selection(ds["stack"], region, mask)
+    if sel.slices is not None:
+        ds = ds.isel(dict(zip(ds["stack"].dims[1:], sel.slices, strict=True)))
     spatial = tuple(int(n) for n in ds["stack"].shape[1:])
     halo = params.halo if params is not None else 0
     tiles = min_chunks(spatial_tiles(chunks, spatial), spatial, max(halo, 1))
-    Y = _stack_dask(input, ds, inputs, tiles)
+    Y = _stack_dask(input, ds, inputs, tiles, sel)
     # before any computation: the output location is writable and has room (preflight.py)
     est = estimate_resources(
         input, method, references=references, params=params, _loaded=loaded, chunks=chunks
@@ -317,6 +340,10 @@ def unmix_store(
             say(progress, "mean spectrum (energy shift, pre-edge window)")
         inputs = align_inputs(inputs, lambda: engine_mean_spectrum(Y, runner))
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
+        run["selection"] = {
+            **sel.attrs,
+            "mask_sha1": None if sel.mask is None else hashlib.sha1(sel.mask.tobytes()).hexdigest(),
+        }
         work = WorkDir(_work_path(output))
         if resume and work.matches(run):
             check_fingerprint(
@@ -336,6 +363,7 @@ def unmix_store(
             state_mode=state_mode,
             checkpoint_every=checkpoint_every,
             noise_sigma=noise_sigma,
+            selection=sel,
         )
         ds_out = _execute(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
@@ -457,7 +485,16 @@ def _execute(
         say(progress, "fit quality (reduced chi2 inside the mask)")
         counts = _chi2_counts(variables["reduced_chi2"][1], variables["mask"][1], runner)
         extra.update(quality_attrs(counts, exe["noise_sigma"]))
+    sel: Selection = exe["selection"]
+    extra.update(sel.attrs)
     attrs = result_attrs(inputs, n_bad=rec["n_bad"], scale=c, lcf_variant=lcf_variant, **extra)
     stack = ds["stack"]
-    coords = result_coords(inputs, {d: stack[d].values for d in sdims if d in stack.coords}, sdims)
-    return build_dataset(inputs, variables, coords, attrs)
+    have = {d: stack[d].values for d in sdims if d in stack.coords}
+    coords = result_coords(inputs, sel.coords(sdims, have), sdims)
+    user_mask = None
+    if sel.mask is not None:
+        user_mask = da.from_array(sel.mask, chunks=exe["tiles"])
+    pixel_size = stack.attrs.get("pixel_size_um", ds.attrs.get("pixel_size_um"))
+    return build_dataset(
+        inputs, variables, coords, attrs, user_mask=user_mask, pixel_size=pixel_size
+    )

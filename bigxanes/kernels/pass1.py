@@ -21,6 +21,7 @@ from .moments import block_moments, clean_block, gram, nonfinite_error, residual
 from .normalize import normalize_spectra
 from .quality import noise_sigma_d2
 from .stats import HIST_BINS, data_scale, scale_histogram
+from .whiteline import white_line
 
 #: LCF solvers by variant name (``variant`` of ``bx.lcf``, ``lcf_variant`` of the engine).
 LCF_SOLVERS = {
@@ -37,8 +38,9 @@ class Pass1Layout(ChannelLayout):
     ``aty`` (L), ``yty`` (1), ``M0`` (L, NNLS coefficients), ``resid0`` (1, ``|y - A M0|²``),
     ``bad`` (1, 1 where the spectrum had NaN/Inf), ``sigma`` (1, the spectrum's noise std from
     its second differences, :func:`~bigxanes.kernels.quality.noise_sigma_d2`; NaN where unknown),
-    optional ``lcf`` (L) + ``lcf_resid`` (1)
-    for a non-NNLS LCF variant, optional ``edge50`` (1, eV) + ``edge_step`` (1).
+    optional ``lcf`` (L) + ``lcf_resid`` (1) for a non-NNLS LCF variant, optional ``edge50``
+    (1, eV) + ``edge_step`` (1) +
+    ``wl_energy`` (1, eV) + ``wl_height`` (1, edge-step units): the white line.
     """
 
     n_components: int
@@ -52,7 +54,7 @@ class Pass1Layout(ChannelLayout):
         if self.variant != "nnls":
             out.update(lcf=L, lcf_resid=1)
         if self.edge50:
-            out.update(edge50=1, edge_step=1)
+            out.update(edge50=1, edge_step=1, wl_energy=1, wl_height=1)
         return out
 
     def lcf_slices(self) -> tuple[slice, slice]:
@@ -84,7 +86,9 @@ def pass1_block(
     (in the stack's dtype); ``A`` must already be corrected alike. Edge-50 (``layout.edge50``):
     each finite spectrum is edge-step normalized with the given ``e0`` and ``norm_kwargs``
     (:func:`~bigxanes.kernels.normalize.normalize_spectra`) and the first ``level`` crossing
-    found (:func:`~bigxanes.kernels.edge50.edge50_energy`).
+    found (:func:`~bigxanes.kernels.edge50.edge50_energy`), and the white line (peak energy
+    and height of the normalized spectrum above ``e0``, local quadratic fit:
+    :func:`~bigxanes.kernels.whiteline.white_line`).
 
     ``backend``: ``"numba"`` computes the moments, NNLS and residual in one compiled read of
     the block (:func:`~bigxanes.kernels.fused_lcf.lcf_pass1_fused`, float32/float64 stacks
@@ -150,6 +154,9 @@ def pass1_block(
         nr = normalize_spectra(energy, Yc, e0=e0, **(norm_kwargs or {}))
         flat[sl["edge50"]] = edge50_energy(energy, nr.norm, level).reshape(1, -1)
         flat[sl["edge_step"]] = np.asarray(nr.edge_step).reshape(1, -1)
+        wl_e, wl_h = white_line(energy, nr.norm, window=(float(e0), float(energy[-1])))
+        flat[sl["wl_energy"]] = np.asarray(wl_e).reshape(1, -1)
+        flat[sl["wl_height"]] = np.asarray(wl_h).reshape(1, -1)
     return out
 
 

@@ -17,12 +17,45 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "MIN_CONTRAST",
     "apodize",
+    "contrast_snr",
     "image_shift",
     "register_series",
     "apply_shifts",
     "valid_box",
 ]
+
+
+#: Below this contrast-to-noise ratio (:func:`contrast_snr`) an image holds no feature that
+#: phase correlation can lock on: its shift is not measured but held from its neighbour.
+MIN_CONTRAST = 2.0
+
+
+def contrast_snr(img: np.ndarray) -> float:
+    """Contrast-to-noise ratio of an image: standard deviation of its content over its noise.
+
+    The noise ``σ`` comes from the differences of neighbouring pixels along the last axis,
+    ``σ = 1.4826 · MAD(Δ) / √2`` (robust to the few large steps at feature edges), the content
+    from the rest of the variance, ``snr = √max(var(img) - σ², 0) / σ``. A pre-edge image of a
+    sample that absorbs only at the edge is pure noise (snr ≈ 0): phase correlation of two such
+    images returns a random peak, often several pixels away.
+
+    Returns
+    -------
+    float
+        ``inf`` for a noise-free image with content, 0 for a constant one.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    a = a[np.isfinite(a)] if a.ndim < 2 else np.where(np.isfinite(a), a, np.nanmean(a))
+    if a.ndim < 2 or a.shape[-1] < 3:
+        return float("inf")
+    d = np.diff(a, axis=-1).ravel()
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0)
+    var = float(a.var())
+    if sigma <= 0.0:
+        return float("inf") if var > 0.0 else 0.0
+    return math.sqrt(max(var - sigma**2, 0.0)) / sigma
 
 
 def apodize(img: np.ndarray) -> np.ndarray:
@@ -93,15 +126,22 @@ def register_series(
     ref_index: int,
     edge: tuple[int, int] | None = None,
     upsample: int = 100,
+    min_contrast: float = MIN_CONTRAST,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shifts of every energy image onto the reference image, chained across the edge.
 
     Images whose contrast resembles the reference's (above the edge) are registered directly
     against it. Across the edge (indices ``edge[0] <= i < edge[1]``) contrast inverts or appears,
     so each image is registered to its neighbour nearer the reference and the shifts add up
-    (``s_i = s_{i+1} + shift(img_{i+1} -> img_i)``). Below the edge, images are registered
-    directly against the last chained image below the edge (a second anchor with pre-edge
-    contrast), so the chain error does not keep growing through the pre-edge.
+    (``s_i = s_j + shift(img_j -> img_i)``, ``j`` the nearest measured image above). Below the
+    edge, images are registered directly against the last measured chained image (a second
+    anchor with pre-edge contrast), so the chain error does not keep growing through the
+    pre-edge.
+
+    An image whose contrast-to-noise ratio (:func:`contrast_snr`) is below ``min_contrast``
+    (e.g. the pre-edge of a sample that absorbs only at the edge) has no feature to register:
+    its shift is held from its neighbour towards the reference (method 4) instead of being
+    read off a noise peak, and it is never used as a chain link or anchor.
 
     Parameters
     ----------
@@ -114,36 +154,67 @@ def register_series(
         reference directly.
     upsample : int
         See :func:`image_shift`.
+    min_contrast : float
+        Contrast-to-noise ratio below which a shift is held, not measured (0: measure all).
 
     Returns
     -------
     shifts : (T, ndim) float64 ndarray
         ``shifts[ref_index] == 0``.
     method : (T,) int8 ndarray
-        How each shift was found: 0 reference, 1 direct, 2 chained, 3 against the pre-edge anchor.
+        How each shift was found: 0 reference, 1 direct, 2 chained, 3 against the pre-edge
+        anchor, 4 held from the neighbour (no contrast).
+
+    Raises
+    ------
+    ValueError
+        If the reference image itself has no contrast.
     """
     T = images.shape[0]
     nd = images.ndim - 1
     shifts = np.zeros((T, nd))
     method = np.zeros(T, dtype=np.int8)
+    good = np.array([contrast_snr(images[i]) >= min_contrast for i in range(T)])
+    if not good[ref_index]:
+        raise ValueError(
+            f"the reference image (index {ref_index}) has no contrast above its noise "
+            f"(contrast-to-noise {contrast_snr(images[ref_index]):.2f} < {min_contrast:g}); "
+            "choose another --reference-energy or a feature-rich --region"
+        )
     lo, hi = (0, 0) if edge is None else (int(edge[0]), int(edge[1]))
     lo, hi = max(lo, 0), min(max(hi, lo), ref_index)
     ref = images[ref_index]
-    for i in range(T):
-        if i == ref_index or lo <= i < hi:
+    # above the edge: every image directly against the reference (held going up if no contrast)
+    for i in range(hi, T):
+        if i == ref_index:
             continue
-        if i >= hi:
+        if good[i]:
             shifts[i] = image_shift(ref, images[i], upsample)
             method[i] = 1
-    # chain down through the edge region: hi-1, hi-2, ..., lo, each onto its upper neighbour
+        else:
+            shifts[i] = shifts[i - 1] if i > hi and i - 1 != ref_index else 0.0
+            method[i] = 4
+    # chain down through the edge region: hi-1, ..., lo, each onto the nearest measured image
+    # above it (the reference when none is)
+    anchor = ref_index if hi == ref_index else hi
+    if not good[anchor]:
+        anchor = ref_index
     for i in range(hi - 1, lo - 1, -1):
-        shifts[i] = shifts[i + 1] + image_shift(images[i + 1], images[i], upsample)
-        method[i] = 2
-    if hi > lo and lo > 0:
-        anchor = lo
-        for i in range(lo - 1, -1, -1):
+        if good[i]:
+            shifts[i] = shifts[anchor] + image_shift(images[anchor], images[i], upsample)
+            method[i] = 2
+            anchor = i
+        else:
+            shifts[i] = shifts[i + 1]
+            method[i] = 4
+    # below the edge: directly against the last measured chained image
+    for i in range(lo - 1, -1, -1):
+        if good[i]:
             shifts[i] = shifts[anchor] + image_shift(images[anchor], images[i], upsample)
             method[i] = 3
+        else:
+            shifts[i] = shifts[i + 1]
+            method[i] = 4
     return shifts, method
 
 
@@ -176,6 +247,9 @@ def apply_shifts(
     for t in range(block.shape[0]):
         img = np.asarray(block[t], dtype=np.float64)
         s = np.asarray(shifts[t], dtype=np.float64)
+        # a shift within 1e-6 px of an integer IS that integer (as in :func:`valid_box`): a
+        # chained sum of 5e-17 would otherwise push a whole border row outside the image
+        s = np.where(np.abs(s - np.round(s)) < 1e-6, np.round(s), s)
         if not np.any(s):
             out[t] = img
             continue

@@ -38,7 +38,9 @@ __all__ = [
     "energy_selection",
     "prepare_inputs",
     "reference_matrix",
+    "Selection",
     "spatial_dims",
+    "spatial_selection",
     "stack_array",
 ]
 
@@ -433,3 +435,81 @@ def edge50_e0(
     the mean finite spectrum of the data (``mean_spectrum()``) without references."""
     mean = A.mean(axis=1) if A is not None else np.asarray(mean_spectrum(), dtype=np.float64)
     return float(find_e0(energy, mean))
+
+
+@dataclass
+class Selection:
+    """Where a run fits and reports: a region (crop) and a sample mask, resolved once.
+
+    ``slices``: the region as slices of the spatial axes (None: the whole field);
+    ``mask``: boolean mask of the cropped field (None: no user mask); ``attrs``: what the
+    result records about them (``region``, ``user_mask``, ``n_user_mask``).
+    """
+
+    slices: tuple[slice, ...] | None = None
+    mask: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def coords(self, sdims: Sequence[str], coords: dict[str, Any]) -> dict[str, Any]:
+        """Spatial coords of the cropped field: the input's, else the pixel indices of the
+        region in the whole field (so a region's maps keep their place)."""
+        out = dict(coords)
+        if self.slices is not None:
+            for d, s in zip(sdims, self.slices, strict=True):
+                out.setdefault(d, np.arange(s.start, s.stop))
+        return out
+
+
+def spatial_selection(stack: xr.DataArray, region: Any = None, mask: Any = None) -> Selection:
+    """Resolve ``region`` (``"y0:y1,x0:x1[,z0:z1]"`` or slices) and ``mask`` for a stack.
+
+    ``mask`` is a ``.tif``/``.npy`` file or a boolean array of the whole field (cropped to the
+    region here), or ``"auto"``: Otsu's threshold on the edge jump of the cropped stack
+    (:func:`bigxanes.region_spectra.edge_jump_map`, lazy on a dask-backed stack: one extra
+    read). Both executors call this with the full stack (before the energy window), so their
+    selections are identical.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray
+        ``(energy, [z], y, x)``, NumPy- or dask-backed.
+    region, mask : see above (None: not used)
+
+    Returns
+    -------
+    Selection
+    """
+    from ..region_spectra import edge_jump_map
+    from ..regions import auto_mask, load_mask, parse_region
+
+    spatial = tuple(str(d) for d in stack.dims[1:])
+    shape = tuple(int(n) for n in stack.shape[1:])
+    sel = Selection()
+    if region is not None:
+        sel.slices = parse_region(region, shape) if isinstance(region, str) else tuple(region)
+        sel.attrs["region"] = ",".join(f"{s.start}:{s.stop}" for s in sel.slices)
+    if mask is None:
+        return sel
+    crop = sel.slices if sel.slices is not None else tuple(slice(0, n) for n in shape)
+    if isinstance(mask, str) and mask == "auto":
+        sub = stack.isel(dict(zip(spatial, crop, strict=True)))
+        m = auto_mask(np.asarray(edge_jump_map(sub).values))
+        sel.attrs["user_mask"] = "auto (Otsu on the edge jump)"
+    else:
+        if isinstance(mask, np.ndarray | xr.DataArray):
+            m = np.asarray(mask).astype(bool)
+            if m.shape != shape:
+                raise ValueError(
+                    f"mask has shape {m.shape} but the images are {shape}; give a --mask of "
+                    "the same size"
+                )
+            sel.attrs["user_mask"] = "array"
+        else:
+            m = load_mask(mask, shape)
+            sel.attrs["user_mask"] = str(mask)
+        m = m[crop]
+    if not m.any():
+        raise ValueError("the mask selects no pixel (inside the region); check --mask / --region")
+    sel.mask = np.asarray(m, dtype=bool)
+    sel.attrs["n_user_mask"] = int(sel.mask.sum())
+    return sel

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
+from ..conventions import finalize_result
 from ..kernels.maps import (
     MASK_THRESHOLD,
     edge50_fraction_block,
@@ -70,6 +71,8 @@ DESCRIPTIONS = {
         "and the data are finite"
     ),
     "edge50": "energy of the first crossing of the Edge-50 level (eV)",
+    "white_line_energy": "peak energy of the normalized spectrum above e0, quadratic fit (eV)",
+    "white_line_height": "peak height of the normalized spectrum (edge-step units)",
     "references": (
         "reference spectra as fitted (pre-edge baseline removed when baseline='pre-edge')"
     ),
@@ -125,6 +128,8 @@ def method_variables(
     if method == "edge50":
         e50 = P[p1.slices["edge50"]][0]
         v["edge50"] = (sdims, e50)
+        v["white_line_energy"] = (sdims, P[p1.slices["wl_energy"]][0])
+        v["white_line_height"] = (sdims, P[p1.slices["wl_height"]][0])
         if L:
             v.update(scale=(sdims, lo[L]), residual_rms=(sdims, lo[L + 1]))
             v["mask"] = (sdims, np.isfinite(e50) & lcf_mask)
@@ -244,9 +249,19 @@ def build_dataset(
     variables: Mapping[str, tuple[tuple[str, ...], Any]],
     coords: Mapping[str, Any],
     attrs: Mapping[str, Any],
+    *,
+    user_mask: Any = None,
+    pixel_size: Any = None,
 ) -> xr.Dataset:
-    """The result Dataset (NumPy- or dask-backed) with the fitted references, descriptions and
-    cleaned attrs."""
+    """The result Dataset (NumPy- or dask-backed) with the fitted references, descriptions,
+    cleaned attrs and the output conventions.
+
+    ``user_mask`` (``--mask``; NumPy or dask, spatial dims) is combined with the material
+    mask: ``mask = mask & user_mask``. Then :func:`bigxanes.conventions.finalize_result`
+    (once, for both executors): ``fraction`` NaN outside ``mask`` (raw values kept as
+    ``fraction_unmasked``), CF ``units``/``long_name`` on every variable, ``y``/``x`` (``z``)
+    coordinates, in micrometres when ``pixel_size`` (or the ``pixel_size_um`` attr) is known.
+    """
     v = dict(variables)
     if inputs.A is not None:
         v["references"] = (("energy", "component"), np.asarray(inputs.A, dtype=np.float64))
@@ -256,5 +271,9 @@ def build_dataset(
             ds[k].attrs["description"] = DESCRIPTIONS[k]
     if "edge50" in ds:
         ds["edge50"].attrs["units"] = "eV"
+    if user_mask is not None and "mask" in ds:
+        sdims = ds["mask"].dims
+        ds["mask"] = ds["mask"] & xr.DataArray(user_mask, dims=sdims)
+        ds["mask"].attrs["description"] = DESCRIPTIONS["mask"] + ", inside the user mask"
     ds.attrs.update(clean_attrs(attrs))
-    return ds
+    return finalize_result(ds, pixel_size)

@@ -89,7 +89,7 @@ def test_unmix_each_method_and_plot(sim2d, tmp_path, capsys, method):
     r = open_result(out)
     assert r.attrs["method"].startswith(method)
     m = r["mask"].values
-    f = r["fraction"].values
+    f = r["fraction_unmasked"].values
     assert m.sum() > 100
     assert np.all(np.isfinite(f[:, m]))
     assert np.all((f[:, m] >= -1e-5) & (f[:, m] <= 1 + 1e-5))
@@ -135,8 +135,8 @@ def test_unmix_with_reference_files_components_and_energy_range(sim2d, tmp_path,
     # same as the stored references (swapped)
     r0 = tmp_path / "r0.zarr"
     assert main(["unmix", str(sim2d), str(r0), "--method", "lcf", "-q"]) == 0
-    f0 = open_result(r0)["fraction"].values
-    np.testing.assert_allclose(r["fraction"].values[::-1], f0, atol=1e-5)
+    f0 = open_result(r0)["fraction_unmasked"].values
+    np.testing.assert_allclose(r["fraction_unmasked"].values[::-1], f0, atol=1e-5)
     # energy window
     lo, hi = float(e[10]), float(e[-10])
     out2 = tmp_path / "rw.zarr"
@@ -241,7 +241,7 @@ def test_3d_volume_unmix_plot_slice(tmp_path, capsys):
     rc, _, err = run(capsys, "unmix", sim, out, "--method", "rum-tv", "--iters", "4", "-q")
     assert rc == 0, err
     r = open_result(out)
-    assert r["fraction"].dims == ("component", "z", "y", "x")
+    assert r["fraction_unmasked"].dims == ("component", "z", "y", "x")
     png = tmp_path / "vr.png"
     rc, _, err = run(capsys, "plot", out, png, "--slice", "5")
     assert rc == 0, err

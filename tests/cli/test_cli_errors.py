@@ -88,8 +88,8 @@ def test_kev_references_with_ev_stack_work(sim, tmp_path, capsys):
     assert rc == 0, err
     rc, _, err = run(capsys, "unmix", d / "sim.zarr", tmp_path / "ev.zarr", "--method", "lcf", "-q")
     assert rc == 0, err
-    f_kev = xr.open_zarr(tmp_path / "kev.zarr", consolidated=False)["fraction"].values
-    f_ev = xr.open_zarr(tmp_path / "ev.zarr", consolidated=False)["fraction"].values
+    f_kev = xr.open_zarr(tmp_path / "kev.zarr", consolidated=False)["fraction_unmasked"].values
+    f_ev = xr.open_zarr(tmp_path / "ev.zarr", consolidated=False)["fraction_unmasked"].values
     np.testing.assert_allclose(f_kev, f_ev, atol=1e-4)
     # and a stack imported with keV energies is stored in eV
     np.savetxt(tmp_path / "e_kev.txt", e / 1000.0)
@@ -171,17 +171,21 @@ def test_nan_inf_pixels_masked_reported_not_spread(sim, tmp_path, capsys):
     for y, x in bad:
         badmask[y, x] = True
         assert not bool(r["mask"].values[y, x])
-    assert np.all(np.isfinite(r["fraction"].values))
+    assert np.all(np.isfinite(r["fraction_unmasked"].values))
     assert np.all(np.isfinite(r["scale"].values))
     # identical to a run where those pixels were set to 0
     np.testing.assert_allclose(
-        r["fraction"].values[:, ~badmask], res["zero"]["fraction"].values[:, ~badmask], atol=1e-5
+        r["fraction_unmasked"].values[:, ~badmask],
+        res["zero"]["fraction_unmasked"].values[:, ~badmask],
+        atol=1e-5,
     )
     # neighbours stay close to the clean run
     for y, x in bad:
         sl = (slice(None), slice(y - 1, y + 2), slice(x - 1, x + 2))
         nb = ~badmask[sl[1:]]
-        diff = np.abs(r["fraction"].values[sl][:, nb] - clean["fraction"].values[sl][:, nb])
+        diff = np.abs(
+            r["fraction_unmasked"].values[sl][:, nb] - clean["fraction_unmasked"].values[sl][:, nb]
+        )
         assert diff.max() < 0.15, diff.max()
 
 

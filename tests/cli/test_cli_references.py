@@ -73,7 +73,7 @@ def test_unmix_refs_prj_components_by_printed_name(tmp_path, capsys):
     assert rc == 0, err
     r = xr.open_zarr(out, consolidated=False).load()
     assert [str(c) for c in r["component"].values] == ["Hematite", "Olivine (Fo80)"]
-    np.testing.assert_allclose(r["fraction"].values, frac, atol=1e-3)
+    np.testing.assert_allclose(r["fraction_unmasked"].values, frac, atol=1e-3)
     rc = main(
         [
             "unmix",

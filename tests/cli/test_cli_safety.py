@@ -270,7 +270,7 @@ def test_disk_full_and_read_only_are_one_line(tmp_path, capsys, monkeypatch):
 def test_corrupt_chunk_read_by_refs_and_import(tmp_path, capsys):
     ds = simulate("particles", shape=(24, 24), n_components=2, sigma=7, seed=0)
     bad = write_dataset(ds, tmp_path / "bad.zarr")
-    chunk = next(p for p in (bad / "stack" / "c").rglob("*") if p.is_file())
+    chunk = next(p for p in (bad / "absorbance" / "c").rglob("*") if p.is_file())
     chunk.write_bytes(b"garbage" * 10)
     rc, _, err = run(capsys, "refs", bad, tmp_path / "r.csv", "--n-components", "2", "-q")
     one_line(rc, err, "chunk", "bad.zarr")

@@ -80,4 +80,4 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
         backend="numba",
         residual_every=2,
     )
-    assert np.abs(m["fraction"].values - mem["fraction"].values).max() <= 1e-5
+    assert np.abs(m["fraction_unmasked"].values - mem["fraction_unmasked"].values).max() <= 1e-5

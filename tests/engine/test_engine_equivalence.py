@@ -58,7 +58,7 @@ def _rum_compare(ds, path, tmp_path, params, chunks, state_mode="auto"):
     mem = _memory(ds, params)
     h, hm = json.loads(o.attrs["history"]), json.loads(mem.attrs["history"])
     assert len(h["iteration"]) == len(hm["iteration"])
-    return o, mem["fraction"].values, mem["scale"].values, hm
+    return o, mem["fraction_unmasked"].values, mem["scale"].values, hm
 
 
 def test_state_tiles_rule():
@@ -85,7 +85,7 @@ def test_rum_tv_too_small_halo_has_seams(data2d, tmp_path, monkeypatch, state_mo
     params = RumParams(method="rum-tv", max_iter=6, tv_sweeps=4)
     monkeypatch.setattr(RumParams, "halo", property(lambda self: 1))
     o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (13, 11), state_mode)
-    assert np.abs(o["fraction"].values - X).max() > TOL
+    assert np.abs(o["fraction_unmasked"].values - X).max() > TOL
 
 
 def test_rum_pnp_default_halo_psnr(data2d, tmp_path):
@@ -94,7 +94,9 @@ def test_rum_pnp_default_halo_psnr(data2d, tmp_path):
     o, X, _, _ = _rum_compare(ds, path, tmp_path, params, (32, 36))
     truth = ds["true_fraction"].values
     mask = foreground_mask(ds["true_scale"].values)
-    loss = psnr_foreground(X, truth, mask) - psnr_foreground(o["fraction"].values, truth, mask)
+    loss = psnr_foreground(X, truth, mask) - psnr_foreground(
+        o["fraction_unmasked"].values, truth, mask
+    )
     assert loss < 0.5
     assert o.attrs["halo"] == params.halo
 
@@ -111,7 +113,7 @@ def bm3d_memory(data2d):
     """In-memory RUM-PnP(BM3D) fractions of ``data2d`` and their foreground PSNR."""
     ds, _ = data2d
     params = RumParams(method="rum-pnp", denoiser="bm3d", max_iter=BM3D_ITER)
-    X = _memory(ds, params)["fraction"].values
+    X = _memory(ds, params)["fraction_unmasked"].values
     mask = foreground_mask(ds["true_scale"].values)
     return X, psnr_foreground(X, ds["true_fraction"].values, mask)
 
@@ -143,7 +145,7 @@ def _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, halo):
     o = _open(out)
     assert json.loads(o.attrs["state_tiles"]) == [32, 36]
     X, psnr_mem = bm3d_memory
-    Xd = o["fraction"].values
+    Xd = o["fraction_unmasked"].values
     mask = foreground_mask(ds["true_scale"].values)
     loss = psnr_mem - psnr_foreground(Xd, ds["true_fraction"].values, mask)
     return o, params, loss, float(np.abs(Xd - X).max())
@@ -184,7 +186,7 @@ def test_nan_pixels_masked(tmp_path):
     o = _open(out)
     assert o.attrs["n_nonfinite"] == 2
     assert not o["mask"].values[3, 4] and not o["mask"].values[10, 11]
-    assert np.isfinite(o["fraction"].values).all()
+    assert np.isfinite(o["fraction_unmasked"].values).all()
     assert o["scale"].values[3, 4] == 0
     with pytest.raises(ValueError, match="NaN"):
         unmix_store(
@@ -240,7 +242,9 @@ def test_rum_pnp_bm4d_default_halo_psnr(tmp_path, monkeypatch):
         )
     )
     assert json.loads(o.attrs["state_tiles"]) == [16, 16, 16]
-    X = _memory(ds, params)["fraction"].values
+    X = _memory(ds, params)["fraction_unmasked"].values
     truth, mask = ds["true_fraction"].values, foreground_mask(ds["true_scale"].values)
-    loss = psnr_foreground(X, truth, mask) - psnr_foreground(o["fraction"].values, truth, mask)
+    loss = psnr_foreground(X, truth, mask) - psnr_foreground(
+        o["fraction_unmasked"].values, truth, mask
+    )
     assert loss < 0.5

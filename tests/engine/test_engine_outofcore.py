@@ -120,7 +120,7 @@ def test_out_of_core_lcf_and_rum_tv(big_stack, tmp_path):
         assert max(peak.values()) < LIMIT
         with xr.open_zarr(rum, consolidated=False) as o:
             assert o.attrs["n_iterations"] == 3
-            f = o["fraction"][:, ::97, ::89].values
+            f = o["fraction_unmasked"][:, ::97, ::89].values
         assert np.isfinite(f).all() and np.allclose(f.sum(axis=0), 1.0, atol=1e-5)
     finally:
         client.close()

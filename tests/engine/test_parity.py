@@ -113,7 +113,7 @@ def test_lcf_parity_3d_energy_range(data3d, tmp_path):
     erange = (8300.0, 8420.0)
     eng = _engine(path, tmp_path, "lcf", (5, 7, 8), energy_range=erange)
     mem = bx.lcf(ds["stack"], ds["references"], energy_range=erange)
-    assert mem["fraction"].dims == ("component", "z", "y", "x")
+    assert mem["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert mem.attrs["n_energies"] < ds.sizes["energy"]
     assert_parity(mem, eng)
 
@@ -132,7 +132,13 @@ def test_edge50_without_references_parity(data2d, tmp_path):
     write_dataset(ds[["stack"]], path)
     eng = _engine(path, tmp_path, "edge50", (7, 9))
     mem = bx.edge50(ds["stack"])
-    assert set(mem.data_vars) == {"edge50", "scale", "mask"}
+    assert set(mem.data_vars) == {
+        "edge50",
+        "white_line_energy",
+        "white_line_height",
+        "scale",
+        "mask",
+    }
     assert_parity(mem, eng)
 
 
@@ -164,7 +170,7 @@ def test_rum_tv_parity_3d(data3d, tmp_path, monkeypatch):
     p = bx.RumParams(method="rum-tv", max_iter=8, tv_sweeps=3, backend="numba")
     eng = _engine(path, tmp_path, "rum-tv", (7, 9, 11), params=p, state_mode="zarr")
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
-    assert mem["fraction"].dims == ("component", "z", "y", "x")
+    assert mem["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert_parity(mem, eng)
 
 

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import bigxanes as bx
-from bigxanes.conventions import consolidate, finalize_result
+from bigxanes.conventions import finalize_result
 from bigxanes.store import open_stack, write_dataset
 
 
@@ -20,20 +20,38 @@ def result():
 
 
 def test_fraction_nan_outside_mask_and_raw_kept(result):
-    _ds, res = result
-    out = finalize_result(res)
+    _ds, res = result  # bx.lcf applies the conventions itself (pipeline/result.py)
     mask = res["mask"].values.astype(bool)
     assert (~mask).any() and mask.any()
-    assert np.isnan(out["fraction"].values[:, ~mask]).all()
-    np.testing.assert_array_equal(out["fraction"].values[:, mask], res["fraction"].values[:, mask])
-    np.testing.assert_array_equal(out["fraction_unmasked"].values, res["fraction"].values)
+    raw = res["fraction_unmasked"].values
+    assert np.isfinite(raw).all()
+    assert np.isnan(res["fraction"].values[:, ~mask]).all()
+    np.testing.assert_array_equal(res["fraction"].values[:, mask], raw[:, mask])
     # a plain mean is now the mean over the sample
     np.testing.assert_allclose(
-        out["fraction"].mean(("y", "x")).values,
-        res["fraction"].values[:, mask].mean(axis=1),
-        rtol=1e-5,
+        res["fraction"].mean(("y", "x")).values, raw[:, mask].mean(axis=1), rtol=1e-5
     )
-    assert "fraction" in res and not np.isnan(res["fraction"].values).any()  # input unchanged
+    # applying the conventions again changes nothing (one place, idempotent)
+    again = finalize_result(res)
+    np.testing.assert_array_equal(again["fraction_unmasked"].values, raw)
+    np.testing.assert_array_equal(again["fraction"].values, res["fraction"].values)
+
+
+def test_engine_result_follows_the_same_conventions(result, tmp_path):
+    from bigxanes.engine import unmix_store
+
+    ds, res = result
+    src = write_dataset(ds, tmp_path / "s.zarr", chunks=16)
+    out = unmix_store(src, tmp_path / "r.zarr", method="lcf", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata: no warning
+        eng = xr.open_zarr(out)
+    assert sorted(eng.data_vars) == sorted(res.data_vars)
+    for name in res.variables:
+        for k in ("units", "long_name"):
+            assert eng[name].attrs.get(k) == res[name].attrs.get(k), (name, k)
+    np.testing.assert_allclose(eng["fraction"].values, res["fraction"].values, atol=1e-5)
+    assert eng["y"].attrs["units"] == "pixel"
 
 
 def test_units_and_long_name_on_every_variable(result):
@@ -58,16 +76,22 @@ def test_stack_renamed_and_old_and_new_stores_read(tmp_path, result):
     new = finalize_result(ds[["stack", "references"]])
     assert "absorbance" in new and "stack" not in new
     assert new.absorbance.attrs["long_name"]  # attribute access is no longer a method
-    p_new = write_dataset(new, tmp_path / "new.zarr")
-    p_old = write_dataset(ds[["stack", "references"]], tmp_path / "old.zarr")
+    p_new = write_dataset(ds[["stack", "references"]], tmp_path / "new.zarr")
+    assert (p_new / "absorbance").is_dir() and not (p_new / "stack").exists()
+    p_old = tmp_path / "old.zarr"  # a store as earlier versions wrote it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's note on fixed-length strings
+        ds[["stack", "references"]].to_zarr(p_old, zarr_format=3, consolidated=False)
+    from bigxanes.store import mark_complete
+
+    mark_complete(p_old)
     for p in (p_new, p_old):
         np.testing.assert_array_equal(open_stack(p)["stack"].values, ds["stack"].values)
 
 
 def test_consolidated_metadata_opens_without_warning(tmp_path, result):
     _ds, res = result
-    p = write_dataset(finalize_result(res), tmp_path / "res.zarr")
-    consolidate(p)
+    p = write_dataset(res, tmp_path / "res.zarr")  # consolidates itself
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         back = xr.open_zarr(p)

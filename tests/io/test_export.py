@@ -56,7 +56,8 @@ def test_netcdf_opens_with_xarray_and_refuses_overwrite(result, tmp_path):
     out = export_result(result, tmp_path / "res.nc", "netcdf")
     back = xr.open_dataset(out)
     np.testing.assert_array_equal(
-        back["fraction_unmasked"].values, result["fraction"].values.astype(back["fraction"].dtype)
+        back["fraction_unmasked"].values,
+        result["fraction_unmasked"].values.astype(back["fraction"].dtype),
     )
     assert back["fraction"].attrs["units"] == "1" and back["x"].attrs["units"] == "um"
     back.close()

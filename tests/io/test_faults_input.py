@@ -78,15 +78,15 @@ def broken(store, tmp_path):
 
 
 def test_missing_chunk_is_named(broken, tmp_path):
-    (broken / "stack" / "c" / "0" / "1" / "0").unlink()
+    (broken / "absorbance" / "c" / "0" / "1" / "0").unlink()
     assert missing_chunks(broken) == ["c/0/1/0"]
     # what zarr alone does: silently reads fill values
     assert np.isnan(open_stack(broken)["stack"][:, 12:, :12].values).all()
     for method in ("lcf", "rum-tv"):
         with pytest.raises(
             ChunkError,
-            match=r"1 of 6 chunk\(s\) of 'stack' are missing "
-            r"\(stack/c/0/1/0\)",
+            match=r"1 of 6 chunk\(s\) of 'absorbance' are missing "
+            r"\(absorbance/c/0/1/0\)",
         ):
             unmix_store(broken, tmp_path / f"{method}.zarr", method=method, **KW)
     assert not (tmp_path / "lcf.zarr.work").exists()
@@ -95,24 +95,24 @@ def test_missing_chunk_is_named(broken, tmp_path):
 
 
 def test_corrupt_chunk_is_named(broken, tmp_path, capsys):
-    f = broken / "stack" / "c" / "0" / "0" / "1"
+    f = broken / "absorbance" / "c" / "0" / "0" / "1"
     f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
     with pytest.raises(
         ChunkError,
-        match=r"chunk stack/c/0/0/1 \(chunk index \(0, 0, 1\)\) "
+        match=r"chunk absorbance/c/0/0/1 \(chunk index \(0, 0, 1\)\) "
         r"cannot be read",
     ):
         unmix_store(broken, tmp_path / "o.zarr", method="lcf", **KW)
     assert not (tmp_path / "o.zarr").exists()
     code = cli.main(["unmix", str(broken), str(tmp_path / "c.zarr"), "--method", "lcf", "-q"])
     err = capsys.readouterr().err
-    assert code == 2 and "stack/c/0/0/1" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "absorbance/c/0/0/1" in err and len(err.strip().splitlines()) == 1
 
 
 def test_truncated_chunk_is_named(broken, tmp_path):
-    f = broken / "stack" / "c" / "0" / "1" / "2"
+    f = broken / "absorbance" / "c" / "0" / "1" / "2"
     f.write_bytes(f.read_bytes()[:10])
-    with pytest.raises(ChunkError, match=r"stack/c/0/1/2"):
+    with pytest.raises(ChunkError, match=r"absorbance/c/0/1/2"):
         unmix_store(
             broken,
             tmp_path / "o.zarr",

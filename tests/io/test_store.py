@@ -70,7 +70,7 @@ def test_round_trip_exact(tmp_path, compressor):
     # lazy, on the stored chunks: whole energy axis x tiles
     assert isinstance(got["stack"].data, da.Array)
     assert got["stack"].data.chunks == ((5,), (4, 4, 2), (4, 4, 4))
-    arr = zarr.open_group(str(out), mode="r")["stack"]
+    arr = zarr.open_group(str(out), mode="r")["absorbance"]
     assert arr.chunks == (5, 4, 4)
     assert arr.metadata.zarr_format == 3
     assert zarr.open_group(str(out), mode="r")["mask"].chunks == (4, 4)
@@ -86,7 +86,7 @@ def test_round_trip_exact(tmp_path, compressor):
 def test_default_chunks_3d(tmp_path):
     ds = _dataset(shape=(3, 70, 10, 66))
     out = write_dataset(ds, tmp_path / "v.zarr")
-    arr = zarr.open_group(str(out), mode="r")["stack"]
+    arr = zarr.open_group(str(out), mode="r")["absorbance"]
     assert arr.chunks == (3, 64, 10, 64)
     np.testing.assert_array_equal(open_stack(out)["stack"].values, ds["stack"].values)
 
@@ -94,7 +94,7 @@ def test_default_chunks_3d(tmp_path):
 def test_numpy_backed_and_chunk_mapping(tmp_path):
     ds = _dataset(lazy=False)
     out = write_dataset(ds, tmp_path / "n.zarr", chunks={"y": 5, "x": 6})
-    assert zarr.open_group(str(out), mode="r")["stack"].chunks == (5, 5, 6)
+    assert zarr.open_group(str(out), mode="r")["absorbance"].chunks == (5, 5, 6)
     np.testing.assert_array_equal(open_stack(out)["stack"].values, ds["stack"].values)
 
 

@@ -32,7 +32,7 @@ def test_edge50_fraction_for_two_states_noiseless():
     sim = simulate_to_arrays("wedge", (16, 16), 2, sigma=0.0, seed=0)
     ds = api.edge50(sim.stack, sim.references, energy=sim.energy)
     assert np.all(np.isfinite(ds["edge50"].values))
-    x = ds["fraction"].values
+    x = ds["fraction_unmasked"].values
     np.testing.assert_allclose(x.sum(0), 1.0, atol=1e-6)
     # Edge-50 is monotone in the true fraction of the second state
     t = sim.fraction[1].ravel()

@@ -33,7 +33,7 @@ def test_nonfinite_stack(sim, bad):
     ):
         assert not ds["mask"].values[2, 5]
         assert ds.attrs["n_nonfinite"] == 1 and ds.attrs["nan_policy"] == "mask"
-        assert np.all(np.isfinite(ds["fraction"].values))
+        assert np.all(np.isfinite(ds["fraction_unmasked"].values))
     assert not np.isfinite(Y[3, 2, 5])
 
 
@@ -108,5 +108,7 @@ def test_bad_parameters(sim, kw, match):
 def test_keV_stack_energies_are_converted(sim):
     ds_ev = api.lcf(sim.stack, sim.references, energy=sim.energy)
     ds_kev = api.lcf(sim.stack, sim.references, energy=sim.energy / 1000.0)
-    np.testing.assert_allclose(ds_ev["fraction"].values, ds_kev["fraction"].values)
+    np.testing.assert_allclose(
+        ds_ev["fraction_unmasked"].values, ds_kev["fraction_unmasked"].values
+    )
     assert ds_kev.attrs["energy_min"] == pytest.approx(sim.energy[0])

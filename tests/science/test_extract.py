@@ -27,7 +27,7 @@ def sim():
 
 def _psnr_with(E, sim):
     fg = foreground_mask(sim.scale)
-    X = api.unmix(sim.stack, E, energy=sim.energy)["fraction"].values
+    X = api.unmix(sim.stack, E, energy=sim.energy)["fraction_unmasked"].values
     return psnr_foreground(X, sim.fraction, fg)
 
 

@@ -35,7 +35,7 @@ def _scores(layout: str, sigma: float, seed: int = 3) -> dict[str, float]:
         ("gtv", "rum-tv", {"prior": "guided-tv"}),
     ):
         ds = unmix(sim.stack, sim.references, method=method, energy=sim.energy, **kw)
-        X = np.asarray(ds["fraction"].values, dtype=np.float64)
+        X = np.asarray(ds["fraction_unmasked"].values, dtype=np.float64)
         np.testing.assert_allclose(X.sum(axis=0), 1.0, atol=1e-5)
         out[label] = psnr_foreground(X, sim.fraction, mask)
     return out

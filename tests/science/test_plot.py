@@ -82,7 +82,7 @@ def test_plot_errors(run2d, tmp_path):
 
 def test_helpers(run2d, tmp_path):
     ds, res = run2d
-    f = res["fraction"].values
+    f = res["fraction_unmasked"].values
     rgb = rgb_composite(f, res["mask"].values)
     assert rgb.shape == (40, 40, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert np.all(rgb[~res["mask"].values] == 0)

@@ -78,7 +78,7 @@ def test_import_with_i0_is_optical_density(stxm):
 @pytest.mark.parametrize("method", ["lcf", "rum-tv"])
 def test_fractions_in_simplex_inside_mask(stxm, method):
     _, _, out, mask = stxm
-    f = out[method]["fraction"].values
+    f = out[method]["fraction_unmasked"].values
     assert f.shape == (2, 125, 125)
     fm = f[:, mask]
     assert np.all(np.isfinite(fm))

@@ -73,8 +73,12 @@ def test_mask_summary_over_the_mask():
     summ = mask_summary(res)
     m = res["mask"].values.astype(bool)
     c0 = str(res["component"].values[0])
-    np.testing.assert_allclose(summ[c0]["mean"], res["fraction"].values[0][m].mean(), rtol=1e-6)
-    np.testing.assert_allclose(summ[c0]["p50"], np.median(res["fraction"].values[0][m]), rtol=1e-6)
+    np.testing.assert_allclose(
+        summ[c0]["mean"], res["fraction_unmasked"].values[0][m].mean(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        summ[c0]["p50"], np.median(res["fraction_unmasked"].values[0][m]), rtol=1e-6
+    )
     assert summ["_mask"]["n_pixels"] == m.sum()
 
 

@@ -44,7 +44,7 @@ def test_noiseless_converges_to_truth(method, L):
         sim.stack, sim.references, energy=sim.energy, method=method, tol=1e-7, max_iter=400
     )
     fg = foreground_mask(sim.scale)
-    assert rmse_foreground(ds["fraction"].values, sim.fraction, fg) < 1e-3
+    assert rmse_foreground(ds["fraction_unmasked"].values, sim.fraction, fg) < 1e-3
     np.testing.assert_allclose(ds["scale"].values[fg], sim.scale[fg], rtol=1e-3)
 
 
@@ -56,7 +56,7 @@ def _scores(X, sim):
 @pytest.fixture(scope="module")
 def particles_l2_sigma7():
     sim = simulate_to_arrays("particles", (128, 128), 2, sigma=7.0, seed=0)
-    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
+    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
     return sim, _scores(lcf, sim)
 
 
@@ -66,13 +66,13 @@ def particles_l2_sigma7():
 def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser):
     sim, (lcf_fg, lcf_paper) = particles_l2_sigma7
     ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method=method, denoiser=denoiser)
-    fg, paper = _scores(ds["fraction"].values, sim)
+    fg, paper = _scores(ds["fraction_unmasked"].values, sim)
     assert fg >= lcf_fg + 3.0, (fg, lcf_fg)
     assert paper >= lcf_paper + 3.0, (paper, lcf_paper)
     h = history_of(ds)
     assert h["primal"][0] / h["primal"][-1] >= 100.0
     # the output is a valid phase map
-    X = ds["fraction"].values
+    X = ds["fraction_unmasked"].values
     assert X.min() >= 0 and np.allclose(X.sum(0), 1, atol=1e-5)
 
 
@@ -80,10 +80,10 @@ def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser):
 @pytest.mark.parametrize("method", ["rum-tv", "rum-pnp"])
 def test_rum_beats_lcf_more_states(L, method):
     sim = simulate_to_arrays("particles", (96, 96), L, sigma=7.0, seed=1)
-    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
+    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
     ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method=method)
     lcf_fg, lcf_paper = _scores(lcf, sim)
-    fg, paper = _scores(ds["fraction"].values, sim)
+    fg, paper = _scores(ds["fraction_unmasked"].values, sim)
     assert fg > lcf_fg + 1.0 and paper > lcf_paper
 
 
@@ -119,7 +119,7 @@ def test_dual_rescaling_when_rho_grows():
 
 def test_pnp_converges_with_fast_growing_rho():
     sim = simulate_to_arrays("wedge", (48, 48), 2, sigma=5.0, seed=0)
-    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
+    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
     ds = api.unmix(
         sim.stack,
         sim.references,
@@ -133,7 +133,7 @@ def test_pnp_converges_with_fast_growing_rho():
     assert h["rho"][-1] > 100 * h["rho"][0]
     assert h["primal"][0] / h["primal"][-1] > 100
     fg = foreground_mask(sim.scale)
-    assert psnr_foreground(ds["fraction"].values, sim.fraction, fg) > (
+    assert psnr_foreground(ds["fraction_unmasked"].values, sim.fraction, fg) > (
         psnr_foreground(lcf, sim.fraction, fg) + 3.0
     )
 
@@ -141,7 +141,7 @@ def test_pnp_converges_with_fast_growing_rho():
 def test_result_layout_and_attrs():
     sim = simulate_to_arrays("particles", (24, 24, 24), 2, sigma=3.0, seed=0)
     ds = api.unmix(sim.stack, sim.references, energy=sim.energy, method="rum-tv", max_iter=5)
-    assert ds["fraction"].dims == ("component", "z", "y", "x")
+    assert ds["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert ds["scale"].dims == ("z", "y", "x")
     for key in ("params", "lam", "history", "n_iterations", "method", "version", "data_scale"):
         assert key in ds.attrs
@@ -153,7 +153,7 @@ def test_result_layout_and_attrs():
 def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
     # BM4D per 3-D map, or BM3D slice by slice; a short run must already beat LCF
     sim = simulate_to_arrays("wedge", (10, 12, 12), 2, sigma=7.0, seed=0)
-    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction"].values
+    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
     ds = api.unmix(
         sim.stack,
         sim.references,
@@ -162,8 +162,11 @@ def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
         denoiser=denoiser,
         max_iter=4,
     )
-    assert ds["fraction"].dims == ("component", "z", "y", "x")
-    assert psnr_paper(ds["fraction"].values, sim.fraction) > psnr_paper(lcf, sim.fraction) + 1.0
+    assert ds["fraction_unmasked"].dims == ("component", "z", "y", "x")
+    assert (
+        psnr_paper(ds["fraction_unmasked"].values, sim.fraction)
+        > psnr_paper(lcf, sim.fraction) + 1.0
+    )
 
 
 def test_bm4d_refuses_2d():
