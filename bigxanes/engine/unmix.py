@@ -23,7 +23,6 @@ import numpy as np
 
 from .. import __version__
 from ..integrity import check_chunks, check_energy_order, checked_dask
-from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
@@ -307,7 +306,7 @@ def _execute(
     N = int(np.prod(spatial))
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", method == "edge50")
     if params is not None:  # where the ADMM state (RUM) or the pass-1 channels live
-        mode_bytes = StateLayout(L, len(spatial), params.reg).n_channels * N * 4
+        mode_bytes = params.state_layout(L, len(spatial)).n_channels * N * 4
     else:  # float64 pass-1 channels + the float32 result maps being written
         mode_bytes = p1.n_channels * N * 8
     mode = choose_state_mode(exe["state_mode"], mode_bytes, runner.memory_bytes())
@@ -329,7 +328,7 @@ def _execute(
     rum_maps = None
     if params is not None:
         nthr = _n_threads(runner)
-        layout = StateLayout(L, len(spatial), params.reg)
+        layout = params.state_layout(L, len(spatial))
         st = state_tiles(
             exe["tiles"],
             spatial,
