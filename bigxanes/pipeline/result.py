@@ -23,7 +23,9 @@ from ..kernels.maps import (
     lcf_outputs_block,
     material_mask,
 )
+from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout
+from ..kernels.uncertainty import lcf_std_block
 from .prepare import Inputs
 
 __all__ = [
@@ -55,6 +57,10 @@ EXECUTOR_ATTRS = (
 DESCRIPTIONS = {
     "fraction": "fraction of each chemical state (sums to one)",
     "lcf_fraction": "fractions of the NNLS linear combination fit (the RUM start)",
+    "fraction_std": (
+        "standard deviation of each fraction (LCF: least-squares covariance from the "
+        "pixel's residual, delta method; bigxanes.kernels.uncertainty)"
+    ),
     "scale": "per-pixel scale s of Y = A X diag(s)",
     "residual_rms": "RMS over energies of Y - A X s",
     "mask": (
@@ -110,6 +116,8 @@ def method_variables(
         if method == "lcf":
             v.update(fraction=(fd, lo[:L]), scale=(sdims, lo[L]), mask=(sdims, lcf_mask))
             v["residual_rms"] = (sdims, lo[L + 1])
+            sd = blocks(lcf_std_block, P, L, p1=p1, AtA=gram(inputs.A), n_energies=T)
+            v["fraction_std"] = (fd, sd)
         else:
             v["lcf_fraction"] = (fd, lo[:L])
     if method == "edge50":
