@@ -331,7 +331,7 @@ class RumIterations:
         maps = map_spatial_blocks(
             rum_outputs_block,
             self.mode.final(),
-            self.L + 2,
+            2 * self.L + 2,
             layout=self.layout,
             AtA=self.AtA,
             scale=self.scale,

@@ -58,8 +58,9 @@ DESCRIPTIONS = {
     "fraction": "fraction of each chemical state (sums to one)",
     "lcf_fraction": "fractions of the NNLS linear combination fit (the RUM start)",
     "fraction_std": (
-        "standard deviation of each fraction (LCF: least-squares covariance from the "
-        "pixel's residual, delta method; bigxanes.kernels.uncertainty)"
+        "standard deviation of each fraction: LCF: least-squares covariance with the pixel's "
+        "residual variance, delta method; RUM: the same at the RUM solution and residual "
+        "(linearized, ignores the prior: an upper bound); bigxanes.kernels.uncertainty"
     ),
     "scale": "per-pixel scale s of Y = A X diag(s)",
     "residual_rms": "RMS over energies of Y - A X s",
@@ -135,6 +136,7 @@ def method_variables(
     if rum_maps is not None:
         v.update(fraction=(fd, rum_maps[:L]), scale=(sdims, rum_maps[L]))
         v["residual_rms"] = (sdims, rum_maps[L + 1])
+        v["fraction_std"] = (fd, rum_maps[L + 2 : 2 * L + 2])
         v["mask"] = (sdims, material_mask(rum_maps[L], scale, bad))
     return {
         k: (d, a if k == "mask" else a.astype(np.float32))
