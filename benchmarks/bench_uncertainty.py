@@ -13,7 +13,8 @@ Methods and their std:
 * ``lcf``: NNLS; :func:`lcf_fraction_std` with σ̂² per pixel from its residual.
 * ``lcf-w``: weighted NNLS (IRLS counting weights, I0 known); std ``(AᵀWA)⁻¹`` (Poisson only).
 * ``rum-tv/linearized``: RUM-TV fractions with the LCF covariance evaluated at the RUM solution
-  (no account of the prior: expected far too conservative).
+  and its residual (no account of the prior: expected too conservative); this is the
+  ``fraction_std`` that RUM results carry.
 * ``rum-tv/risk``: :func:`rum_fraction_std` (Stein risk relative to the LCF variance, 5 px box,
   3 px edge spreading) with ``K`` perturbed RUM re-solves at the same λ (noise std per pixel
   from the LCF residual).
@@ -184,7 +185,7 @@ def calibration_case(L, sigma, dose, shape, K, seed, params):
     noise_std = np.broadcast_to(sigma_pix.reshape((1,) + shape), sim.stack.shape)
 
     t0 = time.perf_counter()
-    xr, _, _, _, init = unmix_rum_array(sim.stack, A, params)
+    xr, _, Mrum, _, init = unmix_rum_array(sim.stack, A, params)
     t_rum = time.perf_counter() - t0
     # the re-solves keep the λ of the estimate ("auto" would grow with the added noise)
     fixed = RumParams(method=params.method, lam=init.lam)
@@ -196,9 +197,11 @@ def calibration_case(L, sigma, dose, shape, K, seed, params):
         return Xr, Xl.reshape((L,) + shape)
 
     xl = fractions_from_coefficients(lstsq_coefficients(AtA, A.T @ Yf))[0].reshape((L,) + shape)
-    # linearized LCF covariance at the RUM solution (scale from the RUM-free LCF)
-    Mr = xr.reshape(L, -1) * M.sum(axis=0)
-    sd_lin = lcf_fraction_std(Mr, AtA, rss=rss, n_energies=T)
+    # linearized LCF covariance at the RUM solution and residual: the `fraction_std` of RUM
+    # results (kernels.maps.rum_outputs_block)
+    Mr = Mrum.reshape(L, -1)
+    rss_r = np.sum((Yf - A @ Mr) ** 2, axis=0)
+    sd_lin = lcf_fraction_std(Mr, AtA, rss=rss_r, n_energies=T)
     rows["rum-tv/linearized"] = calib(z_of(xr, sd_lin))
     rng = np.random.default_rng([seed, 77])
     t0 = time.perf_counter()

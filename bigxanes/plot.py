@@ -480,6 +480,10 @@ def plot_result(
         panels.append(
             image_panel(_2d(result["residual_rms"], z).astype(float), "residual RMS", "magma")
         )
+    if "fraction_std" in result and L:
+        sd = _2d(result["fraction_std"], z).astype(float)
+        for j in range(L):
+            panels.append(image_panel(sd[j], f"fraction std: {names[j]}", "cividis"))
     for v in maps_only:
         unit = result[v].attrs.get("units", "eV" if "energy" in v or v == "edge50" else "")
         map_title = {"edge50": "Edge-50 energy", "white_line_energy": "white-line energy"}.get(

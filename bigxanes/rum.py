@@ -218,6 +218,11 @@ class RumParams:
             )
         )
 
+    def state_layout(self, n_components: int, ndim: int) -> StateLayout:
+        """Channel layout of this run's ADMM state (with the guided-TV weight channel ``w``
+        when ``prior == "guided-tv"``); the one place both executors build it."""
+        return StateLayout(n_components, ndim, self.reg, weighted=self.prior == "guided-tv")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -479,7 +484,7 @@ def solve_rum(
     T, L = A.shape
     spatial = P.shape[1:]
     N = int(np.prod(spatial))
-    layout = StateLayout(L, len(spatial), params.reg)
+    layout = params.state_layout(L, len(spatial))
     AtA = gram(A)
     nv = noise_variance(resid_sum, N, T, L, scale)
     lam = resolve_lambda(params, nv, A, scale)
@@ -488,7 +493,11 @@ def solve_rum(
     backend = params.kernel_backend(N)
     if backend == "numba":
         state_dtype = np.float32  # the fused kernel's state, as the engine's
-    state = [state_from_pass1(P, p1=p1, layout=layout, scale=scale, dtype=state_dtype)]
+    state = [
+        state_from_pass1(
+            P, p1=p1, layout=layout, scale=scale, dtype=state_dtype, kappa=params.guide_kappa
+        )
+    ]
 
     def step(k: int, rho: float, rho_next: float, residuals: bool) -> dict[str, float] | None:
         out = admm_step(
@@ -550,5 +559,5 @@ def unmix_rum_array(
     S, history, init = solve_rum(
         P, p1, A, params, stats["scale"], stats["resid_sum"], state_dtype=state_dtype
     )
-    X, s, M = final_maps(S, StateLayout(A.shape[1], Y.ndim - 1, params.reg), init.scale)
+    X, s, M = final_maps(S, params.state_layout(A.shape[1], Y.ndim - 1), init.scale)
     return X, s, M, history, init

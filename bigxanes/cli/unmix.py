@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,8 @@ def register(add) -> None:
     from ..engine.cluster import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WORKER_GRACE
     from ..engine.unmix import DEFAULT_CHECKPOINT_EVERY, METHODS, STATE_MODES
     from ..kernels.denoisers import DENOISERS
+    from ..kernels.guide import DEFAULT_KAPPA
+    from ..rum import PRIORS
 
     s = add("unmix", "phase maps from a stack store: rum-tv, rum-pnp, lcf or edge50", EXAMPLES)
     s.add_argument("input", metavar="IN.zarr")
@@ -77,6 +80,19 @@ def register(add) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of --refs auto")
     s.add_argument("--lam", help="regularization weight λ, or 'auto' (default)")
     s.add_argument("--lam-factor", type=float, help="prior strength used by --lam auto")
+    s.add_argument(
+        "--prior",
+        choices=PRIORS,
+        help="RUM-TV spatial prior: plain TV (default) or structure-guided TV whose edge "
+        "weights come from the LCF scale map (fractions may jump where the sample's outline "
+        "jumps)",
+    )
+    s.add_argument(
+        "--guide-kappa",
+        type=float,
+        metavar="K",
+        help=f"--prior guided-tv: edge scale κ of the weights (default {DEFAULT_KAPPA:g})",
+    )
     s.add_argument("--iters", type=nonnegative_int, help="maximum ADMM iterations")
     s.add_argument("--tol", type=float, help="stopping tolerance (relative residuals)")
     s.add_argument("--rho", type=float, help="initial ADMM penalty")
@@ -184,9 +200,21 @@ def rum_params(args: argparse.Namespace) -> Any:
     """:class:`bigxanes.rum.RumParams` from the flags (None for LCF/Edge-50)."""
     from ..rum import RumParams
 
+    prior = getattr(args, "prior", None)
+    kappa = getattr(args, "guide_kappa", None)
+    if prior not in (None, "tv") and args.method != "rum-tv":
+        raise UserError(f"--prior {prior} needs --method rum-tv (got --method {args.method})")
+    if kappa is not None and prior != "guided-tv":
+        raise UserError("--guide-kappa applies to --prior guided-tv; add it or drop the flag")
+    if kappa is not None and not (math.isfinite(kappa) and kappa > 0):
+        raise UserError(f"--guide-kappa {kappa:g}: give a positive number (e.g. 0.02)")
     if args.method not in ("rum-tv", "rum-pnp"):
         return None
     kw: dict[str, Any] = {"method": args.method}
+    if prior is not None:
+        kw["prior"] = prior
+    if kappa is not None:
+        kw["guide_kappa"] = kappa
     if args.lam is not None:
         if args.lam == "auto":
             kw["lam"] = "auto"

@@ -33,7 +33,7 @@ import dask.array as da
 import numpy as np
 
 from ..integrity import test_pause
-from ..kernels.admm import RESIDUALS, StateLayout
+from ..kernels.admm import RESIDUALS
 from ..kernels.maps import rum_outputs_block
 from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout, state_from_pass1
@@ -224,7 +224,7 @@ class RumIterations:
         self.work, self.runner, self.params = work, runner, params
         self.T, self.L, self.N = T, L, int(np.prod(spatial))
         self.spatial, self.state_tiles = spatial, tuple(state_tiles)
-        self.layout = StateLayout(L, len(spatial), params.reg)
+        self.layout = params.state_layout(L, len(spatial))
         self.AtA = gram(A)
         self.scale = float(stats["scale"])
         self.noise_var = noise_variance(stats["resid_sum"], self.N, T, L, self.scale)
@@ -293,6 +293,7 @@ class RumIterations:
                 p1=p1,
                 layout=self.layout,
                 scale=self.scale,
+                kappa=self.params.guide_kappa,
             )
             if self.mode.memory:  # no write: a resume without a commit starts from pass 1
                 self.mode.fresh(S0)
@@ -367,7 +368,7 @@ class RumIterations:
         maps = map_spatial_blocks(
             rum_outputs_block,
             self.mode.final(),
-            self.L + 2,
+            2 * self.L + 2,
             layout=self.layout,
             AtA=self.AtA,
             scale=self.scale,

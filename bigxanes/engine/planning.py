@@ -13,7 +13,6 @@ import dask
 import numpy as np
 
 from ..energy import as_ev
-from ..kernels.admm import StateLayout
 from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import METHODS
 from ..pipeline.prepare import Inputs, prepare_inputs
@@ -259,7 +258,7 @@ def estimate_resources(
     state_bytes = 0
     nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
     if rum:
-        layout = StateLayout(L, nd, params.reg)
+        layout = params.state_layout(L, nd)
         state_bytes = layout.n_channels * N * 4
         # the iterations run on state blocks (state_tiles; without the run's memory cap)
         st = state_tiles(tiles, spatial, layout.n_channels, nw * max(1, threads_per_worker))

@@ -30,7 +30,6 @@ from ..integrity import (
     checked_dask,
     input_fingerprint,
 )
-from ..kernels.admm import StateLayout
 from ..kernels.edge50 import edge50_reference_energies
 from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import chi2_histogram
@@ -420,7 +419,7 @@ def _execute(
     N = int(np.prod(spatial))
     p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", method == "edge50")
     if params is not None:  # where the ADMM state (RUM) or the pass-1 channels live
-        mode_bytes = StateLayout(L, len(spatial), params.reg).n_channels * N * 4
+        mode_bytes = params.state_layout(L, len(spatial)).n_channels * N * 4
     else:  # float64 pass-1 channels + the float32 result maps being written
         mode_bytes = p1.n_channels * N * 8
     mode = choose_state_mode(exe["state_mode"], mode_bytes, runner.memory_bytes())
@@ -442,7 +441,7 @@ def _execute(
     rum_maps = None
     if params is not None:
         nthr = _n_threads(runner)
-        layout = StateLayout(L, len(spatial), params.reg)
+        layout = params.state_layout(L, len(spatial))
         st = state_tiles(
             exe["tiles"],
             spatial,

@@ -14,6 +14,7 @@ from .edge50 import fraction_from_edge50
 from .lcf import fractions_from_coefficients
 from .moments import residual_sq
 from .pass1 import Pass1Layout
+from .uncertainty import lcf_fraction_std
 
 #: ``mask`` is True where ``scale > MASK_THRESHOLD · c`` (c: the data scale, the 99th
 #: percentile of the LCF scale) and the spectrum was finite.
@@ -65,17 +66,25 @@ def final_maps(
 def rum_outputs_block(
     S: np.ndarray, *, layout: StateLayout, AtA: np.ndarray, scale: float, n_energies: int
 ) -> np.ndarray:
-    """RUM maps of a final state block: ``fraction`` (L), ``scale``, ``residual_rms``.
+    """RUM maps of a final state block: ``fraction`` (L), ``scale``, ``residual_rms``,
+    ``fraction_std`` (L).
 
     :func:`final_maps`, and the residual ``|y - A X s|`` in the stack's units from the state's
-    ``AᵀY`` and ``yᵀy`` (:func:`~bigxanes.kernels.moments.residual_sq`).
+    ``AᵀY`` and ``yᵀy`` (:func:`~bigxanes.kernels.moments.residual_sq`). ``fraction_std`` is
+    the cheap *linearized* estimate: the LCF delta-method std
+    (:func:`~bigxanes.kernels.uncertainty.lcf_fraction_std`) evaluated at the RUM coefficients
+    ``M = X s`` with the noise variance from the RUM residual, ``σ̂² = RSS / (T - L)``. It ignores
+    the prior's averaging (smaller variance) and its bias (at edges), so it is an upper bound in
+    practice: measured 2σ coverage 98-100 % (benchmarks/results/uncertainty.md).
     """
     sl = layout.slices
     X, s, M = final_maps(S, layout, scale)
     aty = np.asarray(S[sl["aty"]], dtype=np.float64) * scale
     yty = np.asarray(S[sl["yty"]][0], dtype=np.float64) * scale * scale
-    rms = residual_rms(residual_sq(yty, aty, M, AtA), n_energies)
-    return np.concatenate([X, s[None], rms[None]])
+    rss = residual_sq(yty, aty, M, AtA)
+    rms = residual_rms(rss, n_energies)
+    sd = lcf_fraction_std(M, AtA, rss=rss, n_energies=n_energies)
+    return np.concatenate([X, s[None], rms[None], sd])
 
 
 def edge50_fraction_block(P: np.ndarray, *, p1: Pass1Layout, e_refs: np.ndarray) -> np.ndarray:

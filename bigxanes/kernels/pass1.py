@@ -15,6 +15,7 @@ import numpy as np
 from .admm import BACKENDS, StateLayout, default_backend, initial_state
 from .baseline import subtract_pre_edge
 from .edge50 import edge50_energy
+from .guide import DEFAULT_KAPPA, edge_weights
 from .layout import ChannelLayout
 from .lcf import lstsq_coefficients, nnls_coefficients, sum_to_one_coefficients
 from .moments import block_moments, clean_block, gram, nonfinite_error, residual_sq
@@ -179,15 +180,30 @@ def hist_block(P: np.ndarray, *, p1: Pass1Layout, smax: float) -> np.ndarray:
 
 
 def state_from_pass1(
-    P: np.ndarray, *, p1: Pass1Layout, layout: StateLayout, scale: float, dtype=np.float32
+    P: np.ndarray,
+    *,
+    p1: Pass1Layout,
+    layout: StateLayout,
+    scale: float,
+    dtype=np.float32,
+    kappa: float = DEFAULT_KAPPA,
 ) -> np.ndarray:
     """Initial ADMM state of a block from its pass-1 channels, on the stack scaled by ``1/c``
     (:func:`~bigxanes.kernels.admm.initial_state`; needs a 1-pixel halo for TV). Rounded to
-    ``dtype`` (the precision the state is kept in), returned as float64."""
+    ``dtype`` (the precision the state is kept in), returned as float64.
+
+    A weighted layout (guided TV) gets its ``w`` channel from the morphology image
+    ``m = 1ᵀM0 / c`` (the scaled NNLS scale map) by
+    :func:`~bigxanes.kernels.guide.edge_weights` with edge scale ``kappa``; ``w`` reads one
+    forward neighbour per axis, so the same 1-pixel halo makes it exact on a block."""
     sl = p1.slices
     c = float(scale)
+    M0 = P[sl["M0"]] / c
+    weight = None
+    if layout.weighted:
+        weight = edge_weights(M0.sum(axis=0), layout.ndim, kappa=kappa)
     return initial_state(
-        P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), P[sl["M0"]] / c, layout, dtype=dtype
+        P[sl["aty"]] / c, P[sl["yty"]][0] / (c * c), M0, layout, dtype=dtype, weight=weight
     ).astype(np.float64)
 
 

@@ -59,6 +59,8 @@ __all__ = [
     "constraint_active",
     "perturbation_moments",
     "rum_fraction_std",
+    "sum_to_one_fraction_std",
+    "lcf_std_block",
 ]
 
 
@@ -285,3 +287,50 @@ def rum_fraction_std(
     if int(edge) > 1:
         r = maximum_filter(r, size=(1,) + (int(edge),) * (x_rum.ndim - 1), mode="nearest")
     return np.where(good, np.sqrt(np.maximum(r, 0.0) * v), np.nan)
+
+
+def sum_to_one_fraction_std(
+    AtA: np.ndarray, rss: np.ndarray, n_energies: int, eps: float = 1e-12
+) -> np.ndarray:
+    """``fraction_std`` of the sum-to-one LCF (fractions fitted directly with ``1ᵀx = 1``).
+
+    Equality-constrained least squares: ``Cov(x̂) = σ̂² (G⁻¹ - G⁻¹1 1ᵀG⁻¹ / 1ᵀG⁻¹1)``,
+    ``G = AᵀA``, ``σ̂² = RSS / (T - L + 1)`` (one constraint gives one degree of freedom back).
+
+    Parameters
+    ----------
+    AtA : (L, L) ndarray
+    rss : (*spatial) ndarray
+        Per-pixel residual sum of squares.
+    n_energies : int
+
+    Returns
+    -------
+    (L, *spatial) ndarray
+    """
+    G = np.asarray(AtA, dtype=np.float64)
+    L = G.shape[0]
+    Gi = np.linalg.inv(G)
+    g1 = Gi.sum(axis=1)
+    C = Gi - np.outer(g1, g1) / max(float(g1.sum()), eps)
+    s2 = residual_noise_variance(rss, n_energies, L - 1)
+    return np.sqrt(np.maximum(np.diag(C), 0.0)).reshape((L,) + (1,) * s2.ndim) * np.sqrt(s2)
+
+
+def lcf_std_block(P: np.ndarray, *, p1, AtA: np.ndarray, n_energies: int) -> np.ndarray:
+    """``fraction_std`` (L, *spatial) of the LCF of a pass-1 block (pixel-local, no halo).
+
+    The variant's coefficients and residual (:meth:`~bigxanes.kernels.pass1.Pass1Layout.
+    lcf_slices`): free-scale variants (NNLS, least squares) by the delta method
+    (:func:`lcf_fraction_std`, noise from the pixel's residual ``σ̂² = RSS / (T - L)``), the
+    sum-to-one variant by :func:`sum_to_one_fraction_std`. Spectra that were not finite
+    (``bad``) and pixels without material get NaN.
+    """
+    msl, rsl = p1.lcf_slices()
+    M = np.asarray(P[msl], dtype=np.float64)
+    rss = np.asarray(P[rsl][0], dtype=np.float64)
+    if p1.variant == "sum-to-one":
+        out = sum_to_one_fraction_std(AtA, rss, n_energies)
+    else:
+        out = lcf_fraction_std(M, AtA, rss=rss, n_energies=n_energies)
+    return np.where(P[p1.slices["bad"]][0] > 0, np.nan, out)

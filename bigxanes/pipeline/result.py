@@ -24,8 +24,10 @@ from ..kernels.maps import (
     lcf_outputs_block,
     material_mask,
 )
+from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import CHI2_WARN, chi2_from_rms, fit_quality_from_histogram
+from ..kernels.uncertainty import lcf_std_block
 from ..rum import History
 from .prepare import Inputs
 
@@ -60,6 +62,11 @@ EXECUTOR_ATTRS = (
 DESCRIPTIONS = {
     "fraction": "fraction of each chemical state (sums to one)",
     "lcf_fraction": "fractions of the NNLS linear combination fit (the RUM start)",
+    "fraction_std": (
+        "standard deviation of each fraction: LCF: least-squares covariance with the pixel's "
+        "residual variance, delta method; RUM: the same at the RUM solution and residual "
+        "(linearized, ignores the prior: an upper bound); bigxanes.kernels.uncertainty"
+    ),
     "scale": "per-pixel scale s of Y = A X diag(s)",
     "residual_rms": "RMS over energies of Y - A X s",
     "reduced_chi2": (
@@ -123,6 +130,8 @@ def method_variables(
         if method == "lcf":
             v.update(fraction=(fd, lo[:L]), scale=(sdims, lo[L]), mask=(sdims, lcf_mask))
             v["residual_rms"] = (sdims, lo[L + 1])
+            sd = blocks(lcf_std_block, P, L, p1=p1, AtA=gram(inputs.A), n_energies=T)
+            v["fraction_std"] = (fd, sd)
         else:
             v["lcf_fraction"] = (fd, lo[:L])
     if method == "edge50":
@@ -142,6 +151,7 @@ def method_variables(
     if rum_maps is not None:
         v.update(fraction=(fd, rum_maps[:L]), scale=(sdims, rum_maps[L]))
         v["residual_rms"] = (sdims, rum_maps[L + 1])
+        v["fraction_std"] = (fd, rum_maps[L + 2 : 2 * L + 2])
         v["mask"] = (sdims, material_mask(rum_maps[L], scale, bad))
     if L and "residual_rms" in v:
         sig = P[p1.slices["sigma"]][0] if noise_sigma is None else float(noise_sigma)

@@ -263,3 +263,30 @@ def test_refs_unknown_denoise_method(sim, capsys):
     d, _ = sim
     rc, _, err = run(capsys, "refs", d / "sim.zarr", d / "r.csv", "--denoise", "bm3d")
     assert_user_error(rc, err, "--denoise", "bm3d")
+
+
+def test_prior_flag_mistakes(sim, capsys):
+    d, _ = sim
+    base = ("unmix", d / "sim.zarr", d / "o.zarr")
+    rc, _, err = run(capsys, *base, "--method", "rum-pnp", "--prior", "guided-tv")
+    assert_user_error(rc, err, "--prior guided-tv", "--method rum-tv")
+    rc, _, err = run(capsys, *base, "--method", "lcf", "--prior", "guided-tv")
+    assert_user_error(rc, err, "--prior", "--method rum-tv")
+    rc, _, err = run(capsys, *base, "--guide-kappa", "0.05")
+    assert_user_error(rc, err, "--guide-kappa", "--prior guided-tv")
+    rc, _, err = run(capsys, *base, "--prior", "guided-tv", "--guide-kappa", "-1")
+    assert_user_error(rc, err, "--guide-kappa", "positive")
+    assert not (d / "o.zarr").exists()
+
+
+def test_prior_guided_tv_runs_and_is_recorded(sim, tmp_path, capsys):
+    import json
+
+    d, _ = sim
+    out = tmp_path / "g.zarr"
+    argv = ["unmix", d / "sim.zarr", out, "--prior", "guided-tv", "--iters", "5", "-q"]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    ds = xr.open_zarr(out, consolidated=False)
+    params = json.loads(ds.attrs["params"])
+    assert params["prior"] == "guided-tv" and params["lam_factor"] == 1.0

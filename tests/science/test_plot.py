@@ -167,6 +167,27 @@ def test_new_panels_and_marked_pixels(run2d, tmp_path):
     assert shown["marks"] >= 3  # chosen pixels marked on the maps
 
 
+def test_fraction_std_is_shown(tmp_path):
+    import matplotlib.pyplot as plt
+
+    ds = bx.simulate("particles", shape=(24, 24), n_components=2, sigma=5, seed=2)
+    res = bx.lcf(ds["stack"], ds["references"])
+    assert "fraction_std" in res
+    shown = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        shown["titles"] = [ax.get_title() for ax in self.axes]
+        return orig(self, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_result(res, tmp_path / "s.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert sum("fraction std" in t for t in shown["titles"]) == 2, shown["titles"]
+
+
 def test_edge50_only_result_is_plotted(tmp_path):
     ds = bx.simulate("particles", shape=(32, 32), n_components=2, sigma=3)
     res = bx.edge50(ds["stack"], None)
