@@ -51,15 +51,21 @@ def _stack(p: Path) -> int:
     print(f"variables: {', '.join(st['variables'])}")
     if st["components"]:
         print(f"references: {', '.join(st['components'])}")
+    from ..engine.cluster import default_worker_limit
+
+    nw, lim = default_worker_limit()
     for method in ("lcf", "rum-tv"):
         try:
-            est = engine.estimate_resources(str(p), method)
+            est = engine.estimate_resources(str(p), method, n_workers=nw, memory_limit=lim)
         except Exception as exc:  # noqa: BLE001
             print(f"resources ({method}): unavailable ({' '.join(str(exc).split())})")
             continue
+        sized = ("bytes", "memory_per_worker", "minimum_memory_limit")
         print(
-            f"resources ({method}): "
-            + ", ".join(f"{k}={fmt_bytes(v) if 'bytes' in k else v}" for k, v in est.items())
+            f"resources ({method}, {nw} workers of {fmt_bytes(lim)}): "
+            + ", ".join(
+                f"{k}={fmt_bytes(v) if any(w in k for w in sized) else v}" for k, v in est.items()
+            )
         )
     return 0
 

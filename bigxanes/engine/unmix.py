@@ -30,7 +30,7 @@ from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
 from ..rum import RumParams
-from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
+from .chunked import admm_block, admm_zarr_block, map_spatial_blocks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
 from .locking import OutputLock, remove_stale_partials
@@ -40,12 +40,11 @@ from .planning import (
     DEFAULT_TILE,
     STATE_BLOCK_BYTES,
     STATE_MODES,
-    STATE_TASK_FACTOR,
     choose_state_mode,
     estimate_resources,
     load_inputs,
     n_threads,
-    spatial_tiles,
+    plan_for_runner,
     state_tiles,
 )
 from .preflight import check_output_location, dir_bytes
@@ -246,10 +245,8 @@ def unmix_store(
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
     check_chunks(input, "stack")  # a missing chunk would read as fill values, silently
-    spatial = tuple(int(n) for n in ds["stack"].shape[1:])
     halo = params.halo if params is not None else 0
-    tiles = min_chunks(spatial_tiles(chunks, spatial), spatial, max(halo, 1))
-    Y = _stack_dask(input, ds, inputs, tiles)
+    nbytes = int(np.prod(ds["stack"].shape)) * np.dtype(ds["stack"].dtype).itemsize
     # before any computation: the output location is writable and has room (preflight.py)
     est = estimate_resources(
         input, method, references=references, params=params, _loaded=loaded, chunks=chunks
@@ -260,7 +257,7 @@ def unmix_store(
     try:
         remove_stale_partials(output)
         runner = make_runner(
-            int(Y.nbytes),
+            nbytes,
             client=client,
             scheduler=scheduler,
             n_workers=n_workers,
@@ -270,11 +267,30 @@ def unmix_store(
         lock.release()
         raise
     try:
+        # tiles and state blocks from the workers' memory limit (refused below the minimum)
+        reg = params.reg if params is not None else "tv"
+        plan = plan_for_runner(
+            runner,
+            ds,
+            inputs,
+            halo,
+            reg,
+            chunks,
+            target_bytes=STATE_BLOCK_BYTES,
+            total_threads=_n_threads(runner),
+        )
+        tiles = plan["tiles"]
+        Y = _stack_dask(input, ds, inputs, tiles)
         run = _run_record(input, method, lcf_variant, energy_range, tiles, Y, params, inputs)
         work = WorkDir(_work_path(output))
         if not (resume and work.matches(run)):
             work.reset(run)
-        exe = dict(tiles=tiles, state_mode=state_mode, checkpoint_every=checkpoint_every)
+        exe = dict(
+            tiles=tiles,
+            state_tiles=plan["state_tiles"],
+            state_mode=state_mode,
+            checkpoint_every=checkpoint_every,
+        )
         ds_out = _execute(
             Y, ds, inputs, params, lcf_variant, runner, work, run, exe, progress, _fail_after
         )
@@ -328,16 +344,7 @@ def _execute(
     P, rec = run_pass1(Y, inputs, p1, e0, runner, work, in_memory=in_memory, progress=progress)
     rum_maps = None
     if params is not None:
-        nthr = _n_threads(runner)
-        layout = StateLayout(L, len(spatial), params.reg)
-        st = state_tiles(
-            exe["tiles"],
-            spatial,
-            layout.n_channels,
-            nthr,
-            target_bytes=STATE_BLOCK_BYTES,
-            max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR),
-        )
+        st = exe["state_tiles"]
         it = RumIterations(
             work,
             runner,
