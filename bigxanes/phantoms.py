@@ -380,3 +380,127 @@ def make_phantom(
     except KeyError:
         raise ValueError(f"unknown phantom {name!r}; choose one of {sorted(PHANTOMS)}.") from None
     return fn(tuple(shape), n_components, seed)
+
+
+# --- block-wise phantoms (streaming simulation of volumes larger than memory) -------------
+
+#: Phantoms that :func:`phantom_block` builds one block at a time.
+BLOCK_PHANTOMS = ("particles", "wedge")
+_BLOCK_BG_STREAM = 0xB6B6  # second seed word: background fields of block phantoms
+_BLOCK_S_STREAM = 0xB5CA  # second seed word (+ block origin): background scale draws
+
+
+def _particles_geometry(shape: tuple[int, ...], L: int, seed: int) -> dict:
+    """The global (small) part of :func:`particles`: centres, radii, core/shell positions
+    (the same draws, in the same order, as :func:`particles`)."""
+    rng = np.random.default_rng(seed)
+    m = min(shape)
+    n_particles = 8 if len(shape) == 2 else 24
+    cen, rad = _place(rng, shape, n_particles, 0.08 * m, 0.17 * m, 1.05, 400)
+    k = rad.size
+    span = max(L - 1, 1)
+    core = rng.uniform(-0.5, L - 0.5, k)
+    direction = np.where(core < (L - 1) / 2, 1.0, -1.0)
+    shell = np.clip(core + direction * rng.uniform(0.5 * span, span + 0.5, k), -0.5, L - 0.5)
+    # background fractions: softmax of a sum of 3 random plane waves per state (period
+    # about min(shape)/3): smooth, and a function of the position only (any blocking)
+    brng = np.random.default_rng([int(seed), _BLOCK_BG_STREAM])
+    nd = len(shape)
+    waves = brng.normal(size=(L, 3, nd))
+    waves *= (3.0 / m) / np.maximum(np.linalg.norm(waves, axis=-1, keepdims=True), 1e-12)
+    phases = brng.uniform(0.0, 2.0 * np.pi, (L, 3))
+    return {"centres": cen, "radii": rad, "core": core, "shell": shell, "waves": waves,
+            "phases": phases}  # fmt: skip
+
+
+def phantom_block(
+    name: str,
+    shape: tuple[int, ...],
+    n_components: int,
+    seed: int,
+    region: tuple[slice, ...],
+    *,
+    geometry: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One block ``region`` of a block-wise phantom: ``X`` (L, *block) and ``s`` (block).
+
+    Only the global geometry (sphere centres and radii, a few plane waves) is held whole; each
+    block is computed from it and its position, so a volume of any size is built one block at
+    a time (:func:`bigxanes.simulate.simulate_to_store`). ``wedge`` equals :func:`wedge`
+    exactly. ``particles`` has the spheres of :func:`particles` (same placement and core-shell
+    chemistry); its background (scale ~ 0, meaningless fractions) differs: fractions are the
+    softmax of smooth plane waves and the scale draws are seeded by the block's origin, so
+    the background depends on the blocking (the particles do not).
+
+    Parameters
+    ----------
+    name : {"particles", "wedge"}
+    shape : tuple of int
+        Whole ``(y, x)`` or ``(z, y, x)``.
+    n_components, seed
+        As :func:`make_phantom`.
+    region : tuple of slice
+        The block (``start``/``stop`` set, step 1).
+    geometry : dict, optional
+        ``_particles_geometry(shape, L, seed)`` computed once by the caller (else per call).
+    """
+    shape = _check(shape, n_components)
+    L = int(n_components)
+    lo = np.array([r.start for r in region], dtype=np.float64)
+    bshape = tuple(int(r.stop - r.start) for r in region)
+    if name == "wedge":
+        rng = np.random.default_rng(seed)
+        ang = np.deg2rad(rng.uniform(-20, 20))
+        axes = [
+            np.linspace(0.0, 1.0, n)[r.start : r.stop] for n, r in zip(shape, region, strict=True)
+        ]
+        coords = np.meshgrid(*axes, indexing="ij")
+        a, b = np.cos(ang), np.sin(ang)
+        corners = [a * cx + b * cy for cx in (0.0, 1.0) for cy in (0.0, 1.0)]
+        t = (a * coords[-1] + b * coords[-2] - min(corners)) / (max(corners) - min(corners))
+        X = _hat_states(t * (L - 1), L) if L > 1 else np.ones((1,) + bshape)
+        bump = np.ones(bshape)
+        for c in coords[:-1]:
+            bump = bump * np.cos(np.pi * (c - 0.5)) ** 2
+        return X, 0.3 + 0.6 * bump
+    if name != "particles":
+        raise ValueError(
+            f"phantom {name!r} is not built block-wise; choose one of {', '.join(BLOCK_PHANTOMS)}"
+        )
+    g = geometry if geometry is not None else _particles_geometry(shape, L, seed)
+    cen, rad = g["centres"], g["radii"]
+    hi = lo + np.asarray(bshape)
+    near = np.all((cen + rad[:, None] >= lo) & (cen - rad[:, None] <= hi - 1), axis=1)
+    s = np.zeros(bshape)
+    pos = np.zeros(bshape)
+    rnorm = float(rad.max()) if rad.size else 1.0
+    for c, r, pc, ps in zip(cen[near] - lo, rad[near], g["core"][near], g["shell"][near],
+                            strict=True):  # fmt: skip
+        a = np.maximum(np.floor(c - r).astype(int), 0)
+        b = np.minimum(np.ceil(c + r).astype(int) + 1, bshape)
+        if np.any(b <= a):
+            continue
+        box = tuple(slice(i, j) for i, j in zip(a, b, strict=True))
+        grids = np.ogrid[box]
+        rho2 = sum((gr - ci) ** 2 for gr, ci in zip(grids, c, strict=True))
+        u2 = rho2 / r**2
+        dome = np.sqrt(np.maximum(r**2 - rho2, 0.0)) / rnorm
+        sb, pb = s[box], pos[box]
+        upd = (u2 < 1.0) & (dome > sb)
+        sb[upd] = dome[upd]
+        pb[upd] = (pc + (ps - pc) * np.sqrt(u2) ** 2)[upd]
+    inside = s > 0
+    grids = np.meshgrid(*[np.arange(r.start, r.stop, dtype=np.float64) for r in region],
+                        indexing="ij", sparse=True)  # fmt: skip
+    logits = np.zeros((L,) + bshape)
+    for j in range(L):
+        for w, ph in zip(g["waves"][j], g["phases"][j], strict=True):
+            logits[j] += np.cos(2.0 * np.pi * sum(wi * gi for wi, gi in zip(w, grids, strict=True))
+                                + ph)  # fmt: skip
+    logits -= logits.max(axis=0, keepdims=True)
+    X = np.exp(logits)
+    X /= X.sum(axis=0, keepdims=True)
+    X[:, inside] = _softmax_states(pos[inside], L)
+    srng = np.random.default_rng([int(seed), _BLOCK_S_STREAM, *(int(r.start) for r in region)])
+    s[~inside] = srng.uniform(1e-3, 0.02, np.count_nonzero(~inside))
+    return X, s

@@ -105,14 +105,17 @@ def _stack(p: Path) -> int:
     if st["components"]:
         print(f"references: {', '.join(st['components'])}")
     _states(p, st)
+    from ..engine.cluster import default_worker_limit
+
+    nw, lim = default_worker_limit()
     for method in ("lcf", "rum-tv"):
         try:
-            est = engine.estimate_resources(str(p), method)
+            est = engine.estimate_resources(str(p), method, n_workers=nw, memory_limit=lim)
         except Exception as exc:  # noqa: BLE001
             print(f"resources ({method}): unavailable ({' '.join(str(exc).split())})")
             continue
         print(
-            f"resources ({method}): "
+            f"resources ({method}, {nw} workers of {fmt_bytes(lim)}): "
             + ", ".join(
                 f"{k}={fmt_bytes(v) if 'bytes' in k or 'memory' in k else v}"
                 for k, v in est.items()

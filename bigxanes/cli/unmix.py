@@ -368,7 +368,9 @@ def summary_lines(attrs: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Iterator[Any]:
+def cluster_for(
+    args: argparse.Namespace, nbytes: int, task_bytes: int, minimum: int | None = None
+) -> Iterator[Any]:
     """The distributed client of this run (None: the engine's threaded scheduler).
 
     Arguments are validated first; ``--scheduler`` is reached within ``--connect-timeout``;
@@ -389,6 +391,7 @@ def cluster_for(args: argparse.Namespace, nbytes: int, task_bytes: int) -> Itera
         args.workers,
         args.memory_limit,
         task_bytes=task_bytes,
+        minimum=minimum,
         connect_timeout=args.connect_timeout,
         worker_grace=args.worker_grace,
     )
@@ -531,6 +534,8 @@ def run(args: argparse.Namespace) -> int:
     params = rum_params(args)
     chunks = ints(args.chunks, "--chunks") if args.chunks else None
     full_ref = ref
+    from ..engine.cluster import parse_memory_limit
+
     est = engine.estimate_resources(
         in_abs,
         args.method,
@@ -539,9 +544,12 @@ def run(args: argparse.Namespace) -> int:
         chunks=chunks,
         energy_range=erange,
         n_workers=args.workers,
+        memory_limit=parse_memory_limit(args.memory_limit),
     )
     t0 = time.perf_counter()
-    with cluster_for(args, int(est["stack_bytes"]), int(est["task_bytes"])) as client:
+    with cluster_for(
+        args, int(est["stack_bytes"]), int(est["task_bytes"]), est["minimum_memory_limit"]
+    ) as client:
         watch = None
         if client is not None:
             from ..engine.cluster import ClusterWatch

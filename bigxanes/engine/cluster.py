@@ -28,6 +28,7 @@ __all__ = [
     "start_local_cluster",
     "validate_cluster_args",
     "get_client",
+    "default_worker_limit",
     "Runner",
     "make_runner",
     "SMALL_INPUT_BYTES",
@@ -85,6 +86,7 @@ def validate_cluster_args(
     memory_limit: str | int | None,
     *,
     task_bytes: int = 0,
+    minimum: int | None = None,
     connect_timeout: float | None = None,
     worker_grace: float | None = None,
 ) -> int | None:
@@ -94,19 +96,21 @@ def validate_cluster_args(
     ------
     ClusterError
         ``--workers`` < 1, a ``--memory-limit`` that is not a size or is below
-        :func:`minimum_memory_limit` (the message gives that minimum), a timeout <= 0.
+        ``minimum`` (the run's :func:`~bigxanes.engine.planning.memory_plan` minimum; default
+        :func:`minimum_memory_limit` of ``task_bytes``; the message gives it), a timeout <= 0.
     """
     if n_workers is not None and int(n_workers) < 1:
         raise ClusterError(f"--workers must be >= 1, got {n_workers}")
     lim = parse_memory_limit(memory_limit)
     if lim is not None:
-        need = minimum_memory_limit(task_bytes)
+        need = minimum_memory_limit(task_bytes) if minimum is None else int(minimum)
         if lim < need:
             raise ClusterError(
                 f"--memory-limit {memory_limit} is below the minimum for this run "
                 f"({need / 2**20:.0f} MiB per worker: a worker's own "
-                f"{MIN_WORKER_BASE / 2**20:.0f} MiB plus its largest task); give at least "
-                f"{int(-(-need // 2**20))}MiB, or smaller --chunks"
+                f"{MIN_WORKER_BASE / 2**20:.0f} MiB plus two of its largest tasks at the "
+                f"smallest tiles); give at least {int(-(-need // 2**20))}MiB, or store the "
+                "stack in smaller chunks (bigxanes simulate/import --chunks)"
             )
     for flag, v in (("--connect-timeout", connect_timeout), ("--worker-grace", worker_grace)):
         if v is not None and not float(v) > 0:
@@ -340,6 +344,14 @@ def worker_spawn_environ() -> dict:
     return env
 
 
+def default_worker_limit(n_workers: int | None = None, threads_per_worker: int = 1):
+    """``(workers, memory limit per worker)`` of the LocalCluster :func:`get_client` starts
+    without ``--workers``/``--memory-limit``: one worker per core, 80 % of the machine's
+    memory shared among them."""
+    n = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
+    return n, int(0.8 * _total_memory() / n)
+
+
 def get_client(
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -380,9 +392,9 @@ def get_client(
 
     if scheduler is not None:
         return Client(scheduler)
-    n = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
+    n, auto = default_worker_limit(n_workers, threads_per_worker)
     if memory_limit in (None, "auto"):
-        memory_limit = int(0.8 * _total_memory() / n)
+        memory_limit = auto
     import dask
     from dask.utils import parse_bytes
 

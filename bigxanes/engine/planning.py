@@ -13,6 +13,7 @@ import dask
 import numpy as np
 
 from ..energy import as_ev
+from ..kernels.admm import StateLayout
 from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import METHODS
 from ..pipeline.prepare import Inputs, prepare_inputs
@@ -28,8 +29,14 @@ __all__ = [
     "STATE_COPIES",
     "STATE_MODES",
     "STATE_TASK_FACTOR",
+    "MIN_TILE",
     "choose_state_mode",
     "estimate_resources",
+    "memory_plan",
+    "pass1_task_bytes",
+    "plan_for_runner",
+    "runner_limits",
+    "state_task_bytes",
     "load_inputs",
     "n_threads",
     "spatial_tiles",
@@ -59,6 +66,153 @@ STATE_BLOCK_BYTES = 64 * 2**20
 #: Peak memory of one ADMM block task / bytes of its float32 state block (float64 halo'd
 #: input and output, kernel temporaries): caps the state block at 1/this of a thread's memory.
 STATE_TASK_FACTOR = 12
+
+
+#: Smallest spatial tile edge :func:`memory_plan` shrinks tiles to (per number of spatial
+#: dims); below it the per-task overhead (Python, dask, Zarr) dominates the work.
+MIN_TILE = {2: 32, 3: 16}
+#: Working bytes of a pass-1 task per pixel and energy on top of its input block, measured
+#: with tracemalloc on :func:`~bigxanes.kernels.pass1.pass1_block` (100 energies, 3 references,
+#: 16³ and 24³ blocks): LCF/lstsq 2.4-3.1 (the float64 moments are per pixel, not per
+#: energy), Edge-50 76.7 (the float64 normalized block and its temporaries).
+PASS1_BYTES_PER_VALUE = {"fit": 4, "edge50": 80}
+#: Working bytes of one ADMM iteration per halo'd pixel and state channel pair: measured
+#: 1433 B/px for RUM-TV 3-D (40 channels, 47 outputs) = ``8 x (n_channels + 3 n_out)``.
+_ADMM_BYTES = 8
+
+
+def pass1_task_bytes(tile_px: int, T: int, itemsize: int, n_channels: int, edge50: bool) -> int:
+    """Peak bytes of one pass-1 task on a ``tile_px``-pixel tile: its input block (stored
+    dtype) plus the measured working set :data:`PASS1_BYTES_PER_VALUE` and the float64
+    output channels."""
+    per = PASS1_BYTES_PER_VALUE["edge50" if edge50 else "fit"]
+    return int(tile_px * (T * (itemsize + per) + 8 * n_channels))
+
+
+def state_task_bytes(
+    block: Sequence[int], halo: int, layout: StateLayout, spatial: Sequence[int] | None = None
+) -> int:
+    """Peak bytes of one ADMM block task: the halo'd block (clipped at the volume's faces when
+    ``spatial`` is given) in float64, the output and the kernel temporaries,
+    ``8 (n_channels + 3 n_out)`` bytes per halo'd pixel (measured)."""
+    ext = [int(b) + 2 * int(halo) for b in block]
+    if spatial is not None:
+        ext = [min(e, int(n)) for e, n in zip(ext, spatial, strict=True)]
+    px = math.prod(ext)
+    return int(px * _ADMM_BYTES * (layout.n_channels + 3 * layout.n_out))
+
+
+def memory_plan(
+    spatial: Sequence[int],
+    n_energies: int,
+    itemsize: int,
+    method: str,
+    n_components: int,
+    *,
+    halo: int = 0,
+    reg: str = "tv",
+    stored_chunks: Sequence[int] | None = None,
+    memory_limit: int | None = None,
+    threads_per_worker: int = 1,
+    n_workers: int = 1,
+    chunks: int | Sequence[int] | None = None,
+    target_bytes: int | None = None,
+    total_threads: int | None = None,
+) -> dict[str, Any]:
+    """Tiles and state blocks sized from a worker's memory limit, and the smallest limit a
+    run can use (one function for ``unmix``, ``info`` and the engine).
+
+    Rule: a worker of limit ``M`` with ``k`` threads runs ``k`` tasks at once, each of peak
+    ``task`` bytes; it needs ``M >= MIN_WORKER_BASE + 2 k task`` (a task's input and output
+    are alive together while distributed transfers them; :func:`~bigxanes.engine.cluster.
+    minimum_memory_limit`). Without ``chunks``, the tile edge starts at :data:`DEFAULT_TILE`
+    and the longest edge is halved (not below :data:`MIN_TILE`) until the largest task --
+    pass 1 (:func:`pass1_task_bytes`), a RUM state-block iteration (:func:`state_task_bytes`
+    of the smallest state block, the tile itself) and the read of one stored chunk (decoded,
+    plus the compressed bytes) -- fits. State blocks are then grown by :func:`state_tiles`
+    within ``(M - MIN_WORKER_BASE) / (2 k)`` of task memory. ``memory_limit=None`` keeps the
+    default tiles (no limit to fit).
+
+    Returns
+    -------
+    dict
+        ``tiles``, ``state_tiles`` (None unless RUM), ``task_bytes`` (largest task at these
+        tiles), ``minimum_memory_limit`` (bytes per worker: at the smallest tile, or at the
+        given ``chunks``), ``fits`` (``memory_limit`` is at least that minimum; True without
+        a limit), ``memory_limit``.
+    """
+    from .cluster import MIN_WORKER_BASE
+
+    spatial = tuple(int(n) for n in spatial)
+    nd = len(spatial)
+    T, item, L = int(n_energies), int(itemsize), int(n_components)
+    k = max(1, int(threads_per_worker))
+    rum = method.startswith("rum")
+    edge50 = method == "edge50"
+    p1 = Pass1Layout(L if L > 0 else 2, "lstsq", edge50)
+    layout = StateLayout(L, nd, reg) if rum else None
+    stored = tuple(int(c) for c in stored_chunks) if stored_chunks is not None else None
+    read = 2 * math.prod(stored) * T * item if stored is not None else 0
+
+    def tiles_of(t):
+        return min_chunks(spatial_tiles(t, spatial), spatial, max(int(halo), 1))
+
+    def task(t):
+        b = pass1_task_bytes(math.prod(t), T, item, p1.n_channels, edge50)
+        if layout is not None:
+            b = max(b, state_task_bytes(t, halo, layout, spatial))
+        return max(b, read)
+
+    def need(t):
+        return int(MIN_WORKER_BASE + 2 * k * task(t))
+
+    if chunks is not None:
+        tiles = tiles_of(chunks)
+        floor = tiles
+    else:
+        tiles = tiles_of(None)
+        floor = tiles_of(MIN_TILE[min(nd, 3)])
+        if memory_limit is not None:
+            cur = list(tiles)
+            while need(tuple(cur)) > memory_limit:
+                i = max(range(nd), key=lambda j: (cur[j], -j))
+                if cur[i] <= MIN_TILE[min(nd, 3)]:
+                    break
+                cur[i] = max(MIN_TILE[min(nd, 3)], cur[i] // 2)
+                cur = list(tiles_of(tuple(cur)))
+            tiles = tuple(cur)
+    st = None
+    if layout is not None:
+        nthr = int(total_threads) if total_threads else k * max(1, int(n_workers))
+        cap = None
+        if memory_limit is not None:  # the state block's task within a thread's share
+            budget = (int(memory_limit) - MIN_WORKER_BASE) / (2 * k)
+            per_px = _ADMM_BYTES * (layout.n_channels + 3 * layout.n_out)
+            cap = max(0, int(budget / per_px)) * layout.n_channels * 4
+
+        def grow(c):
+            return state_tiles(
+                tiles, spatial, layout.n_channels, nthr, target_bytes=target_bytes, max_bytes=c
+            )
+
+        st = grow(cap)
+        while (
+            cap is not None and st != tiles and state_task_bytes(st, halo, layout, spatial) > budget
+        ):
+            cap //= 2  # the halo'd block is larger than the block the cap counted
+            st = grow(cap)
+    t_bytes = task(tiles)
+    if st is not None:
+        t_bytes = max(t_bytes, state_task_bytes(st, halo, layout, spatial))
+    minimum = need(floor)
+    return {
+        "tiles": tuple(tiles),
+        "state_tiles": st,
+        "task_bytes": int(t_bytes),
+        "minimum_memory_limit": int(minimum),
+        "fits": memory_limit is None or int(memory_limit) >= minimum,
+        "memory_limit": None if memory_limit is None else int(memory_limit),
+    }
 
 
 def load_inputs(
@@ -179,6 +333,70 @@ def n_threads(runner: Any) -> int:
     return max(1, sum(int(w.get("nthreads") or 1) for w in runner.workers().values()))
 
 
+def runner_limits(runner: Any) -> tuple[int | None, int, int]:
+    """``(memory limit per worker, threads per worker, workers)`` of a runner: the smallest
+    worker limit of a distributed cluster (a worker without one shares the machine's memory),
+    or the machine's available memory shared by the threads of a local scheduler."""
+    from .cluster import _available_memory, _total_memory
+
+    if not runner.distributed:
+        return int(_available_memory()), n_threads(runner), 1
+    workers = runner.workers()
+    if not workers:
+        return None, 1, 1
+    lims = []
+    for w in workers.values():
+        lim = int(w.get("memory_limit") or 0)
+        lims.append(lim if lim > 0 else _total_memory() // len(workers))
+    k = max(1, min(int(w.get("nthreads") or 1) for w in workers.values()))
+    return min(lims), k, len(workers)
+
+
+def plan_for_runner(
+    runner: Any,
+    ds: Any,
+    inputs: Inputs,
+    halo: int,
+    reg: str,
+    chunks: Any,
+    *,
+    target_bytes: int | None = None,
+    total_threads: int | None = None,
+) -> dict[str, Any]:
+    """:func:`memory_plan` for the stack ``ds["stack"]`` on ``runner``'s workers; a
+    ``ValueError`` (one line, the minimum and the flags that help) when their memory limit is
+    below the run's minimum."""
+    stack = ds["stack"]
+    lim, k, nw = runner_limits(runner)
+    stored = stack.encoding.get("chunks")
+    plan = memory_plan(
+        stack.shape[1:],
+        inputs.energy.size,
+        np.dtype(stack.dtype).itemsize,
+        inputs.method,
+        inputs.n_components,
+        halo=halo,
+        reg=reg,
+        stored_chunks=tuple(stored)[1:] if stored else None,
+        memory_limit=lim,
+        threads_per_worker=k,
+        n_workers=nw,
+        chunks=chunks,
+        target_bytes=target_bytes,
+        total_threads=total_threads,
+    )
+    if not plan["fits"]:
+        need = plan["minimum_memory_limit"]
+        raise ValueError(
+            f"the workers' memory limit ({lim / 2**20:.0f} MiB, {k} thread(s) each) is below "
+            f"the minimum for this run, {need / 2**20:.0f} MiB per worker (a worker's own memory "
+            f"plus two tasks per thread at tiles {plan['tiles']}); give --memory-limit "
+            f"{int(-(-need // 2**20))}MiB or more, fewer threads per worker, smaller --chunks, "
+            "or store the stack in smaller chunks (bigxanes simulate/import --chunks)"
+        )
+    return plan
+
+
 def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -> str:
     """``"memory"`` when ``STATE_COPIES x state_bytes`` fits in ``MEMORY_FRACTION`` of
     ``available_bytes`` (``state_mode="auto"``), else ``"zarr"``; an explicit mode is kept."""
@@ -217,22 +435,27 @@ def estimate_resources(
     energy_range: tuple[float, float] | None = None,
     n_workers: int | None = None,
     threads_per_worker: int = 1,
+    memory_limit: int | None = None,
     _loaded: tuple | None = None,
 ) -> dict[str, Any]:
-    """Memory and disk an :func:`unmix_store` run needs (for ``bigxanes info``).
+    """Memory and disk an :func:`unmix_store` run needs (for ``bigxanes info`` and the CLI's
+    checks before a cluster starts); tiles and state blocks from :func:`memory_plan`.
 
     Returns
     -------
     dict
-        ``shape``, ``tiles``, ``n_components``, ``halo``, ``stack_bytes``,
-        ``task_bytes`` (peak working memory of one task), ``memory_min_per_worker`` (the
-        smallest ``--memory-limit`` the run accepts, :func:`minimum_memory_limit`),
-        ``memory_per_worker`` (recommended: three tasks in flight per thread plus 256 MiB of
-        process overhead),
+        ``shape``, ``tiles``, ``state_tiles`` (RUM), ``n_components``, ``halo``,
+        ``stack_bytes``, ``task_bytes`` (peak working memory of the largest task),
+        ``memory_per_worker`` (bytes a worker's process is expected to reach: its own
+        :data:`~bigxanes.engine.cluster.MIN_WORKER_BASE` plus two tasks' worth per thread),
+        ``minimum_memory_limit`` and its alias ``memory_min_per_worker`` (per worker; a lower
+        ``--memory-limit`` is refused: :func:`memory_plan`, the rule of the run itself),
         ``output_disk_bytes`` (uncompressed upper bound), ``work_disk_bytes`` (pass-1 array
         and, for RUM, the two state buffers; deleted at the end), ``state_bytes``
         (one state buffer), ``n_workers``.
     """
+    from .cluster import MIN_WORKER_BASE
+
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if _loaded is None:
@@ -248,33 +471,41 @@ def estimate_resources(
     if rum:
         params = params if params is not None else RumParams(method=method)
     halo = params.halo if rum else 0
-    tiles = min_chunks(spatial_tiles(chunks, spatial), spatial, max(halo, 1))
-    tile_px = int(np.prod(tiles))
-    p1 = Pass1Layout(L, "lstsq", method == "edge50")
-    # pass 1: the stack block (stored dtype) + a float64 copy + normalization temporaries
     item = np.dtype(stack.dtype).itemsize
-    pass1_task = tile_px * (T * (item + 8 * (4 if method == "edge50" else 1)) + 8 * p1.n_channels)
-    task = pass1_task
-    state_bytes = 0
-    nw = int(n_workers or max(1, (os.cpu_count() or 1) // max(1, threads_per_worker)))
-    if rum:
-        layout = params.state_layout(L, nd)
-        state_bytes = layout.n_channels * N * 4
-        # the iterations run on state blocks (state_tiles; without the run's memory cap)
-        st = state_tiles(tiles, spatial, layout.n_channels, nw * max(1, threads_per_worker))
-        halo_px = int(np.prod([t + 2 * halo for t in st]))
-        # halo'd float64 input + output + ~2x temporaries of the kernel
-        task = max(task, halo_px * 8 * (layout.n_channels + 3 * layout.n_out))
+    stored = stack.encoding.get("chunks") or (
+        tuple(c[0] for c in stack.chunks) if stack.chunks else None
+    )
+    k = max(1, int(threads_per_worker))
+    nw = int(n_workers or max(1, (os.cpu_count() or 1) // k))
+    plan = memory_plan(
+        spatial,
+        T,
+        item,
+        method,
+        L,
+        halo=halo,
+        reg=params.reg if rum else "tv",
+        stored_chunks=tuple(stored)[1:] if stored is not None else None,
+        memory_limit=memory_limit,
+        threads_per_worker=k,
+        n_workers=nw,
+        chunks=chunks,
+    )
+    p1 = Pass1Layout(L, "lstsq", method == "edge50")
+    state_bytes = params.state_layout(L, nd).n_channels * N * 4 if rum else 0
     out_ch = L + 3 + (L if rum else 0) + (1 if method == "edge50" else 0)
+    task = plan["task_bytes"]
     return {
         "shape": (T,) + spatial,
-        "tiles": tiles,
+        "tiles": plan["tiles"],
+        "state_tiles": plan["state_tiles"],
         "n_components": L,
         "halo": halo,
         "stack_bytes": int(T * N * item),
         "task_bytes": int(task),
-        "memory_min_per_worker": minimum_memory_limit(task, threads_per_worker),
-        "memory_per_worker": int(3 * task * threads_per_worker + 256 * 2**20),
+        "memory_per_worker": int(MIN_WORKER_BASE + 2 * k * task),
+        "minimum_memory_limit": plan["minimum_memory_limit"],
+        "memory_min_per_worker": plan["minimum_memory_limit"],
         "output_disk_bytes": int(out_ch * N * 4),
         "work_disk_bytes": int(p1.n_channels * N * 8 + 2 * state_bytes),
         "state_bytes": int(state_bytes),

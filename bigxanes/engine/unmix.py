@@ -51,7 +51,7 @@ from ..pipeline.result import (
     result_coords,
 )
 from ..rum import RumParams
-from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
+from .chunked import admm_block, admm_zarr_block, map_spatial_blocks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
 from .locking import OutputLock, remove_stale_partials
@@ -61,12 +61,11 @@ from .planning import (
     DEFAULT_TILE,
     STATE_BLOCK_BYTES,
     STATE_MODES,
-    STATE_TASK_FACTOR,
     choose_state_mode,
     estimate_resources,
     load_inputs,
     n_threads,
-    spatial_tiles,
+    plan_for_runner,
     state_tiles,
 )
 from .preflight import check_output_location, check_paths_on_workers, dir_bytes
@@ -305,10 +304,8 @@ def unmix_store(
     sel = spatial_selection(ds["stack"], region, mask)
     if sel.slices is not None:
         ds = ds.isel(dict(zip(ds["stack"].dims[1:], sel.slices, strict=True)))
-    spatial = tuple(int(n) for n in ds["stack"].shape[1:])
     halo = params.halo if params is not None else 0
-    tiles = min_chunks(spatial_tiles(chunks, spatial), spatial, max(halo, 1))
-    Y = _stack_dask(input, ds, inputs, tiles, sel)
+    nbytes = int(np.prod(ds["stack"].shape)) * np.dtype(ds["stack"].dtype).itemsize
     # before any computation: the output location is writable and has room (preflight.py)
     est = estimate_resources(
         input, method, references=references, params=params, _loaded=loaded, chunks=chunks
@@ -319,7 +316,7 @@ def unmix_store(
     try:
         remove_stale_partials(output)
         runner = make_runner(
-            int(Y.nbytes),
+            nbytes,
             client=client,
             scheduler=scheduler,
             n_workers=n_workers,
@@ -335,6 +332,20 @@ def unmix_store(
         lock.release()
         raise
     try:
+        # tiles and state blocks from the workers' memory limit (refused below the minimum)
+        reg = params.reg if params is not None else "tv"
+        plan = plan_for_runner(
+            runner,
+            ds,
+            inputs,
+            halo,
+            reg,
+            chunks,
+            target_bytes=STATE_BLOCK_BYTES,
+            total_threads=_n_threads(runner),
+        )
+        tiles = plan["tiles"]
+        Y = _stack_dask(input, ds, inputs, tiles, sel)
         if needs_mean_spectrum(inputs):
             say(progress, "mean spectrum (energy shift, pre-edge window)")
         inputs = align_inputs(inputs, lambda: engine_mean_spectrum(Y, runner))
@@ -359,6 +370,7 @@ def unmix_store(
             noise_sigma = params.noise_sigma
         exe = dict(
             tiles=tiles,
+            state_tiles=plan["state_tiles"],
             state_mode=state_mode,
             checkpoint_every=checkpoint_every,
             noise_sigma=noise_sigma,
@@ -440,16 +452,7 @@ def _execute(
     P, rec = run_pass1(Y, inputs, p1, e0, runner, work, in_memory=in_memory, progress=progress)
     rum_maps = None
     if params is not None:
-        nthr = _n_threads(runner)
-        layout = params.state_layout(L, len(spatial))
-        st = state_tiles(
-            exe["tiles"],
-            spatial,
-            layout.n_channels,
-            nthr,
-            target_bytes=STATE_BLOCK_BYTES,
-            max_bytes=runner.memory_bytes() // (nthr * STATE_TASK_FACTOR),
-        )
+        st = exe["state_tiles"]
         it = RumIterations(
             work,
             runner,

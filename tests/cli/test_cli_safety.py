@@ -521,7 +521,7 @@ def test_info_memory_minimum_is_the_refused_minimum(sim, tmp_path, capsys):
 
     rc, out, _ = run(capsys, "info", sim)
     assert rc == 0
-    m = re.search(r"resources \(lcf\):.*memory_min_per_worker=([\d.]+) MiB", out)
+    m = re.search(r"resources \(lcf[^)]*\):.*memory_min_per_worker=([\d.]+) MiB", out)
     assert m, out
     est = estimate_resources(str(sim), "lcf")
     need = est["memory_min_per_worker"]
