@@ -370,9 +370,12 @@ def test_help_has_examples_for_every_command(capsys):
     assert set(sub.choices) == {
         "simulate",
         "import",
+        "align",
         "rank",
         "unmix",
+        "spectra",
         "refs",
+        "export",
         "plot",
         "info",
         "bench",
