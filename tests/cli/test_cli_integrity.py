@@ -277,22 +277,29 @@ def test_plot_replaces_only_figures_bigxanes_drew(sim, tmp_path, capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bigxanes.paths import written_by_bigxanes
+    from bigxanes.plot import save_figure
+
     src, _ = sim
     res = tmp_path / "r.zarr"
     assert main(["unmix", str(src), str(res), "--method", "lcf", "-q"]) == 0
-    for suffix in ("png", "pdf"):
-        theirs = tmp_path / f"thesis_fig.{suffix}"  # a Matplotlib figure of the user's own
-        fig, ax = plt.subplots()
-        ax.plot([0, 1])
-        fig.savefig(theirs)
-        plt.close(fig)
-        before = theirs.read_bytes()
-        rc, _, err = run(capsys, "plot", res, theirs, "-q")
-        one_line(rc, err, "did not write", "another output")
-        assert theirs.read_bytes() == before
-        ours = tmp_path / f"ours.{suffix}"
-        assert main(["plot", str(res), str(ours), "-q"]) == 0
-        assert main(["plot", str(res), str(ours), "-q"]) == 0  # its own figure: replaced
+    theirs = tmp_path / "thesis_fig.png"  # a Matplotlib figure of the user's own
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(theirs)
+    before = theirs.read_bytes()
+    rc, _, err = run(capsys, "plot", res, theirs, "-q")
+    one_line(rc, err, "did not write", "another output")
+    assert theirs.read_bytes() == before
+    ours = tmp_path / "ours.png"
+    assert main(["plot", str(res), str(ours), "-q"]) == 0
+    assert main(["plot", str(res), str(ours), "-q"]) == 0  # its own figure: replaced
+    for suffix in ("pdf", "svg"):  # the writer is recognised in every figure format
+        fig.savefig(tmp_path / f"theirs.{suffix}")
+        save_figure(fig, tmp_path / f"ours.{suffix}")
+        assert not written_by_bigxanes(tmp_path / f"theirs.{suffix}")
+        assert written_by_bigxanes(tmp_path / f"ours.{suffix}")
+    plt.close(fig)
 
 
 def _tree(p: Path) -> list[tuple[str, int]]:
