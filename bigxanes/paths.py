@@ -59,7 +59,7 @@ def resolve(path: str | os.PathLike) -> Path:
     """
     try:
         return Path(os.path.realpath(os.fspath(path), strict=True))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the tail does not exist (yet)
         return Path(os.path.realpath(os.fspath(path)))
     except OSError as exc:
         if exc.errno == errno.ELOOP or "loop" in str(exc).lower():

@@ -277,19 +277,71 @@ def test_plot_replaces_only_figures_bigxanes_drew(sim, tmp_path, capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bigxanes.paths import written_by_bigxanes
+    from bigxanes.plot import save_figure
+
     src, _ = sim
     res = tmp_path / "r.zarr"
     assert main(["unmix", str(src), str(res), "--method", "lcf", "-q"]) == 0
-    for suffix in ("png", "pdf"):
-        theirs = tmp_path / f"thesis_fig.{suffix}"  # a Matplotlib figure of the user's own
-        fig, ax = plt.subplots()
-        ax.plot([0, 1])
-        fig.savefig(theirs)
-        plt.close(fig)
-        before = theirs.read_bytes()
-        rc, _, err = run(capsys, "plot", res, theirs, "-q")
-        one_line(rc, err, "did not write", "another output")
-        assert theirs.read_bytes() == before
-        ours = tmp_path / f"ours.{suffix}"
-        assert main(["plot", str(res), str(ours), "-q"]) == 0
-        assert main(["plot", str(res), str(ours), "-q"]) == 0  # its own figure: replaced
+    theirs = tmp_path / "thesis_fig.png"  # a Matplotlib figure of the user's own
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(theirs)
+    before = theirs.read_bytes()
+    rc, _, err = run(capsys, "plot", res, theirs, "-q")
+    one_line(rc, err, "did not write", "another output")
+    assert theirs.read_bytes() == before
+    ours = tmp_path / "ours.png"
+    assert main(["plot", str(res), str(ours), "-q"]) == 0
+    assert main(["plot", str(res), str(ours), "-q"]) == 0  # its own figure: replaced
+    for suffix in ("pdf", "svg"):  # the writer is recognised in every figure format
+        fig.savefig(tmp_path / f"theirs.{suffix}")
+        save_figure(fig, tmp_path / f"ours.{suffix}")
+        assert not written_by_bigxanes(tmp_path / f"theirs.{suffix}")
+        assert written_by_bigxanes(tmp_path / f"ours.{suffix}")
+    plt.close(fig)
+
+
+def _tree(p: Path) -> list[tuple[str, int]]:
+    return sorted((str(q.relative_to(p)), q.stat().st_size) for q in p.rglob("*"))
+
+
+def test_every_writer_refuses_outputs_overlapping_its_inputs(sim, tmp_path, capsys):
+    """Item 1 for every command that writes: the output equal to, inside, or containing an
+    input is refused, even with --overwrite, and nothing of the input changes."""
+    src, ds = sim
+    d = tmp_path / "p"
+    d.mkdir()
+    stack = d / "stack.zarr"
+    shutil.copytree(src, stack)
+    res = tmp_path / "res.zarr"
+    assert main(["unmix", str(stack), str(res), "--method", "lcf", "-q"]) == 0
+    e, A = _refs(ds)
+    ref = d / "refs.csv"
+    ref.write_text(
+        "energy,a,b\n" + "".join(f"{e[i]},{A[i, 0]:.8f},{A[i, 1]:.8f}\n" for i in range(e.size))
+    )
+    before = {p: _tree(p) for p in (stack, res)}
+    before_ref = ref.read_bytes()
+    cases = {
+        "import": (["import", stack], stack),
+        "unmix": (["unmix", stack, "--method", "lcf"], stack),
+        "refs": (["refs", stack], stack),
+        "plot": (["plot", res], res),
+    }
+    for head, inp in cases.values():
+        outs = [(inp, "is the input"), (inp / "x.out", "inside the input")]
+        outs.append((inp.parent, "contains the input"))
+        for out, word in outs:
+            argv = [head[0], head[1], out, *head[2:]]
+            argv += [] if head[0] == "plot" else ["--overwrite"]
+            rc, _, err = run(capsys, *argv)
+            one_line(rc, err, word)
+    # a reference file is an input too
+    for out, word in ((ref, "is the input"), (d, "contains the input")):
+        rc, _, err = run(capsys, "unmix", stack, out, "--refs", ref, "--overwrite")
+        one_line(rc, err, word)
+    # plot --stack: the figure may not go into the unmixed stack either
+    rc, _, err = run(capsys, "plot", res, stack / "f.png", "--stack", stack)
+    one_line(rc, err, "inside the input")
+    assert {p: _tree(p) for p in (stack, res)} == before and ref.read_bytes() == before_ref

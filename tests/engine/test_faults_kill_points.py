@@ -268,6 +268,7 @@ def test_kill_at_seeded_points_then_resume(stack, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~2 min on 2 idle cores; 10+ min on a loaded machine
 def test_kill_at_every_point_then_resume(stack, tmp_path):
     """Every fault-injection point a run reaches (>= 20 per state mode)."""
     report = _run_driver(stack, tmp_path, "all", seed=0)
