@@ -53,7 +53,7 @@ def _unmix(capsys, src: Path, out: Path, *extra: str) -> tuple[xr.Dataset, str, 
 
 
 def _rmse(res: xr.Dataset, f_true: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((res["fraction"].values.reshape(2, -1) - f_true) ** 2)))
+    return float(np.sqrt(np.mean((res["fraction_unmasked"].values.reshape(2, -1) - f_true) ** 2)))
 
 
 def _warnings(err: str) -> list[str]:

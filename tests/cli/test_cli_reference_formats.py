@@ -149,7 +149,7 @@ def test_info_then_unmix_components_by_printed_name(fmt, tmp_path, monkeypatch, 
     assert "warning" not in cap.err  # references aligned with the data: no shift warning
     r = xr.open_zarr(work / "r.zarr", consolidated=False).load()
     assert [str(c) for c in r["component"].values] == printed
-    np.testing.assert_allclose(r["fraction"].values, frac, atol=2e-3)
+    np.testing.assert_allclose(r["fraction_unmasked"].values, frac, atol=2e-3)
     assert json.loads(r.attrs["reference_names"]) == printed
     assert all(Path(f).name in r.attrs["references_source"] for f in files)
     assert f"references: {', '.join(printed)}" in cap.out

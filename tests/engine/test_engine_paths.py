@@ -173,4 +173,7 @@ def test_relative_paths_on_an_external_cluster_in_another_cwd(stack, tmp_path):
     ):
         assert a["mask"].values.sum() > 0
         np.testing.assert_array_equal(a["mask"].values, b["mask"].values)
-        assert float(np.abs(a["fraction"].values - b["fraction"].values).max()) <= 1e-6
+        assert (
+            float(np.abs(a["fraction_unmasked"].values - b["fraction_unmasked"].values).max())
+            <= 1e-6
+        )

@@ -136,7 +136,7 @@ def _compare(out: Path, ref: Path, note: Path):
         else:
             a = xr.open_zarr(out, consolidated=False, chunks=None)
             b = xr.open_zarr(ref, consolidated=False, chunks=None)
-            for name in ("fraction", "scale", "residual_rms", "mask"):
+            for name in ("fraction_unmasked", "scale", "residual_rms", "mask"):
                 d = float(np.abs(a[name].values.astype(float) - b[name].values.astype(float)).max())
                 if not d <= 1e-6:
                     problems.append(f"{name} differs by {d:.3g}")

@@ -101,6 +101,6 @@ def test_solvers_carry_the_guide_weights():
     assert S[layout.slices["w"]].min() < 0.5  # the particles' outlines are edges
     # same λ: guided TV must differ from plain TV (and keep more contrast at edges)
     kw = dict(method="rum-tv", lam=0.05, max_iter=30, energy=sim.energy)
-    X_tv = unmix(sim.stack, A, **kw)["fraction"].values
-    X_g = unmix(sim.stack, A, prior="guided-tv", **kw)["fraction"].values
+    X_tv = unmix(sim.stack, A, **kw)["fraction_unmasked"].values
+    X_g = unmix(sim.stack, A, prior="guided-tv", **kw)["fraction_unmasked"].values
     assert np.abs(X_tv - X_g).max() > 1e-2

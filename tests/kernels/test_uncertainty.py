@@ -119,7 +119,7 @@ def test_lcf_result_carries_calibrated_fraction_std(variant):
     sim = simulate_to_arrays("particles", (64, 64), 2, sigma=7.0, seed=5)
     ds = lcf(sim.stack, sim.references, variant=variant, energy=sim.energy)
     sd = np.asarray(ds["fraction_std"].values, dtype=np.float64)
-    X = np.asarray(ds["fraction"].values, dtype=np.float64)
+    X = np.asarray(ds["fraction_unmasked"].values, dtype=np.float64)
     assert ds["fraction_std"].dims == ds["fraction"].dims
     z = _z(sim, X, sd)
     assert np.isfinite(z).all()
@@ -134,6 +134,6 @@ def test_sum_to_one_fraction_std_is_conservative_when_the_scale_varies():
 
     sim = simulate_to_arrays("particles", (64, 64), 2, sigma=7.0, seed=5)
     ds = lcf(sim.stack, sim.references, variant="sum-to-one", energy=sim.energy)
-    X = np.asarray(ds["fraction"].values, dtype=np.float64)
+    X = np.asarray(ds["fraction_unmasked"].values, dtype=np.float64)
     z = _z(sim, X, np.asarray(ds["fraction_std"].values, dtype=np.float64))
     assert np.isfinite(z).all() and np.mean(np.abs(z) < 2) >= 0.98

@@ -45,10 +45,10 @@ def test_numba_backend_matches_numpy(sim, method, kw):
     h_ref, h_got = bx.history_of(ref), bx.history_of(got)
     assert h_ref["iteration"] == h_got["iteration"] and h_ref["rho"] == h_got["rho"]
     np.testing.assert_allclose(h_got["primal"], h_ref["primal"], rtol=1e-3)
-    d = np.abs(got["fraction"].values - ref["fraction"].values)
+    d = np.abs(got["fraction_unmasked"].values - ref["fraction_unmasked"].values)
     assert np.nanmax(d) <= 1e-4, np.nanmax(d)
     # the run did something: the fractions moved away from the LCF start
-    assert np.nanmax(np.abs(ref["fraction"].values - ref["lcf_fraction"].values)) > 1e-2
+    assert np.nanmax(np.abs(ref["fraction_unmasked"].values - ref["lcf_fraction"].values)) > 1e-2
 
 
 @pytest.mark.parametrize("method", ["rum-tv", "rum-pnp"])
@@ -60,7 +60,7 @@ def test_numba_backend_independent_of_thread_count(sim, method, monkeypatch):
         for n in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(n)
             ds = _unmix(sim, method=method, backend="numba", max_iter=8)
-            results.append((ds["fraction"].values, bx.history_of(ds)["primal"]))
+            results.append((ds["fraction_unmasked"].values, bx.history_of(ds)["primal"]))
     finally:
         numba.set_num_threads(before)
     for frac, primal in results[1:]:
@@ -101,7 +101,9 @@ def test_residual_every_keeps_the_state(sim, backend):
     kw = dict(method="rum-tv", backend=backend, max_iter=25, tol=1e-12)
     full = _unmix(sim, **kw)
     sparse = _unmix(sim, residual_every=4, **kw)
-    assert np.array_equal(full["fraction"].values, sparse["fraction"].values, equal_nan=True)
+    assert np.array_equal(
+        full["fraction_unmasked"].values, sparse["fraction_unmasked"].values, equal_nan=True
+    )
     hf, hs = bx.history_of(full), bx.history_of(sparse)
     assert hs["iteration"] == [4, 8, 10, 12, 16, 20, 24, 25]
     assert sparse.attrs["n_iterations"] == full.attrs["n_iterations"] == 25
