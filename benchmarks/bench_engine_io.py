@@ -160,8 +160,10 @@ def codec_table(S: np.ndarray, tmp: Path, tile: int, repeat: int) -> list[str]:
     from zarr.codecs import BloscCodec, ZstdCodec
 
     codecs = {
-        "none": None,
-        "blosc-lz4 c1 shuffle (current)": (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),),
+        "none (state buffers now)": None,
+        "blosc-lz4 c1 shuffle (state before, pass 1)": (
+            BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+        ),
         "blosc-lz4 c1 bitshuffle": (BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle"),),
         "blosc-zstd c1 shuffle": (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),),
         "zstd 1": (ZstdCodec(level=1),),

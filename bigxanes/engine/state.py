@@ -32,16 +32,22 @@ __all__ = ["WorkDir", "BUFFERS"]
 BUFFERS = ("state_a", "state_b")
 
 
-#: Codec of the work arrays (scratch: pass-1 channels, state buffers). None, by measurement
-#: (benchmarks/results/bench_engine_io.md, "Work-buffer codecs"): a noisy float32 RUM state
-#: compresses only 1.3x with Blosc-LZ4 (1.4x with bitshuffle or zstd), and writing + reading it
-#: uncompressed took 0.76x the time of Blosc-LZ4 c1 (0.5x of zstd); the disk estimate
-#: (``work_disk_bytes``) was already the uncompressed size.
-WORK_CODEC = None
+#: Codec of the ADMM state buffers (scratch, noisy float32). None, by measurement
+#: (benchmarks/results/bench_engine_io.md, "Work-buffer codecs"): a RUM state compresses only
+#: 1.3x with Blosc-LZ4 (1.4x with bitshuffle or zstd), and writing + reading it uncompressed took
+#: 0.76x and 0.86x the time of the Blosc-LZ4 c1 shuffle used before, in two runs; the disk
+#: estimate (``work_disk_bytes``) was already the uncompressed size.
+STATE_CODEC = None
 
 
-def _compressors():
-    return WORK_CODEC
+def _compressors(name: str):
+    from zarr.codecs import BloscCodec
+
+    if name in BUFFERS:
+        return STATE_CODEC
+    # pass 1 (float64 channels with a 0/1 flag and sparse NNLS supports): Blosc-LZ4, not measured
+    # against the alternatives here (docs/design.md, "Measured pitfalls": lz4 ~2x faster than zstd)
+    return (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),)
 
 
 class WorkDir:
@@ -89,7 +95,7 @@ class WorkDir:
             shape=(int(n_channels), *map(int, spatial)),
             chunks=(int(n_channels), *map(int, tiles)),
             dtype=dtype,
-            compressors=_compressors(),
+            compressors=_compressors(name),
             overwrite=True,
             fill_value=0,
         )

@@ -228,8 +228,9 @@ def lcf_pass1_fused(
     ``out`` ``(channels, N)`` float64 (channels named as :class:`~.pass1.Pass1Layout`:
     ``aty``, ``yty``, ``M0``, ``resid0``, ``bad``).
 
-    ``Yf``: float32 or float64 , read in place; ``window``: boolean mask
-    of the pre-edge energies or None; ``A`` already baseline-corrected. Bad spectra get zero
+    ``Yf``: float32 or float64, read in place (a non-contiguous view is copied in its own
+    dtype); ``window``: boolean mask of the pre-edge energies or None; ``A`` already
+    baseline-corrected. Bad spectra get zero
     moments, coefficients and residual. Returns the number of bad spectra (the caller applies
     the NaN policy).
     """
