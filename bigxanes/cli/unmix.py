@@ -334,6 +334,10 @@ def _check_energy_shift(args: argparse.Namespace, ref: Any) -> None:
     """``--energy-shift`` is none, auto or one value / one per reference (one-line error)."""
     from ..pipeline.prepare import shift_spec
 
+    if ref is None:  # Edge-50 from the data alone: nothing to shift
+        if str(args.energy_shift).lower() != "none":
+            raise UserError("--energy-shift needs references (--refs); Edge-50 without them")
+        return
     try:
         shift_spec(args.energy_shift, int(ref.sizes["component"]))
     except ValueError as exc:
@@ -487,6 +491,7 @@ def run(args: argparse.Namespace) -> int:
     validate_cluster_args(
         args.workers,
         args.memory_limit,
+        minimum=0,  # parsed here; compared with the run's own minimum in cluster_for
         connect_timeout=args.connect_timeout,
         worker_grace=args.worker_grace,
     )

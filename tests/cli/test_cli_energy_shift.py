@@ -93,7 +93,7 @@ def test_pre_edge_window_lies_below_the_data_edge(tmp_path, capsys):
     data's rising edge; the run's window ends 5 eV below the data's own edge, and says so."""
     src, _ = _sim_store(tmp_path, [-3.0, -3.0], seed=2)
     res, out, _ = _unmix(capsys, src, tmp_path / "r.zarr")
-    Y = xr.open_zarr(src, consolidated=False)["stack"].values.reshape(ENERGY.size, -1)
+    Y = xr.open_zarr(src, consolidated=False)["absorbance"].values.reshape(ENERGY.size, -1)
     e0_data = float(find_e0(ENERGY, Y.mean(axis=1), smooth=2.0))
     lo, hi = json.loads(res.attrs["baseline_window_eV"])
     assert hi < e0_data - 5.0 + 1e-9 and lo == ENERGY[0]

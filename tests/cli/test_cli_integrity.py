@@ -167,14 +167,14 @@ def test_counts_stack_is_refused_by_unmix_unless_said_absorbance(sim, tmp_path, 
     again = tmp_path / "again.zarr"
     assert main(["import", str(path), str(again), "-q"]) == 0
     with xr.open_zarr(again, consolidated=False) as s:
-        assert s["stack"].attrs["quantity"] == "absorbance"
+        assert s["absorbance"].attrs["quantity"] == "absorbance"
 
 
 def test_missing_chunk_of_an_import_source_is_an_error(sim, tmp_path, capsys):
     path, _ = sim
     src = tmp_path / "src.zarr"
     shutil.copytree(path, src)
-    (src / "stack" / "c" / "0" / "1" / "1").unlink()  # one of 4 chunks (12 x 12 of 24 x 24)
+    (src / "absorbance" / "c" / "0" / "1" / "1").unlink()  # one of 4 chunks (12 x 12 of 24 x 24)
     out = tmp_path / "o.zarr"
     rc, _, err = run(capsys, "import", src, out, "-q")
     one_line(rc, err, "1 of 4 chunk(s) are missing", "c/0/1/1", "fill values")

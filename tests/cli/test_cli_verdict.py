@@ -129,7 +129,7 @@ def test_noise_sigma_flag_sets_the_chi2_scale(sim, tmp_path, capsys):
     assert rc == 0
     base = attrs_of(out)["chi2_median"]
     with xr.open_zarr(store, consolidated=False) as ds:
-        sigma = 7 / 255 * float(ds["stack"].max())
+        sigma = 7 / 255 * float(ds["absorbance"].max())
     rc, so, se = run(
         capsys, "unmix", store, out, "--refs", *good, "--method", "lcf", "--overwrite",
         "--noise-sigma", sigma / 10,

@@ -24,7 +24,7 @@ def test_ten_thousand_input_chunks(tmp_path, input_guard):
     Y, A = make_stack(inp, 1000, 10, 4)
     import zarr
 
-    assert zarr.open_group(str(inp), mode="r")["stack"].nchunks == 10_000
+    assert zarr.open_group(str(inp), mode="r")["absorbance"].nchunks == 10_000
     t0 = time.perf_counter()
     with input_guard(inp):
         # 4 energies: no pre-edge to take a baseline from
@@ -41,7 +41,7 @@ def test_ten_thousand_input_chunks(tmp_path, input_guard):
     assert is_complete(out)
     with xr.open_zarr(out, consolidated=False) as o:
         got = o.load()
-    ref = api.lcf(xr.open_zarr(inp, consolidated=False)["stack"].load(), A, baseline="none")
+    ref = api.lcf(xr.open_zarr(inp, consolidated=False)["absorbance"].load(), A, baseline="none")
     assert np.abs(got["fraction_unmasked"].values - ref["fraction_unmasked"].values).max() <= 1e-4
     assert np.abs(got["scale"].values - ref["scale"].values).max() <= 1e-4 * float(
         ref["scale"].max()
