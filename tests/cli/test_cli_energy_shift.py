@@ -57,7 +57,12 @@ def _rmse(res: xr.Dataset, f_true: np.ndarray) -> float:
 
 
 def _warnings(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if ln.startswith("bigxanes: warning:")]
+    """The energy-shift warnings (the fit-quality warning may come too: it is another check)."""
+    return [
+        ln
+        for ln in err.splitlines()
+        if ln.startswith("bigxanes: warning:") and "energy-shift" in ln and "misaligned" in ln
+    ]
 
 
 @needs_prj
