@@ -61,10 +61,11 @@ __all__ = [
 
 METHODS = ("rum-tv", "rum-pnp")
 #: Smallest image (pixels) on which ``backend="auto"`` picks numba. Measured, whole in-memory
-#: runs in fresh processes (benchmarks/results/bench_backend.md, loaded 2-core machine): numba's
-#: one-time compile/cache load costs 2-7 s per process; at 64²-128² its iterations are no faster
-#: than NumPy's (cache-resident arrays), from 256² on they are 2-4x faster.
-AUTO_NUMBA_PIXELS = 1 << 16
+#: runs of 30 iterations in fresh processes (benchmarks/results/bench_backend.md, loaded 2-core
+#: machine): numba's one-time compile/cache load costs 2-7 s per process; at 64²-256² the
+#: whole run was slower or about even (RUM-TV 256²: 12.5 s vs 8.3 s), at 512² numba took
+#: 0.60x (RUM-TV) and 0.78x (RUM-PnP) of NumPy's time.
+AUTO_NUMBA_PIXELS = 1 << 18
 PRIORS = ("tv", "guided-tv")
 GUIDED_LAM_FACTOR = 1.0  # chosen on the tuning split of benchmarks/bench_realistic.py
 

@@ -140,7 +140,7 @@ def admm_interior(
     :data:`~bigxanes.kernels.admm.RESIDUALS` channels (empty when ``residuals=False``)."""
     out = admm_step(S, **kwargs)[(slice(None),) + tuple(inner)]
     n = kwargs["layout"].n_channels
-    sums = out[n:].reshape(out.shape[0] - n, -1).sum(axis=1, dtype=np.float64)
+    sums = out[n:].sum(axis=tuple(range(1, out.ndim)), dtype=np.float64)  # (0,) without
     return np.ascontiguousarray(out[:n], dtype=np.float32), sums
 
 
