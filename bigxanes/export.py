@@ -27,7 +27,15 @@ from .conventions import finalize_result
 __all__ = ["FORMATS", "export_result", "map_variables"]
 
 FORMATS = ("tiff", "ome-zarr", "netcdf")
-_MAPS = ("scale", "residual_rms", "mask", "edge50", "white_line_energy", "white_line_height")
+_MAPS = (
+    "scale",
+    "residual_rms",
+    "reduced_chi2",
+    "mask",
+    "edge50",
+    "white_line_energy",
+    "white_line_height",
+)
 
 
 def _open(result: str | os.PathLike | xr.Dataset) -> xr.Dataset:
