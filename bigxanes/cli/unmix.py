@@ -35,7 +35,7 @@ EXAMPLES = """examples:
   bigxanes unmix big.zarr r.zarr --method rum-tv --chunks 512,512 --workers 4 --memory-limit 4GB
   bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
   bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3
-  bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite olivine \\
+  bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite ferrihydrite \\
       --energy-shift auto                      # names as 'bigxanes info Fe.prj' prints them"""
 
 
