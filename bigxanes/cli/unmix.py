@@ -244,9 +244,10 @@ def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> N
     if args.method == "edge50" or args.baseline == "none":
         return
     from ..baseline import resolve_baseline
-    from ..pipeline.prepare import reference_matrix
+    from ..pipeline.prepare import reference_source
 
-    A, _ = reference_matrix(ref, energy)
+    e_ref, R, _, _ = reference_source(ref, energy)  # not validated yet: the window comes first
+    A = np.stack([np.interp(energy, e_ref, R[:, j]) for j in range(R.shape[1])], axis=1)
     try:
         resolve_baseline(args.baseline, energy, A)
     except (IndexError, ValueError) as exc:
