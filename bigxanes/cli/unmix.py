@@ -37,7 +37,7 @@ EXAMPLES = """examples:
   bigxanes unmix big.zarr r.zarr --method rum-tv --chunks 512,512 --workers 4 --memory-limit 4GB
   bigxanes unmix big.zarr r.zarr --scheduler tcp://10.0.0.5:8786 --resume
   bigxanes unmix stack.zarr r.zarr --refs auto --n-components 3
-  bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite olivine \\
+  bigxanes unmix fe.zarr r.zarr --method lcf --refs Fe.prj --components hematite ferrihydrite \\
       --energy-shift auto                      # names as 'bigxanes info Fe.prj' prints them
   bigxanes unmix stack.zarr r.zarr --method lcf --refs a.txt b.txt --mask mask.tif \\
       --region 0:200,50:300
@@ -317,9 +317,10 @@ def _check_baseline(args: argparse.Namespace, energy: np.ndarray, ref: Any) -> N
     if args.method == "edge50" or args.baseline == "none":
         return
     from ..baseline import resolve_baseline
-    from ..pipeline.prepare import reference_matrix
+    from ..pipeline.prepare import reference_source
 
-    A, _ = reference_matrix(ref, energy)
+    e_ref, R, _, _ = reference_source(ref, energy)  # not validated yet: the window comes first
+    A = np.stack([np.interp(energy, e_ref, R[:, j]) for j in range(R.shape[1])], axis=1)
     try:
         resolve_baseline(args.baseline, energy, A)
     except (IndexError, ValueError) as exc:

@@ -366,7 +366,8 @@ def align_inputs(
        (NNLS with free scale after removing the pre-edge mean, :func:`bigxanes.eshift.
        fit_energy_shifts`; the window of step 2 is used for that fit also with
        ``baseline="none"`` when it exists, so a flat background is not taken for a
-       shift) and applies it, ``r_l(E - s_l)``; ``"none"`` fits it too and warns
+       shift) and applies it, ``r_l(E - s_l)`` (a shift at a bound with a warning);
+       ``"none"`` fits it too and warns
        (one line naming ``--energy-shift auto``) when a shift exceeds 1 eV or the misfit would
        fall by more than 20 % (:func:`bigxanes.eshift.shift_warning`).
     4. With shifts, the window is taken again below the shifted references' edge; the
@@ -400,6 +401,20 @@ def align_inputs(
             misfit = (float(fit.misfit_unshifted), float(fit.misfit))
             if mode == "auto":
                 shifts = np.asarray(fit.shifts, dtype=np.float64)
+                at = (shifts <= bounds[0] + 0.01) | (shifts >= bounds[1] - 0.01)
+                if warn and at.any():
+                    bad = ", ".join(
+                        f"{n} {v:+.1f} eV"
+                        for n, v, a in zip(inputs.names or [], shifts, at, strict=False)
+                        if a
+                    )
+                    warnings.warn(
+                        f"fitted energy shift at the {bounds[0]:g}..{bounds[1]:g} eV bound ({bad}):"
+                        " that reference may not belong to this sample or the energies may be "
+                        "miscalibrated by more; check the references with 'bigxanes rank'",
+                        UserWarning,
+                        stacklevel=3,
+                    )
             elif warn:
                 msg = shift_warning(fit, list(inputs.names or []))
                 if msg:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import xarray as xr
 from prj_sim import ENERGY, prj_library, simulate
 
 from bigxanes.eshift import (
@@ -96,3 +99,21 @@ def test_parse_energy_shift():
         parse_energy_shift("-3,2,1", 2)
     with pytest.raises(ValueError, match="--energy-shift"):
         parse_energy_shift("left", 2)
+
+
+def test_auto_shift_at_the_bound_warns_through_the_api():
+    """A reference 15 eV off (beyond the ±10 eV bounds): applied at the bound, with a warning."""
+    from bigxanes import api
+
+    E = np.arange(7090.0, 7170.01, 1.0)
+    ef = np.arange(7050.0, 7210.01, 0.1)
+    R = np.c_[xanes_spectrum(ef, 7120.0), xanes_spectrum(ef, 7132.0, white_line_height=1.2)]
+    A = shift_references(ef, R, [-15.0, 0.0], E)
+    f = np.linspace(0.2, 0.8, 36)
+    Y = (A @ np.stack([f, 1 - f])).reshape(E.size, 6, 6)
+    ref = xr.DataArray(
+        R, dims=("energy", "component"), coords={"energy": ef, "component": ["a", "b"]}
+    )
+    with pytest.warns(UserWarning, match="at the -10..10 eV bound \\(a -10.0 eV\\)"):
+        ds = api.lcf(Y, ref, energy=E, energy_shift="auto")
+    assert json.loads(ds.attrs["energy_shift"])[0] == pytest.approx(-10.0, abs=0.01)
