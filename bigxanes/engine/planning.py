@@ -245,7 +245,9 @@ def estimate_resources(
         halo_px = int(np.prod([t + 2 * halo for t in st]))
         # halo'd float64 input + output + ~2x temporaries of the kernel
         task = max(task, halo_px * 8 * (layout.n_channels + 3 * layout.n_out))
-    out_ch = L + 3 + (L if rum else 0) + (1 if method == "edge50" else 0)
+    # fraction + fraction_unmasked (conventions), scale, residual, mask, lcf_fraction (RUM),
+    # edge50 + the two white-line maps (Edge-50)
+    out_ch = 2 * L + 3 + (L if rum else 0) + (3 if method == "edge50" else 0)
     return {
         "shape": (T,) + spatial,
         "tiles": tiles,
