@@ -370,7 +370,10 @@ def test_help_has_examples_for_every_command(capsys):
     assert set(sub.choices) == {
         "simulate",
         "import",
+        "align",
         "unmix",
+        "spectra",
+        "export",
         "refs",
         "plot",
         "info",

@@ -24,7 +24,7 @@ def test_ten_thousand_input_chunks(tmp_path, input_guard):
     Y, A = make_stack(inp, 1000, 10, 4)
     import zarr
 
-    assert zarr.open_group(str(inp), mode="r")["stack"].nchunks == 10_000
+    assert zarr.open_group(str(inp), mode="r")["absorbance"].nchunks == 10_000
     t0 = time.perf_counter()
     with input_guard(inp):
         # 4 energies: no pre-edge to take a baseline from

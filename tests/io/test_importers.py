@@ -126,7 +126,7 @@ def test_hdf5_3d_volumes(tmp_path):
     out = import_hdf5(tmp_path / "v.h5", tmp_path / "o.zarr", dataset="/recon", tile=4)
     ds = _check(out, data, E_EV[:4])
     assert ds["stack"].dims == ("energy", "z", "y", "x")
-    arr = zarr.open_group(str(out), mode="r")["stack"]
+    arr = zarr.open_group(str(out), mode="r")["absorbance"]
     assert arr.chunks == (4, 4, 4, 4)
 
 
