@@ -493,7 +493,9 @@ def estimate_resources(
     )
     p1 = Pass1Layout(L, "lstsq", method == "edge50")
     state_bytes = params.state_layout(L, nd).n_channels * N * 4 if rum else 0
-    out_ch = L + 3 + (L if rum else 0) + (1 if method == "edge50" else 0)
+    # fraction + fraction_unmasked (conventions) + fraction_std, scale, residual, mask,
+    # lcf_fraction (RUM), edge50 + the two white-line maps (Edge-50)
+    out_ch = 3 * L + 3 + (L if rum else 0) + (3 if method == "edge50" else 0)
     task = plan["task_bytes"]
     return {
         "shape": (T,) + spatial,
