@@ -28,7 +28,7 @@ from ..kernels.pass1 import Pass1Layout
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
 from ..pipeline.prepare import Inputs, check_options
 from ..pipeline.result import build_dataset, method_variables, result_attrs, result_coords
-from ..rum import RumParams
+from ..rum import RumParams, resolve_sure, sure_crop
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks, min_chunks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
@@ -326,6 +326,9 @@ def _execute(
     in_memory = params is None and mode == "memory"
     P, rec = run_pass1(Y, inputs, p1, e0, runner, work, in_memory=in_memory, progress=progress)
     rum_maps = None
+    if params is not None and params.lam == "sure":
+        (crop,) = runner.compute(Y[(slice(None),) + sure_crop(spatial)])
+        params = resolve_sure(np.asarray(crop), inputs, params, extra)
     if params is not None:
         nthr = _n_threads(runner)
         layout = params.state_layout(L, len(spatial))
