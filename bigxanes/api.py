@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from .kernels.admm import StateLayout
 from .kernels.edge50 import edge50_reference_energies
 from .kernels.maps import rum_outputs_block
 from .kernels.moments import finite_spectrum_sum, mean_spectrum
@@ -49,7 +48,7 @@ from .pipeline.result import (
     result_coords,
     verdict_attrs,
 )
-from .rum import RumParams, solve_rum
+from .rum import RumParams, resolve_sure, solve_rum, sure_crop
 from .validation import check_stack
 
 __all__ = ["LCF_VARIANTS", "MASK_THRESHOLD", "edge50", "history_of", "lcf", "unmix"]
@@ -130,11 +129,15 @@ def _run(
     stats = pass1_statistics(P, p1)
     c = stats["scale"]
     rum_maps = None
+    if params is not None and params.lam == "sure":
+        params = resolve_sure(
+            np.asarray(Y[(slice(None),) + sure_crop(Y.shape[1:])]), inputs, params, extra
+        )
     if params is not None:
         S, history, init = solve_rum(
             P, p1, inputs.A, params, c, stats["resid_sum"], state_dtype=state_dtype
         )
-        layout = StateLayout(L, Y.ndim - 1, params.reg)
+        layout = params.state_layout(L, Y.ndim - 1)
         rum_maps = rum_outputs_block(S, layout=layout, AtA=init.AtA, scale=c, n_energies=T)
         extra.update(
             params=params.as_dict(),
@@ -334,8 +337,8 @@ def unmix(
         Precision of the ADMM state between iterations with the NumPy backend (float32
         matches the engine); the numba backend keeps it in float32.
     **params
-        :class:`bigxanes.rum.RumParams` fields: ``lam`` ("auto" or a number), ``lam_factor``,
-        ``rho``, ``gamma``, ``max_iter``, ``tol``, ``tv_sweeps``, ``denoiser``
+        :class:`bigxanes.rum.RumParams` fields: ``lam`` ("auto", "sure" or a number),
+        ``lam_factor``, ``rho``, ``gamma``, ``max_iter``, ``tol``, ``tv_sweeps``, ``denoiser``
         ("tv" | "bm3d" | "bm4d"), ``rho_adapt``, ``backend`` ("auto" | "numpy" | "numba"),
         ``residual_every``; for "lcf" ``variant``, for "edge50" the keywords of
         :func:`edge50`.

@@ -52,6 +52,9 @@ __all__ = [
     "noise_variance",
     "reference_contrast",
     "resolve_lambda",
+    "resolve_sure",
+    "sure_crop",
+    "sure_lam_factor",
     "robust_scale",
     "run_admm",
     "scale_from_histogram",
@@ -68,6 +71,11 @@ METHODS = ("rum-tv", "rum-pnp")
 AUTO_NUMBA_PIXELS = 1 << 18
 PRIORS = ("tv", "guided-tv")
 GUIDED_LAM_FACTOR = 1.0  # chosen on the tuning split of benchmarks/bench_realistic.py
+LAM_RULES = ("auto", "sure")
+#: lam_factor candidates of ``lam="sure"`` (:func:`sure_lam_factor`)
+SURE_GRID = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+#: spatial size of the central subsample SURE is computed on (per axis; z: SURE_CROP_Z)
+SURE_CROP, SURE_CROP_Z = 48, 12
 
 
 @dataclass
@@ -77,8 +85,10 @@ class RumParams:
     Attributes
     ----------
     method : {"rum-tv", "rum-pnp"}
-    lam : float or "auto"
-        Regularization weight λ on the scaled stack; "auto" = ``lam_factor · σ̂ · δ``.
+    lam : float, "auto" or "sure"
+        Regularization weight λ on the scaled stack; "auto" = ``lam_factor · σ̂ · δ``;
+        "sure" (RUM-TV): ``lam_factor`` chosen from :data:`SURE_GRID` by Monte-Carlo SURE on
+        a central subsample (:func:`sure_lam_factor`), then "auto" with it.
     lam_factor : float, optional
         Prior strength used by ``lam="auto"`` (``λ = lam_factor · σ̂ · δ``, see
         :func:`resolve_lambda`). Default 0.2, 0.1 for RUM-PnP with BM3D/BM4D (chosen with
@@ -168,8 +178,12 @@ class RumParams:
             raise ValueError(
                 f"unknown denoiser {self.denoiser!r}; choose one of {', '.join(DENOISERS)}"
             )
-        if self.lam != "auto" and not (isinstance(self.lam, int | float) and self.lam >= 0):
-            raise ValueError(f"lam must be a non-negative number or 'auto', got {self.lam!r}")
+        if self.lam not in LAM_RULES and not (isinstance(self.lam, int | float) and self.lam >= 0):
+            raise ValueError(
+                f"lam must be a non-negative number, 'auto' or 'sure', got {self.lam!r}"
+            )
+        if self.lam == "sure" and self.method != "rum-tv":
+            raise ValueError("lam='sure' is implemented for method rum-tv only")
         for name in ("rho", "lam_factor", "rho_max", "tol", "guide_kappa"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
@@ -562,3 +576,104 @@ def unmix_rum_array(
     )
     X, s, M = final_maps(S, params.state_layout(A.shape[1], Y.ndim - 1), init.scale)
     return X, s, M, history, init
+
+
+def sure_crop(spatial: tuple[int, ...]) -> tuple[slice, ...]:
+    """The central subsample of ``lam="sure"``: at most :data:`SURE_CROP` pixels per axis
+    (:data:`SURE_CROP_Z` along z of a volume), the same in both executors."""
+    out = []
+    for i, n in enumerate(spatial):
+        k = min(int(n), SURE_CROP_Z if (len(spatial) == 3 and i == 0) else SURE_CROP)
+        a = (int(n) - k) // 2
+        out.append(slice(a, a + k))
+    return tuple(out)
+
+
+def sure_lam_factor(
+    Y: np.ndarray,
+    A: np.ndarray,
+    params: RumParams,
+    *,
+    baseline: np.ndarray | None = None,
+    grid: tuple[float, ...] = SURE_GRID,
+    seed: int = 0,
+) -> tuple[float, list[dict[str, float]]]:
+    """``lam_factor`` minimizing Monte-Carlo SURE of the fitted data on a (sub)stack.
+
+    Stein's unbiased risk estimate of the fit ``f(y) = A M(y)`` (Ramani, Blu & Unser, IEEE TIP
+    2008, Monte-Carlo divergence; works with any solver)::
+
+        SURE(λ) = |y - f(y)|² - n σ² + 2 σ² div f,   div f ≈ bᵀ (f(y + ε b) - f(y)) / ε
+
+    with ``n = T·N`` values, ``b ~ N(0, I)`` (fixed seed), ``ε = 0.1 σ`` and ``σ²`` the noise
+    variance estimated from the NNLS residual (:func:`~bigxanes.kernels.stats.noise_variance`).
+    For each ``lam_factor`` of ``grid`` RUM-TV runs with ``lam="auto"``; the perturbed run keeps
+    that run's λ and data scale (a perturbed stack would get another "auto" λ). SURE estimates
+    the risk of the fitted spectra, a proxy for the fractions' error.
+
+    Parameters
+    ----------
+    Y : (T, *spatial) ndarray
+        The subsample (:func:`sure_crop`) of the stack on the fitted energies, as stored.
+    A : (T, L) ndarray
+        References as fitted (baseline removed when ``baseline`` is given).
+    params : RumParams
+        The run's parameters (``lam`` is replaced).
+    baseline : bool ndarray, optional
+        Pre-edge energies: each spectrum's mean over them is subtracted first (as in pass 1).
+
+    Returns
+    -------
+    lam_factor, table (one dict per candidate: lam_factor, lam, sure per value, divergence
+    per value).
+    """
+    from dataclasses import replace
+
+    from .kernels.baseline import subtract_pre_edge
+    from .kernels.moments import clean_block
+    from .kernels.pass1 import pass1_statistics
+
+    Y = np.asarray(Y, dtype=np.float64)
+    if baseline is not None:
+        with np.errstate(invalid="ignore"):
+            Y = subtract_pre_edge(Y, baseline)
+    Y, _ = clean_block(Y, "mask")
+    Y = np.asarray(Y, dtype=np.float64)
+    T, L = A.shape
+    n = Y.size
+    p1 = Pass1Layout(L)
+    energy = np.arange(T, dtype=np.float64)
+    b = np.random.default_rng(seed).standard_normal(Y.shape)
+
+    def fit(Yk: np.ndarray, p: RumParams, scale: float | None):
+        P = pass1_block(Yk, layout=p1, A=A, energy=energy)
+        st = pass1_statistics(P, p1)
+        c = st["scale"] if scale is None else scale
+        S, _, init = solve_rum(P, p1, A, p, c, st["resid_sum"])
+        _, _, M = final_maps(S, p.state_layout(L, Yk.ndim - 1), c)
+        return A @ M.reshape(L, -1), init
+
+    table = []
+    for lf in grid:
+        p = replace(params, lam="auto", lam_factor=float(lf))
+        F, init = fit(Y, p, None)
+        sigma2 = init.noise_var * init.scale**2  # stack units
+        eps = 0.1 * math.sqrt(max(sigma2, 1e-30))
+        Fp, _ = fit(Y + eps * b, replace(p, lam=init.lam), init.scale)
+        div = float(np.sum(b.reshape(T, -1) * (Fp - F)) / eps)
+        r = Y.reshape(T, -1) - F
+        sure = float(np.sum(r * r) - n * sigma2 + 2.0 * sigma2 * div)
+        table.append({"lam_factor": float(lf), "lam": init.lam, "sure": sure / n, "div": div / n})
+    best = min(table, key=lambda t: t["sure"])
+    return best["lam_factor"], table
+
+
+def resolve_sure(Y_crop: np.ndarray, inputs, params: RumParams, extra: dict) -> RumParams:
+    """``lam="sure"``: the parameters with the SURE-chosen ``lam_factor`` and ``lam="auto"``;
+    records ``lam_rule`` and the SURE table in ``extra`` (the result's attrs). Both executors
+    call it on the same central subsample (:func:`sure_crop`) of the stack."""
+    from dataclasses import replace
+
+    lf, table = sure_lam_factor(Y_crop, inputs.A, params, baseline=inputs.window, grid=SURE_GRID)
+    extra.update(lam_rule="sure", lam_sure=table)
+    return replace(params, lam="auto", lam_factor=lf)

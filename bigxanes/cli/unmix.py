@@ -78,7 +78,11 @@ def register(add) -> None:
         "--components-count", type=positive_int, metavar="L", help=argparse.SUPPRESS
     )  # deprecated spelling of --n-components
     s.add_argument("--seed", type=int, default=0, help="seed of --refs auto")
-    s.add_argument("--lam", help="regularization weight λ, or 'auto' (default)")
+    s.add_argument(
+        "--lam",
+        help="regularization weight λ, 'auto' (default: lam_factor · noise · contrast) or "
+        "'sure' (RUM-TV: lam_factor chosen by Monte-Carlo SURE on a central 48-pixel subsample)",
+    )
     s.add_argument("--lam-factor", type=float, help="prior strength used by --lam auto")
     s.add_argument(
         "--prior",
@@ -216,13 +220,15 @@ def rum_params(args: argparse.Namespace) -> Any:
     if kappa is not None:
         kw["guide_kappa"] = kappa
     if args.lam is not None:
-        if args.lam == "auto":
-            kw["lam"] = "auto"
+        if args.lam in ("auto", "sure"):
+            if args.lam == "sure" and args.method != "rum-tv":
+                raise UserError(f"--lam sure needs --method rum-tv (got --method {args.method})")
+            kw["lam"] = args.lam
         else:
             try:
                 kw["lam"] = float(args.lam)
             except ValueError:
-                raise UserError(f"--lam {args.lam!r}: give a number or 'auto'") from None
+                raise UserError(f"--lam {args.lam!r}: give a number, 'auto' or 'sure'") from None
     for name, attr in (
         ("lam_factor", "lam_factor"),
         ("max_iter", "iters"),

@@ -50,7 +50,7 @@ from ..pipeline.result import (
     result_attrs,
     result_coords,
 )
-from ..rum import RumParams
+from ..rum import RumParams, resolve_sure, sure_crop
 from .chunked import admm_block, admm_zarr_block, map_spatial_blocks
 from .cluster import make_runner
 from .iterations import InjectedFailure, RumIterations
@@ -451,6 +451,9 @@ def _execute(
     in_memory = params is None and mode == "memory"
     P, rec = run_pass1(Y, inputs, p1, e0, runner, work, in_memory=in_memory, progress=progress)
     rum_maps = None
+    if params is not None and params.lam == "sure":
+        (crop,) = runner.compute(Y[(slice(None),) + sure_crop(spatial)])
+        params = resolve_sure(np.asarray(crop), inputs, params, extra)
     if params is not None:
         st = exe["state_tiles"]
         it = RumIterations(

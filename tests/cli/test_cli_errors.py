@@ -290,3 +290,13 @@ def test_prior_guided_tv_runs_and_is_recorded(sim, tmp_path, capsys):
     ds = xr.open_zarr(out, consolidated=False)
     params = json.loads(ds.attrs["params"])
     assert params["prior"] == "guided-tv" and params["lam_factor"] == 1.0
+
+
+def test_lam_sure_needs_rum_tv(sim, capsys):
+    d, _ = sim
+    rc, _, err = run(
+        capsys, "unmix", d / "sim.zarr", d / "o.zarr", "--method", "rum-pnp", "--lam", "sure"
+    )
+    assert_user_error(rc, err, "--lam sure", "--method rum-tv")
+    rc, _, err = run(capsys, "unmix", d / "sim.zarr", d / "o.zarr", "--lam", "big")
+    assert_user_error(rc, err, "--lam", "'sure'")

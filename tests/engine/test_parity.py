@@ -199,3 +199,18 @@ def test_rum_guided_tv_parity(data2d, data3d, tmp_path, monkeypatch, dim):
     assert json.loads(eng.attrs["params"])["prior"] == "guided-tv"
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
     assert_parity(mem, eng)
+
+
+def test_rum_lam_sure_parity(data2d, tmp_path, monkeypatch):
+    """``lam="sure"``: the same subsample, the same SURE table and λ in both executors."""
+    import bigxanes.engine.unmix as eu
+    import bigxanes.rum as rum
+
+    monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
+    monkeypatch.setattr(rum, "SURE_GRID", (0.1, 0.5))  # two candidates keep the test short
+    ds, path = data2d
+    p = bx.RumParams(method="rum-tv", lam="sure", max_iter=6, tv_sweeps=3)
+    eng = _engine(path, tmp_path, "rum-tv", (13, 11), params=p, state_mode="memory")
+    mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
+    assert mem.attrs["lam_rule"] == "sure" and len(_attr(mem.attrs["lam_sure"])) == 2
+    assert_parity(mem, eng)

@@ -137,3 +137,19 @@ def test_sum_to_one_fraction_std_is_conservative_when_the_scale_varies():
     X = np.asarray(ds["fraction_unmasked"].values, dtype=np.float64)
     z = _z(sim, X, np.asarray(ds["fraction_std"].values, dtype=np.float64))
     assert np.isfinite(z).all() and np.mean(np.abs(z) < 2) >= 0.98
+
+
+def test_rum_result_fraction_std_is_a_conservative_bound():
+    """RUM results carry the linearized std (LCF covariance at the RUM solution, no account
+    of the prior): an upper bound, 2σ coverage >= 95 % and larger than the actual error."""
+    from bigxanes.api import unmix
+
+    sim = simulate_to_arrays("particles", (40, 40), 2, sigma=7.0, seed=6)
+    ds = unmix(sim.stack, sim.references, method="rum-tv", energy=sim.energy, max_iter=60)
+    X = np.asarray(ds["fraction"].values, dtype=np.float64)
+    sd = np.asarray(ds["fraction_std"].values, dtype=np.float64)
+    assert ds["fraction_std"].dims == ds["fraction"].dims
+    z = _z(sim, X, sd)
+    assert np.isfinite(z).all()
+    assert np.mean(np.abs(z) < 2) >= 0.95
+    assert np.std(z) < 1.0  # conservative: the spread of the standardized errors is below 1
