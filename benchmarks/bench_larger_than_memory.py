@@ -320,7 +320,8 @@ def main() -> int:
         stages = [
             ("simulate", [*cli, "simulate", str(stack), "--shape", args.shape, "--n-components",
                           "3", "--noise", "5", "--chunks", args.chunks, "--overwrite", "-q"]),
-            ("info", [*cli, "info", str(stack)]),
+            ("info", [*cli, "info", str(stack), "--workers", str(args.workers),
+                      "--memory-limit", args.memory_limit]),
             ("edge50", [*run, str(work / "e50.zarr"), "--method", "edge50", *common]),
             ("lcf", [*run, str(work / "lcf.zarr"), "--method", "lcf", *common]),
             ("rum-tv", [*run, str(work / "tv.zarr"), "--method", "rum-tv", "--state-mode", "zarr",
