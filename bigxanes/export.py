@@ -46,7 +46,7 @@ def _open(result: str | os.PathLike | xr.Dataset) -> xr.Dataset:
         raise FileNotFoundError(f"result {p} does not exist; give the OUT of `bigxanes unmix`")
     with __import__("warnings").catch_warnings():
         __import__("warnings").filterwarnings("ignore", message=".*[Cc]onsolidated.*")
-        return xr.open_zarr(p, chunks=None)
+        return xr.open_zarr(p, chunks={})  # dask on the stored chunks: nothing loaded whole
 
 
 def _pixel_size(ds: xr.Dataset, spatial: list[str]) -> list[float] | None:
@@ -87,20 +87,31 @@ def _export_tiff(ds: xr.Dataset, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for name, da_ in map_variables(ds).items():
-        arr = np.asarray(da_.values, dtype=np.float32)
-        meta = {"axes": "ZYX" if arr.ndim == 3 else "YX", "unit": "um" if ps else "pixel"}
+        arr = _pages(da_) if da_.ndim == 3 else np.asarray(da_.values, dtype=np.float32)
+        kw = {"shape": tuple(da_.shape), "dtype": np.float32} if da_.ndim == 3 else {}
+        meta = {"axes": "ZYX" if da_.ndim == 3 else "YX", "unit": "um" if ps else "pixel"}
         meta["Info"] = json.dumps(
             {"variable": name, "units": da_.attrs.get("units", ""), "bigxanes": True}
         )
-        kw = {}
         if ps:
             kw["resolution"] = (1.0 / ps[-1], 1.0 / ps[-2])
-            if arr.ndim == 3:
+            if da_.ndim == 3:
                 meta["spacing"] = ps[0]
         f = out / f"{_safe(name)}.tif"
         tifffile.imwrite(f, arr, imagej=True, metadata=meta, **kw)
         files.append(f)
     return files
+
+
+def _pages(da_: xr.DataArray):
+    """The z slices of a 3-D map, computed one z-chunk slab at a time (the client holds a
+    slab of the map, never the whole volume), as float32 pages for ``tifffile``."""
+    chunks = da_.chunks[0] if da_.chunks is not None else (da_.shape[0],)
+    z0 = 0
+    for tz in chunks:
+        slab = np.asarray(da_.isel({da_.dims[0]: slice(z0, z0 + tz)}).values, dtype=np.float32)
+        yield from slab
+        z0 += tz
 
 
 def _export_ome_zarr(ds: xr.Dataset, out: Path) -> Path:
@@ -112,7 +123,10 @@ def _export_ome_zarr(ds: xr.Dataset, out: Path) -> Path:
     spatial = [d for d in ("z", "y", "x") if d in ds.dims]
     maps = map_variables(ds)
     names = [n for n in maps if n.startswith("fraction_")] or list(maps)
-    data = np.stack([np.asarray(maps[n].values, dtype=np.float32) for n in names])
+    import dask.array as dsa
+
+    # dask: written chunk by chunk by ome-zarr's writer, never held whole
+    data = dsa.stack([dsa.asarray(maps[n].data).astype(np.float32) for n in names])
     ps = _pixel_size(ds, spatial) or [1.0] * len(spatial)
     fmt = FormatV04()
     store = parse_url(str(out), mode="w", fmt=fmt).store
@@ -129,8 +143,8 @@ def _export_ome_zarr(ds: xr.Dataset, out: Path) -> Path:
         scale={"c": 1.0, **dict(zip(spatial, ps, strict=True))},
         storage_options={"chunks": (1,) + tuple(min(256, n) for n in data.shape[1:])},
     )
-    finite = data[np.isfinite(data)]
-    hi = float(finite.max()) if finite.size else 1.0
+    hi = float(dsa.nanmax(dsa.where(dsa.isfinite(data), data, np.nan)).compute())
+    hi = hi if np.isfinite(hi) else 1.0
     colors = ["FF0000", "00FF00", "0000FF", "FFFF00", "FF00FF", "00FFFF"]
     root.attrs["omero"] = {
         "version": "0.4",

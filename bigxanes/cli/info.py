@@ -29,6 +29,17 @@ def register(add) -> None:
     """Add the ``info`` subparser."""
     s = add("info", "describe a stack store, a result store or a references table", EXAMPLES)
     s.add_argument("path", metavar="PATH")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="size the resources for this many workers (default: one per core)",
+    )
+    s.add_argument(
+        "--memory-limit",
+        default=None,
+        help="per-worker memory limit to size tiles for, e.g. 2GB (default: the LocalCluster's)",
+    )
     s.set_defaults(func=run)
 
 
@@ -89,7 +100,7 @@ def _states(p: Path, st: dict) -> None:
     print(f"eigenvalues: {eigen_text(ns.eigenvalues)}")
 
 
-def _stack(p: Path) -> int:
+def _stack(p: Path, workers: int | None = None, memory_limit: str | None = None) -> int:
     from .. import engine
     from ..store import stack_info
 
@@ -105,9 +116,11 @@ def _stack(p: Path) -> int:
     if st["components"]:
         print(f"references: {', '.join(st['components'])}")
     _states(p, st)
-    from ..engine.cluster import default_worker_limit
+    from ..engine.cluster import default_worker_limit, validate_cluster_args
 
-    nw, lim = default_worker_limit()
+    lim = validate_cluster_args(workers, memory_limit)
+    nw, auto = default_worker_limit(workers)
+    lim = auto if lim is None else lim
     for method in ("lcf", "rum-tv"):
         try:
             est = engine.estimate_resources(str(p), method, n_workers=nw, memory_limit=lim)
@@ -121,6 +134,11 @@ def _stack(p: Path) -> int:
                 for k, v in est.items()
             )
         )
+        if lim < est["minimum_memory_limit"]:
+            print(
+                f"  {method}: a {fmt_bytes(lim)} worker is below this run's minimum "
+                f"({fmt_bytes(est['minimum_memory_limit'])}): unmix would refuse it"
+            )
     return 0
 
 
@@ -199,9 +217,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the description; an incomplete store (or a killed run's work) is an error."""
     import zarr
 
+    from ..engine.cluster import validate_cluster_args
     from ..paths import resolve
     from ..store import is_complete
 
+    validate_cluster_args(args.workers, args.memory_limit)  # one line before any output
     p = Path(args.path)
     resolve(p)  # a symlink loop is named as such, not "does not exist"
     if not p.exists():
@@ -229,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     if not complete:
         raise UserError(incomplete_message(p))
     if "stack" in arrays or "absorbance" in arrays:
-        return _stack(p)
+        return _stack(p, args.workers, args.memory_limit)
     if "fraction" in arrays or "edge50" in arrays:
         return _result(p, g)
     print(f"arrays: {', '.join(sorted(arrays)) or '(none)'}")

@@ -110,7 +110,7 @@ def validate_cluster_args(
                 f"({need / 2**20:.0f} MiB per worker: a worker's own "
                 f"{MIN_WORKER_BASE / 2**20:.0f} MiB plus two of its largest tasks at the "
                 f"smallest tiles); give at least {int(-(-need // 2**20))}MiB, or store the "
-                "stack in smaller chunks (bigxanes simulate/import --chunks)"
+                "stack in smaller chunks (bigxanes simulate --chunks, import --tile)"
             )
     for flag, v in (("--connect-timeout", connect_timeout), ("--worker-grace", worker_grace)):
         if v is not None and not float(v) > 0:

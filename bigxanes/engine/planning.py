@@ -392,7 +392,7 @@ def plan_for_runner(
             f"the minimum for this run, {need / 2**20:.0f} MiB per worker (a worker's own memory "
             f"plus two tasks per thread at tiles {plan['tiles']}); give --memory-limit "
             f"{int(-(-need // 2**20))}MiB or more, fewer threads per worker, smaller --chunks, "
-            "or store the stack in smaller chunks (bigxanes simulate/import --chunks)"
+            "or store the stack in smaller chunks (bigxanes simulate --chunks, import --tile)"
         )
     return plan
 

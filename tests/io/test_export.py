@@ -65,3 +65,43 @@ def test_netcdf_opens_with_xarray_and_refuses_overwrite(result, tmp_path):
         export_result(result, out, "netcdf")
     with pytest.raises(ValueError, match="--format"):
         export_result(result, tmp_path / "x", "png")
+
+
+def test_export_3d_streams(tmp_path):
+    """A 3-D result is exported slab by slab (TIFF) or chunk by chunk (OME-Zarr): the exporting
+    process never holds a whole map (issue 16), and the files hold the maps exactly."""
+    import tracemalloc
+
+    import tifffile
+    import zarr
+
+    from bigxanes.export import export_result
+    from bigxanes.store import write_dataset
+
+    rng = np.random.default_rng(0)
+    shape = (64, 48, 48)  # one float64 map: 1.2 MB; two components
+    frac = rng.random((2,) + shape)
+    ds = xr.Dataset(
+        {
+            "fraction": (("component", "z", "y", "x"), frac),
+            "scale": (("z", "y", "x"), rng.random(shape)),
+            "mask": (("z", "y", "x"), np.ones(shape, bool)),
+        },
+        coords={"component": ["a", "b"]},
+        attrs={"method": "lcf"},
+    )
+    path = write_dataset(ds, tmp_path / "r.zarr", chunks=8)
+    export_result(path, tmp_path / "warm", "tiff")  # imports outside the measurement
+    for fmt, out in (("tiff", tmp_path / "t"), ("ome-zarr", tmp_path / "o.ome.zarr")):
+        tracemalloc.start()
+        try:
+            export_result(path, out, fmt)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < frac[0].nbytes / 2, (fmt, peak)  # a map in float32 is frac[0].nbytes / 2
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "t" / "fraction_a.tif"), frac[0].astype(np.float32)
+    )
+    img = zarr.open_group(str(tmp_path / "o.ome.zarr"), mode="r")["0"][:]
+    np.testing.assert_array_equal(img, frac.astype(np.float32))
