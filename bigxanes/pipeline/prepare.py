@@ -327,6 +327,20 @@ def _window_text(energy: np.ndarray, window: np.ndarray, why: str) -> str:
     return f"pre-edge window {e[0]:.1f}-{e[-1]:.1f} eV ({why})"
 
 
+def _data_window_or_refs(
+    E: np.ndarray, mean: np.ndarray, A: np.ndarray, refs_window: Any, refs_text: Any
+) -> tuple[np.ndarray, str]:
+    """The window below the data's and the references' edges; when fewer than 3 energies lie
+    there (a stack cut just below its edge), the references-only window, said so."""
+    try:
+        window, _, text = pre_edge_window_from_data(E, mean, A)
+        return window, text
+    except ValueError:
+        if refs_window is None:
+            raise
+        return refs_window, f"{refs_text}; fewer than 3 energies below the data's own edge"
+
+
 def _data_window(E: np.ndarray, mean: np.ndarray, A: np.ndarray) -> np.ndarray | None:
     """The pre-edge window below the data's and the references' edges, or None when fewer
     than 3 energies lie there (the shift fit then uses the spectra as they are)."""
@@ -386,8 +400,7 @@ def align_inputs(
     text = inputs.window_text
     if pre and usable:
         A0 = shift_references(e_ref, R, shifts, E) if A_raw is None else A_raw
-        window, _, desc = pre_edge_window_from_data(E, mean, A0)
-        text = desc
+        window, text = _data_window_or_refs(E, mean, A0, window, text)
     misfit = None
     if mode in ("auto", "none") and usable:
         fit_window = window if pre else _data_window(E, mean, A_raw)
@@ -429,7 +442,7 @@ def align_inputs(
         A = shift_references(e_ref, R, shifts, E)
     A = check_references(A, E.size)
     if pre and usable and np.any(shifts != 0):
-        window, _, text = pre_edge_window_from_data(E, mean, A)
+        window, text = _data_window_or_refs(E, mean, A, window, text)
     if window is not None:
         A = subtract_pre_edge(A, window)
     return replace(
