@@ -63,7 +63,7 @@ def test_memory_mode_on_a_cluster_equals_zarr_mode_and_in_memory(tmp_path, monke
         cluster.close()
     m, z = got["memory"], got["zarr"]
     assert m.attrs["state_mode"] == "memory" and json.loads(m.attrs["state_tiles"]) == [16, 18]
-    for name in ("fraction", "scale", "residual_rms"):
+    for name in ("fraction_unmasked", "scale", "residual_rms"):
         assert np.abs(m[name].values - z[name].values).max() <= 1e-6, name
     np.testing.assert_allclose(
         json.loads(m.attrs["history"])["primal"],
