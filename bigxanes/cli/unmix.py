@@ -498,7 +498,6 @@ def run(args: argparse.Namespace) -> int:
     validate_cluster_args(
         args.workers,
         args.memory_limit,
-        minimum=0,  # parsed here; compared with the run's own minimum in cluster_for
         connect_timeout=args.connect_timeout,
         worker_grace=args.worker_grace,
     )

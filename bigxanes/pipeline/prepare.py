@@ -207,33 +207,16 @@ def reference_matrix(references: Any, energy: np.ndarray) -> tuple[np.ndarray, l
     energies differ and named by its ``component`` coordinate; other inputs must already be on
     ``energy`` and are named :func:`~.defaults.component_names`.
     """
-    names = None
-    if isinstance(references, xr.DataArray):
-        ref = references.transpose("energy", ...)
-        if "component" in ref.coords and ref.ndim == 2:
-            names = [str(v) for v in ref["component"].values]
-        A = np.asarray(ref.values, dtype=np.float64)
-        A = A[:, None] if A.ndim == 1 else A
-        if not np.all(np.isfinite(A)):
-            raise ValueError("references contain NaN or Inf; fix the reference spectra")
-        if "energy" in ref.coords:
-            e_ref = as_ev(ref["energy"].values)
-            if e_ref.shape != energy.shape or not np.allclose(e_ref, energy, rtol=0, atol=1e-6):
-                A = interpolate_reference(e_ref, A, energy)
-    else:
-        A = np.asarray(references, dtype=np.float64)
-    if names is None or A.ndim != 2 or len(names) != A.shape[1]:
-        names = component_names(A.shape[1] if A.ndim == 2 else 1)
-    A = check_references(A, energy.size, names)
-    return A, names
     e_ref, R, names, _ = reference_source(references, energy)
-    return _on_energies(e_ref, R, energy), list(names or [])
+    return _on_energies(e_ref, R, energy, names), list(names or [])
 
 
-def _on_energies(e_ref: np.ndarray, R: np.ndarray, energy: np.ndarray) -> np.ndarray:
+def _on_energies(
+    e_ref: np.ndarray, R: np.ndarray, energy: np.ndarray, names: Sequence[str] | None = None
+) -> np.ndarray:
     same = e_ref.shape == energy.shape and np.allclose(e_ref, energy, rtol=0, atol=1e-6)
     A = R if same else interpolate_reference(e_ref, R, energy)
-    return check_references(A, energy.size)
+    return check_references(A, energy.size, names)
 
 
 def energy_selection(energy: np.ndarray, energy_range: Sequence[float] | None) -> np.ndarray | None:
@@ -284,7 +267,7 @@ def prepare_inputs(
     select = energy_selection(energy, energy_range)
     if select is not None:
         energy = energy[select]
-    A = None if R is None else _on_energies(e_ref, R, energy)
+    A = None if R is None else _on_energies(e_ref, R, energy, names)
     if method != "edge50" and A is None:
         raise ValueError(
             f"method {method!r} needs references: pass references= (--refs, or a store with a "
@@ -295,7 +278,7 @@ def prepare_inputs(
     if A is not None:
         shifts = np.zeros(A.shape[1]) if isinstance(spec, str) else np.asarray(spec)
         if np.any(shifts != 0):
-            A = check_references(shift_references(e_ref, R, shifts, energy), energy.size)
+            A = check_references(shift_references(e_ref, R, shifts, energy), energy.size, names)
     window = None if method == "edge50" else resolve_baseline(baseline, energy, A)
     if window is not None:
         A = subtract_pre_edge(A, window)
@@ -395,7 +378,7 @@ def align_inputs(
     pre = inputs.method != "edge50" and inputs.baseline == "pre-edge"
     mode = inputs.shift_mode
     shifts = np.asarray(inputs.shifts, dtype=np.float64)
-    A_raw = _on_energies(e_ref, R, E) if mode != "fixed" else None
+    A_raw = _on_energies(e_ref, R, E, inputs.names) if mode != "fixed" else None
     window = inputs.window
     text = inputs.window_text
     if pre and usable:

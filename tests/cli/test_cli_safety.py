@@ -538,7 +538,7 @@ def test_info_memory_minimum_is_the_refused_minimum(sim, tmp_path, capsys):
     validate_cluster_args(1, need, task_bytes=est["task_bytes"])  # the minimum itself: accepted
     with pytest.raises(ValueError, match="below the minimum"):
         validate_cluster_args(1, need - 2**20, task_bytes=est["task_bytes"])
-    below = f"{int(need // 2**20) - 1}MiB"
+    below = f"{int(need // 2**20)}MiB"  # just below the minimum (which is not whole MiB)
     rc, _, err = run(capsys, "unmix", sim, tmp_path / "o.zarr", "--method", "lcf",
                      "--memory-limit", below)  # fmt: skip
     line = one_line(rc, err, "--memory-limit", "minimum")
