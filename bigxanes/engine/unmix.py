@@ -326,13 +326,8 @@ def unmix_store(
         lock.release()
         raise
     try:
-        check_paths_on_workers(runner, input, output)  # before pass 1: workers see the files
-    except BaseException:
-        runner.close()
-        lock.release()
-        raise
-    try:
-        # tiles and state blocks from the workers' memory limit (refused below the minimum)
+        # tiles and state blocks from the workers' memory limit (refused below the minimum,
+        # before any task reaches a worker too small for it)
         reg = params.reg if params is not None else "tv"
         plan = plan_for_runner(
             runner,
@@ -344,6 +339,12 @@ def unmix_store(
             target_bytes=STATE_BLOCK_BYTES,
             total_threads=_n_threads(runner),
         )
+        check_paths_on_workers(runner, input, output)  # before pass 1: workers see the files
+    except BaseException:
+        runner.close()
+        lock.release()
+        raise
+    try:
         tiles = plan["tiles"]
         Y = _stack_dask(input, ds, inputs, tiles, sel)
         if needs_mean_spectrum(inputs):
