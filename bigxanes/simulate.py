@@ -30,6 +30,7 @@ Realism options (off by default)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -201,23 +202,43 @@ def simulate_to_arrays(
         clean = (A @ M).reshape((E.size,) + spatial)
     rng = np.random.default_rng([int(seed), _NOISE_STREAM])
     noisy, std = add_noise(clean, sigma, poisson=poisson, rng=rng)
+    attrs = _sim_attrs(
+        phantom, sigma, std, poisson, seed, spatial, L,
+        "model_references" if references is None else "user", thickness, energy_shift,
+    )  # fmt: skip
+    return SimArrays(E, A, names, X, s, clean, noisy, std, attrs)
+
+
+def _sim_attrs(
+    phantom: str,
+    sigma: float,
+    std: float,
+    poisson: float | None,
+    seed: int,
+    shape: tuple[int, ...],
+    L: int,
+    references_source: str,
+    thickness: float,
+    energy_shift: float,
+) -> dict[str, Any]:
+    """Attrs of a simulated stack (both :func:`simulate_to_arrays` and
+    :func:`simulate_to_store`): phantom, the noise rule and its std, seed, shape, L."""
     noise = f"gaussian std=sigma/255*max(clean)={std:.6g}"
     if poisson is not None:
         noise = f"poisson I0={poisson:g} in transmission, then " + noise
-    attrs = {
+    return {
         "phantom": phantom,
         "sigma": float(sigma),
         "noise": noise,
         "noise_std": std,
         "poisson_i0": float(poisson) if poisson is not None else 0.0,
         "seed": int(seed),
-        "shape": [int(n) for n in spatial],
+        "shape": [int(n) for n in shape],
         "n_components": int(L),
-        "references_source": "model_references" if references is None else "user",
+        "references_source": references_source,
         "thickness": float(thickness),
         "energy_shift_ev": float(energy_shift),
     }
-    return SimArrays(E, A, names, X, s, clean, noisy, std, attrs)
 
 
 def simulate(
@@ -414,23 +435,8 @@ def simulate_to_store(
         return da.map_blocks(gen, kind, chunks=((n,),) + sp_chunks, dtype=dtype,
                              meta=np.empty((0,) * (len(shape) + 1), dtype=dtype))  # fmt: skip
 
-    noise = f"gaussian std=sigma/255*max(clean)={std:.6g}"
-    if poisson is not None:
-        noise = f"poisson I0={poisson:g} in transmission, then " + noise
-    attrs = {
-        "phantom": phantom,
-        "sigma": float(sigma),
-        "noise": noise,
-        "noise_std": std,
-        "poisson_i0": float(poisson) if poisson is not None else 0.0,
-        "seed": int(seed),
-        "shape": [int(n) for n in shape],
-        "n_components": int(L),
-        "references_source": "model_references",
-        "thickness": 0.0,
-        "energy_shift_ev": 0.0,
-        "simulated": "block-wise (simulate_to_store)",
-    }
+    attrs = _sim_attrs(phantom, sigma, std, poisson, seed, shape, L, "model_references", 0.0, 0.0)
+    attrs["simulated"] = "block-wise (simulate_to_store)"
     ds = xr.Dataset(
         {
             "stack": (("energy",) + dims, lazy("stack", T, np.float32)),
