@@ -26,18 +26,21 @@ import xarray as xr
 from .kernels.edge50 import edge50_reference_energies
 from .kernels.maps import rum_outputs_block
 from .kernels.moments import finite_spectrum_sum, mean_spectrum
-from .kernels.pass1 import Pass1Layout, pass1_block, pass1_statistics
+from .kernels.pass1 import pass1_block, pass1_statistics
 from .kernels.quality import chi2_histogram
 from .kernels.stats import noise_sigma
+from .kernels.weights import noise_moments_block
 from .pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, LCF_VARIANTS, MASK_THRESHOLD
 from .pipeline.prepare import (
     align_inputs,
     check_options,
     edge50_e0,
+    pass1_layout,
     prepare_inputs,
     spatial_dims,
     spatial_selection,
     stack_array,
+    weight_model,
 )
 from .pipeline.result import (
     build_dataset,
@@ -73,9 +76,13 @@ def _run(
     energy_shift: Any = "none",
     region: Any = None,
     mask: Any = None,
+    weights: str = "none",
+    i0: Any = None,
 ) -> xr.Dataset:
     """The pipeline with the whole stack as one block (the engine maps the same calls)."""
-    check_options(method, variant=variant, nan_policy=nan_policy)
+    check_options(method, variant=variant, nan_policy=nan_policy, weights=weights)
+    if i0 is None and weights == "counts" and isinstance(stack, xr.Dataset) and "i0" in stack:
+        i0 = np.asarray(stack["i0"].values)  # the I0 the stack was converted with
     Y, energy, coords = stack_array(stack, energy)
     pixel_size = stack.attrs.get("pixel_size_um") if isinstance(stack, xr.DataArray) else None
     sel = None
@@ -98,6 +105,8 @@ def _run(
         nan_policy=nan_policy,
         energy_range=energy_range,
         energy_shift=energy_shift,
+        weights=weights,
+        i0=i0,
     )
     if inputs.select is not None:
         Y = Y[inputs.select]
@@ -106,8 +115,12 @@ def _run(
         check_stack(Y)  # names the first bad pixel
     sdims = spatial_dims(Y.ndim - 1)
     L, T = inputs.n_components, inputs.energy.size
-    p1 = Pass1Layout(L, variant if method == "lcf" else "nnls", method == "edge50")
-    extra: dict[str, Any] = {}
+    p1 = pass1_layout(inputs, variant)
+    model = weight_model(
+        inputs,
+        lambda: noise_moments_block(Y, A=inputs.A, window=inputs.window, nan_policy=nan_policy),
+    )
+    extra: dict[str, Any] = {} if model is None else model.as_attrs()
     e50_refs = None
     if method == "edge50":
         if e0 is None:
@@ -125,8 +138,9 @@ def _run(
         baseline=inputs.window,
         level=level,
         norm_kwargs=norm_kwargs,
+        weights=model,
     )
-    stats = pass1_statistics(P, p1)
+    stats = pass1_statistics(P, p1, T)
     c = stats["scale"]
     rum_maps = None
     if params is not None and params.lam == "sure":
@@ -134,10 +148,8 @@ def _run(
             np.asarray(Y[(slice(None),) + sure_crop(Y.shape[1:])]), inputs, params, extra
         )
     if params is not None:
-        S, history, init = solve_rum(
-            P, p1, inputs.A, params, c, stats["resid_sum"], state_dtype=state_dtype
-        )
-        layout = params.state_layout(L, Y.ndim - 1)
+        S, history, init = solve_rum(P, p1, inputs.A, params, stats, state_dtype=state_dtype)
+        layout = params.state_layout(L, Y.ndim - 1, p1.weighted)
         rum_maps = rum_outputs_block(S, layout=layout, AtA=init.AtA, scale=c, n_energies=T)
         extra.update(
             params=params.as_dict(),
@@ -188,6 +200,8 @@ def lcf(
     energy_shift: Any = "none",
     region: Any = None,
     mask: Any = None,
+    weights: str = "none",
+    i0: npt.ArrayLike | None = None,
 ) -> xr.Dataset:
     """Linear combination fitting per pixel.
 
@@ -233,6 +247,17 @@ def lcf(
         Sample mask of the whole field (``.tif``/``.npy``, or ``"auto"``: Otsu on the edge
         jump); ``mask`` of the result is the material mask AND this one, and ``fraction`` is
         NaN outside it (:func:`bigxanes.pipeline.prepare.spatial_selection`).
+    weights : {"none", "counts", "energy"}
+        Data term. "none": least squares. "counts": photon-counting noise, the weighted fit
+        ``min Σ_t w_t (y_t - (A m)_t)²`` with ``w_t = I0_t exp(-OD_t)`` (the inverse variance
+        of ``OD = -ln(I/I0)``), evaluated at the fitted OD and refined by reweighting
+        (:mod:`bigxanes.kernels.weights`); the NNLS variant only. "energy": one inverse
+        variance per energy, estimated from the residual of an unweighted fit. The noise model
+        is in ``attrs`` (``weights``, ``weights_source``, ``weights_i0`` / ``weights_var``).
+    i0 : array_like, optional
+        Incident photons per pixel at each stack energy, for ``weights="counts"`` (default:
+        the stack Dataset's ``i0`` variable when it was converted from counts, else an
+        effective dose per energy estimated from the residual of an unweighted fit).
 
     Returns
     -------
@@ -254,6 +279,8 @@ def lcf(
         energy_shift=energy_shift,
         region=region,
         mask=mask,
+        weights=weights,
+        i0=i0,
     )
 
 
@@ -321,6 +348,8 @@ def unmix(
     state_dtype: npt.DTypeLike = np.float64,
     region: Any = None,
     mask: Any = None,
+    weights: str = "none",
+    i0: npt.ArrayLike | None = None,
     **params: Any,
 ) -> xr.Dataset:
     """Robust unmixing (RUM-TV or RUM-PnP) of an in-memory stack, or LCF / Edge-50 by name.
@@ -332,6 +361,10 @@ def unmix(
     ----------
     stack, references, energy, nan_policy, baseline, energy_range, energy_shift, region, mask
         As :func:`lcf`.
+    weights, i0
+        As :func:`lcf`: the weighted data term ``½ Σ_t w_tn (y_tn - (A m)_t)²`` of the
+        ADMM M-step (a per-pixel L x L solve; NumPy kernel), its weights divided by their
+        mean so that the λ rule keeps its units.
     method : {"rum-tv", "rum-pnp", "lcf", "edge50"}
     state_dtype : dtype
         Precision of the ADMM state between iterations with the NumPy backend (float32
@@ -362,12 +395,23 @@ def unmix(
         mask=mask,
     )
     if method == "lcf":
-        return lcf(stack, references, baseline=baseline, **kw, **params)
+        return lcf(stack, references, baseline=baseline, weights=weights, i0=i0, **kw, **params)
     if method == "edge50":
+        check_options("edge50", weights=weights)
+        if weights != "none":
+            raise ValueError("Edge-50 has no data term to weight: drop --weights")
         return edge50(stack, references, **kw, **params)
     p = RumParams(method=method, **params)
     return _run(
-        method, stack, references, baseline=baseline, params=p, state_dtype=state_dtype, **kw
+        method,
+        stack,
+        references,
+        baseline=baseline,
+        params=p,
+        state_dtype=state_dtype,
+        weights=weights,
+        i0=i0,
+        **kw,
     )
 
 

@@ -38,10 +38,12 @@ from bigxanes.energy import as_ev
 from bigxanes.integrity import check_array_chunks
 from bigxanes.store import stack_chunks, write_dataset
 from bigxanes.transmission import (
+    background_i0,
     od_from_background,
     od_from_flat_dark,
     od_from_i0,
     parse_region,
+    read_i0,
     read_table,
 )
 
@@ -386,30 +388,28 @@ def _load_mask(path: PathLike) -> np.ndarray:
     return tifffile.imread(p)
 
 
-def _apply_i0(stack: da.Array, i0: Any, energies_ev: np.ndarray) -> tuple[da.Array, dict[str, str]]:
-    """Absorbance from an I0 specification (see :func:`import_stack`)."""
+def _apply_i0(stack: da.Array, i0: Any, energies_ev: np.ndarray) -> tuple[da.Array, dict, Any]:
+    """Absorbance from an I0 specification (see :func:`import_stack`), its attrs and the I0
+    per image (counts per pixel; lazy for a background region), kept as the store's ``i0``
+    variable for counting weights (``unmix --weights counts``)."""
     spatial = tuple(stack.shape[1:])
+    region: Any = None
     if isinstance(i0, str) and i0.lower().startswith("background:"):
-        return od_from_background(stack, parse_region(i0)), {
-            "od_method": "background",
-            "od_source": i0,
-        }
-    if _is_mask_spec(i0):
-        mask = _load_mask(i0)
-        return od_from_background(stack, mask), {"od_method": "background", "od_source": str(i0)}
-    if isinstance(i0, tuple) and all(isinstance(s, slice) for s in i0):
-        return od_from_background(stack, i0), {"od_method": "background", "od_source": repr(i0)}
-    if not isinstance(i0, (str, os.PathLike)):
+        region, src = parse_region(i0), i0
+    elif _is_mask_spec(i0):
+        region, src = _load_mask(i0), str(i0)
+    elif isinstance(i0, tuple) and all(isinstance(s, slice) for s in i0):
+        region, src = i0, repr(i0)
+    elif not isinstance(i0, (str, os.PathLike)):
         arr = np.asarray(i0)
         if arr.shape == spatial and arr.ndim >= 2:
-            return od_from_background(stack, arr), {
-                "od_method": "background",
-                "od_source": "mask array",
-            }
-        src = "array"
-    else:
-        src = str(i0)
-    return od_from_i0(stack, i0, energies_ev), {"od_method": "i0", "od_source": src}
+            region, src = arr, "mask array"
+    if region is not None:
+        attrs = {"od_method": "background", "od_source": src}
+        return od_from_background(stack, region), attrs, background_i0(stack, region)
+    src = str(i0) if isinstance(i0, (str, os.PathLike)) else "array"
+    i0v = read_i0(i0, energies_ev, int(stack.shape[0]))
+    return od_from_i0(stack, i0v, energies_ev), {"od_method": "i0", "od_source": src}, i0v
 
 
 def _assemble(
@@ -439,7 +439,7 @@ def _assemble(
     if i0 is not None:
         if quantity == "absorbance":
             raise ValueError("the input is already absorbance; do not pass i0 as well.")
-        stack, od_attrs = _apply_i0(raw, i0, e_ev)
+        stack, od_attrs, i0_per_image = _apply_i0(raw, i0, e_ev)
         attrs.update(od_attrs, quantity="absorbance")
     elif flat is not None and quantity != "absorbance":
         stack = od_from_flat_dark(raw, flat, dark)
@@ -447,6 +447,8 @@ def _assemble(
     else:
         stack = raw.astype(dtype)
         attrs["quantity"] = quantity or "counts"
+    if i0 is None:
+        i0_per_image = None
     stack = stack.astype(dtype)
     if changed:
         warnings.warn(
@@ -461,11 +463,15 @@ def _assemble(
         attrs.update(extra_attrs)
     dims = ("energy", "y", "x") if stack.ndim == 3 else ("energy", "z", "y", "x")
     da_stack = xr.DataArray(stack, dims=dims, attrs={"quantity": attrs["quantity"]})
-    return xr.Dataset(
+    out = xr.Dataset(
         {"stack": da_stack},
         coords={"energy": ("energy", e_ev[order], {"units": "eV"})},
         attrs=attrs,
     )
+    if i0_per_image is not None:  # the dose of counting weights (unmix --weights counts)
+        out["i0"] = ("energy", i0_per_image[order])
+        out["i0"].attrs["long_name"] = "incident photons per pixel"
+    return out
 
 
 def _check_not_input(inp: Path, out: PathLike | None) -> None:

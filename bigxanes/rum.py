@@ -214,9 +214,17 @@ class RumParams:
     def reg(self) -> str:
         return "tv" if self.method == "rum-tv" else "pnp"
 
-    def kernel_backend(self, n_pixels: int) -> str:
+    def kernel_backend(self, n_pixels: int, data_weights: bool = False) -> str:
         """The backend the iterations on an image of ``n_pixels`` run on: ``backend``, with
-        "auto" resolved to numba when it imports and ``n_pixels >= AUTO_NUMBA_PIXELS``."""
+        "auto" resolved to numba when it imports and ``n_pixels >= AUTO_NUMBA_PIXELS``; a
+        weighted data term (``data_weights``) runs on NumPy (the fused kernel has none)."""
+        if data_weights:
+            if self.backend == "numba":
+                raise ValueError(
+                    "backend 'numba' has no weighted data term: use backend 'numpy' or 'auto' "
+                    "with --weights"
+                )
+            return "numpy"
         if self.backend != "auto":
             return self.backend
         return default_backend() if int(n_pixels) >= AUTO_NUMBA_PIXELS else "numpy"
@@ -233,10 +241,17 @@ class RumParams:
             )
         )
 
-    def state_layout(self, n_components: int, ndim: int) -> StateLayout:
+    def state_layout(self, n_components: int, ndim: int, data_weights: bool = False) -> StateLayout:
         """Channel layout of this run's ADMM state (with the guided-TV weight channel ``w``
-        when ``prior == "guided-tv"``); the one place both executors build it."""
-        return StateLayout(n_components, ndim, self.reg, weighted=self.prior == "guided-tv")
+        when ``prior == "guided-tv"``, the weighted normal equations with ``data_weights``);
+        the one place both executors build it."""
+        return StateLayout(
+            n_components,
+            ndim,
+            self.reg,
+            weighted=self.prior == "guided-tv",
+            data_weights=bool(data_weights),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -478,16 +493,17 @@ def solve_rum(
     p1: Pass1Layout,
     A: np.ndarray,
     params: RumParams,
-    scale: float,
-    resid_sum: float,
+    stats: dict,
     *,
     state_dtype=np.float64,
 ) -> tuple[np.ndarray, History, Initialization]:
     """RUM on one block holding the whole image: the in-memory executor of the iterations.
 
     Starts from the pass-1 channels ``P`` (:func:`~bigxanes.kernels.pass1.pass1_block`) with
-    data scale ``scale`` and summed NNLS residual ``resid_sum`` (the engine derives both from
-    the same channels block by block), resolves λ, builds the initial state
+    their statistics ``stats`` (:func:`~bigxanes.kernels.pass1.pass1_statistics`: data scale
+    ``scale``, the residual sum ``resid_sum`` of the λ rule, the mean weight ``wmean``; the
+    engine derives them from the same channels block by block), resolves λ, builds the
+    initial state
     (:func:`~bigxanes.kernels.pass1.state_from_pass1`) and drives
     :func:`~bigxanes.kernels.admm.admm_step` on ``params.kernel_backend(N)``
     with :func:`run_admm`.
@@ -499,18 +515,25 @@ def solve_rum(
     T, L = A.shape
     spatial = P.shape[1:]
     N = int(np.prod(spatial))
-    layout = params.state_layout(L, len(spatial))
+    scale = float(stats["scale"])
+    layout = params.state_layout(L, len(spatial), p1.weighted)
     AtA = gram(A)
-    nv = noise_variance(resid_sum, N, T, L, scale)
+    nv = noise_variance(stats["resid_sum"], N, T, L, scale)
     lam = resolve_lambda(params, nv, A, scale)
     init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)
     n = layout.n_channels
-    backend = params.kernel_backend(N)
+    backend = params.kernel_backend(N, p1.weighted)
     if backend == "numba":
         state_dtype = np.float32  # the fused kernel's state, as the engine's
     state = [
         state_from_pass1(
-            P, p1=p1, layout=layout, scale=scale, dtype=state_dtype, kappa=params.guide_kappa
+            P,
+            p1=p1,
+            layout=layout,
+            scale=scale,
+            dtype=state_dtype,
+            kappa=params.guide_kappa,
+            wmean=stats.get("wmean", 1.0),
         )
     ]
 
@@ -570,10 +593,8 @@ def unmix_rum_array(
 
     p1 = Pass1Layout(A.shape[1])
     P = pass1_block(Y, layout=p1, A=A, energy=np.arange(Y.shape[0], dtype=np.float64))
-    stats = pass1_statistics(P, p1)
-    S, history, init = solve_rum(
-        P, p1, A, params, stats["scale"], stats["resid_sum"], state_dtype=state_dtype
-    )
+    stats = pass1_statistics(P, p1, Y.shape[0])
+    S, history, init = solve_rum(P, p1, A, params, stats, state_dtype=state_dtype)
     X, s, M = final_maps(S, params.state_layout(A.shape[1], Y.ndim - 1), init.scale)
     return X, s, M, history, init
 
@@ -647,9 +668,9 @@ def sure_lam_factor(
 
     def fit(Yk: np.ndarray, p: RumParams, scale: float | None):
         P = pass1_block(Yk, layout=p1, A=A, energy=energy)
-        st = pass1_statistics(P, p1)
+        st = pass1_statistics(P, p1, T)
         c = st["scale"] if scale is None else scale
-        S, _, init = solve_rum(P, p1, A, p, c, st["resid_sum"])
+        S, _, init = solve_rum(P, p1, A, p, {**st, "scale": c})
         _, _, M = final_maps(S, p.state_layout(L, Yk.ndim - 1), c)
         return A @ M.reshape(L, -1), init
 

@@ -262,7 +262,8 @@ def simulate(
     -------
     xarray.Dataset
         ``stack`` (energy, [z], y, x) float32, ``references`` (energy, component) float64,
-        ``true_fraction`` (component, [z], y, x) float64, ``true_scale`` ([z], y, x) float64;
+        ``true_fraction`` (component, [z], y, x) float64, ``true_scale`` ([z], y, x) float64,
+        with Poisson noise ``i0`` (energy: the incident photons);
         coordinates ``energy`` (attrs ``units="eV"``) and ``component`` (names); attrs
         ``phantom, sigma, noise, noise_std, poisson_i0, seed, shape, n_components,
         references_source``.
@@ -296,7 +297,16 @@ def simulate(
     )
     ds["references"].attrs["long_name"] = "reference spectra"
     ds["stack"].attrs["long_name"] = "optical density"
+    _add_i0(ds, poisson)
     return ds
+
+
+def _add_i0(ds: xr.Dataset, poisson: float | None) -> None:
+    """Poisson noise: the incident photons per pixel as an ``i0`` (energy) variable, as a
+    stack converted from counts carries it (``--weights counts`` reads it)."""
+    if poisson is not None:
+        ds["i0"] = ("energy", np.full(ds.sizes["energy"], float(poisson)))
+        ds["i0"].attrs["long_name"] = "incident photons per pixel"
 
 
 # --- streaming simulation: a stack written block by block, never held whole ---------------
@@ -452,6 +462,7 @@ def simulate_to_store(
     )
     ds["references"].attrs["long_name"] = "reference spectra"
     ds["stack"].attrs["long_name"] = "optical density"
+    _add_i0(ds, poisson)
     with dask.config.set(scheduler="threads"):
         write_dataset(ds, path, overwrite=overwrite, compressor=compressor, chunks=tiles)
     return open_stack(path)

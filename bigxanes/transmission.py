@@ -282,14 +282,22 @@ def od_from_background(
         Optical density, lazy for dask input.
     """
     spatial = tuple(int(s) for s in counts.shape[1:])
+    i0 = background_i0(counts, region)
+    c = counts.astype(np.float64)
+    return absorbance(c, i0.reshape((-1,) + (1,) * len(spatial)), dtype=dtype)
+
+
+def background_i0(counts: ArrayLike, region: Sequence[slice] | ArrayLike | str) -> ArrayLike:
+    """I0 per energy: the mean of the finite counts inside a sample-free region (NaN where the
+    region has none); lazy for dask input. :func:`od_from_background` divides by it."""
+    spatial = tuple(int(s) for s in counts.shape[1:])
     mask = _region_mask(region, spatial)
     axes = tuple(range(1, counts.ndim))
     c = counts.astype(np.float64)
     valid = np.isfinite(c) & mask
     total = np.where(valid, c, 0.0).sum(axis=axes)
     n = valid.sum(axis=axes)
-    i0 = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    return absorbance(c, i0.reshape((-1,) + (1,) * len(spatial)), dtype=dtype)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def _average_field(field: ArrayLike, spatial: tuple[int, ...], t: int) -> ArrayLike:

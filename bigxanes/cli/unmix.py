@@ -56,6 +56,7 @@ def register(add) -> None:
     from ..engine.unmix import DEFAULT_CHECKPOINT_EVERY, METHODS, STATE_MODES
     from ..kernels.denoisers import DENOISERS
     from ..kernels.guide import DEFAULT_KAPPA
+    from ..kernels.weights import WEIGHT_KINDS
     from ..rum import PRIORS
 
     s = add("unmix", "phase maps from a stack store: rum-tv, rum-pnp, lcf or edge50", EXAMPLES)
@@ -122,6 +123,21 @@ def register(add) -> None:
         help="RUM: compute the residuals (history, stopping test) every K iterations (default 1)",
     )
     s.add_argument("--lcf-variant", default="nnls", choices=tuple(LCF_VARIANTS))
+    s.add_argument(
+        "--weights",
+        default="none",
+        choices=WEIGHT_KINDS,
+        help="data term: none (least squares, default); counts: photon-counting noise, each "
+        "energy and pixel weighted by I0 exp(-OD) (the store's i0, --i0, or a dose estimated "
+        "from the data); energy: one noise variance per energy, estimated from the data. "
+        "LCF (nnls) and RUM",
+    )
+    s.add_argument(
+        "--i0",
+        metavar="FILE",
+        help="--weights counts: incident photons per pixel at each energy (one column, or "
+        "two: energy, I0), when the store does not hold the I0 it was converted with",
+    )
     s.add_argument(
         "--energy-shift",
         default="none",
@@ -375,6 +391,12 @@ def summary_lines(attrs: dict) -> list[str]:
             out.append(line)
     if attrs.get("baseline_window"):
         out.append(f"baseline: {attrs['baseline_window']}")
+    if attrs.get("weights") and attrs.get("weights") != "none":
+        w, src = attrs["weights"], attrs.get("weights_source", "")
+        what = "I0 exp(-OD) per energy and pixel" if w == "counts" else "1/variance per energy"
+        dose = val("weights_i0")
+        extra = f", median I0 {float(np.median(dose)):.3g}" if dose else ""
+        out.append(f"weights: {w} ({what}; {src}{extra})")
     return out
 
 
@@ -480,6 +502,21 @@ def _check_quantity(args: argparse.Namespace, src: Any) -> None:
         )
 
 
+def _i0_values(args: argparse.Namespace, energy: np.ndarray) -> np.ndarray | None:
+    """``--i0 FILE`` read onto the stack's energies (None without it); one-line errors for a
+    file that does not apply."""
+    if not args.i0:
+        return None
+    if args.weights != "counts":
+        raise UserError("--i0 sets the dose of counting weights: add --weights counts")
+    from ..transmission import read_i0
+
+    try:
+        return read_i0(args.i0, energy, energy.size)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--i0 {args.i0}: {e}") from None
+
+
 def _resume_complete(args: argparse.Namespace) -> bool:
     from ..store import is_complete
 
@@ -543,6 +580,7 @@ def run(args: argparse.Namespace) -> int:
     _check_energy_shift(args, ref)
     _check_baseline(args, energy_sel, ref)
     params = rum_params(args)
+    i0 = _i0_values(args, energy)
     chunks = ints(args.chunks, "--chunks") if args.chunks else None
     full_ref = ref
     from ..engine.cluster import parse_memory_limit
@@ -556,6 +594,7 @@ def run(args: argparse.Namespace) -> int:
         energy_range=erange,
         n_workers=args.workers,
         memory_limit=parse_memory_limit(args.memory_limit),
+        weights=args.weights,
     )
     t0 = time.perf_counter()
     with cluster_for(
@@ -590,6 +629,8 @@ def run(args: argparse.Namespace) -> int:
                     energy_shift=args.energy_shift,
                     region=args.region,
                     mask=args.mask,
+                    weights=args.weights,
+                    i0=i0,
                 )
         except KeyboardInterrupt:
             if watch is not None and watch.tripped:

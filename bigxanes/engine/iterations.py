@@ -198,12 +198,13 @@ class RumIterations:
     work, runner : the run's work directory and scheduler
     A : (T, L) references as fitted
     params : RumParams
-    stats : pass-1 record (``resid_sum``, ``scale``)
+    stats : pass-1 record (``resid_sum``, ``scale``, ``wmean``)
     n_pixels : pixels of the image
     state_tiles : spatial block of the state (:func:`~bigxanes.engine.planning.state_tiles`)
     mode : "memory" or "zarr"
     checkpoint_every : memory mode: iterations between checkpoints
     fail_after : raise :class:`InjectedFailure` after this many iterations (tests)
+    data_weights : a weighted data term (the pass-1 layout is weighted)
     """
 
     def __init__(
@@ -219,19 +220,21 @@ class RumIterations:
         mode: str,
         checkpoint_every: int,
         fail_after: int | None,
+        data_weights: bool = False,
     ) -> None:
         T, L = A.shape
         self.work, self.runner, self.params = work, runner, params
         self.T, self.L, self.N = T, L, int(np.prod(spatial))
         self.spatial, self.state_tiles = spatial, tuple(state_tiles)
-        self.layout = params.state_layout(L, len(spatial))
+        self.layout = params.state_layout(L, len(spatial), data_weights)
+        self.wmean = float(stats.get("wmean", 1.0))
         self.AtA = gram(A)
         self.scale = float(stats["scale"])
         self.noise_var = noise_variance(stats["resid_sum"], self.N, T, L, self.scale)
         self.lam = resolve_lambda(params, self.noise_var, A, self.scale)
         self.schunks = ((self.layout.n_channels,),) + self.state_tiles
         self.regions = block_regions(spatial, self.state_tiles)
-        self.backend = params.kernel_backend(self.N)
+        self.backend = params.kernel_backend(self.N, data_weights)
         self.kernel_dtype = np.float32 if self.backend == "numba" else np.float64
         # numba threads per block task: the cores the executor's concurrent tasks leave
         tasks = max(1, min(n_threads(runner), len(self.regions)))
@@ -294,6 +297,7 @@ class RumIterations:
                 layout=self.layout,
                 scale=self.scale,
                 kappa=self.params.guide_kappa,
+                wmean=self.wmean,
             )
             if self.mode.memory:  # no write: a resume without a commit starts from pass 1
                 self.mode.fresh(S0)

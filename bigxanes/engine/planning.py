@@ -118,9 +118,13 @@ def memory_plan(
     chunks: int | Sequence[int] | None = None,
     target_bytes: int | None = None,
     total_threads: int | None = None,
+    weighted: bool = False,
 ) -> dict[str, Any]:
     """Tiles and state blocks sized from a worker's memory limit, and the smallest limit a
     run can use (one function for ``unmix``, ``info`` and the engine).
+
+    ``weighted`` (``--weights``): the pass-1 and state channels of a weighted data term, and
+    pass-1 tasks with float64 (T, tile) temporaries as Edge-50's.
 
     Rule: a worker of limit ``M`` with ``k`` threads runs ``k`` tasks at once, each of peak
     ``task`` bytes; it needs ``M >= MIN_WORKER_BASE + 2 k task`` (a task's input and output
@@ -149,8 +153,8 @@ def memory_plan(
     k = max(1, int(threads_per_worker))
     rum = method.startswith("rum")
     edge50 = method == "edge50"
-    p1 = Pass1Layout(L if L > 0 else 2, "lstsq", edge50)
-    layout = StateLayout(L, nd, reg) if rum else None
+    p1 = Pass1Layout(L if L > 0 else 2, "lstsq", edge50, weighted=weighted)
+    layout = StateLayout(L, nd, reg, data_weights=weighted) if rum else None
     stored = tuple(int(c) for c in stored_chunks) if stored_chunks is not None else None
     read = 2 * math.prod(stored) * T * item if stored is not None else 0
 
@@ -158,7 +162,7 @@ def memory_plan(
         return min_chunks(spatial_tiles(t, spatial), spatial, max(int(halo), 1))
 
     def task(t):
-        b = pass1_task_bytes(math.prod(t), T, item, p1.n_channels, edge50)
+        b = pass1_task_bytes(math.prod(t), T, item, p1.n_channels, edge50 or weighted)
         if layout is not None:
             b = max(b, state_task_bytes(t, halo, layout, spatial))
         return max(b, read)
@@ -225,9 +229,12 @@ def load_inputs(
     nan_policy: str = "mask",
     require_references: bool = True,
     energy_shift: Any = "none",
+    weights: str = "none",
+    i0: Any = None,
 ) -> tuple[Any, Inputs]:
     """Open the stack store and prepare the inputs (:func:`~bigxanes.pipeline.prepare.
-    prepare_inputs`); ``references=None`` uses the store's ``references`` variable.
+    prepare_inputs`); ``references=None`` uses the store's ``references`` variable, and
+    counting ``weights`` without ``i0`` the store's ``i0`` variable when it has one.
 
     The small variables (energies, references) are read in this process (synchronous
     scheduler), not through the cluster that may be the default scheduler: each ``.values``
@@ -240,6 +247,9 @@ def load_inputs(
             references = ds["references"].load()
         if references is None and not require_references:
             method = "edge50"  # no references: only the stack's shape matters
+            weights, i0 = "none", None
+        if weights == "counts" and i0 is None and "i0" in ds.data_vars:
+            i0 = np.asarray(ds["i0"].values, dtype=np.float64)
         inputs = prepare_inputs(
             method,
             energy,
@@ -248,6 +258,8 @@ def load_inputs(
             nan_policy=nan_policy,
             energy_range=energy_range,
             energy_shift=energy_shift,
+            weights=weights,
+            i0=i0,
         )
     return ds, inputs
 
@@ -384,6 +396,7 @@ def plan_for_runner(
         chunks=chunks,
         target_bytes=target_bytes,
         total_threads=total_threads,
+        weighted=inputs.weights != "none",
     )
     if not plan["fits"]:
         need = plan["minimum_memory_limit"]
@@ -436,6 +449,7 @@ def estimate_resources(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: int | None = None,
+    weights: str = "none",
     _loaded: tuple | None = None,
 ) -> dict[str, Any]:
     """Memory and disk an :func:`unmix_store` run needs (for ``bigxanes info`` and the CLI's
@@ -459,7 +473,9 @@ def estimate_resources(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if _loaded is None:
-        _loaded = load_inputs(input, method, references, energy_range, require_references=False)
+        _loaded = load_inputs(
+            input, method, references, energy_range, require_references=False, weights=weights
+        )
     ds, inputs = _loaded
     stack, A = ds["stack"], inputs.A
     T = inputs.energy.size
@@ -468,6 +484,7 @@ def estimate_resources(
     N = int(np.prod(spatial))
     L = 2 if A is None else A.shape[1]
     rum = method.startswith("rum")
+    weighted = inputs.weights != "none"
     if rum:
         params = params if params is not None else RumParams(method=method)
     halo = params.halo if rum else 0
@@ -490,9 +507,10 @@ def estimate_resources(
         threads_per_worker=k,
         n_workers=nw,
         chunks=chunks,
+        weighted=weighted,
     )
-    p1 = Pass1Layout(L, "lstsq", method == "edge50")
-    state_bytes = params.state_layout(L, nd).n_channels * N * 4 if rum else 0
+    p1 = Pass1Layout(L, "lstsq", method == "edge50", weighted=weighted)
+    state_bytes = params.state_layout(L, nd, weighted).n_channels * N * 4 if rum else 0
     # fraction + fraction_unmasked (conventions) + fraction_std, scale, residual, mask,
     # lcf_fraction (RUM), edge50 + the two white-line maps (Edge-50)
     out_ch = 3 * L + 3 + (L if rum else 0) + (3 if method == "edge50" else 0)

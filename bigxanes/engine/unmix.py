@@ -31,7 +31,6 @@ from ..integrity import (
     input_fingerprint,
 )
 from ..kernels.edge50 import edge50_reference_energies
-from ..kernels.pass1 import Pass1Layout
 from ..kernels.quality import chi2_histogram
 from ..paths import absolute
 from ..pipeline.defaults import DEFAULT_BASELINE, DEFAULT_NAN_POLICY, METHODS
@@ -41,6 +40,7 @@ from ..pipeline.prepare import (
     align_inputs,
     check_options,
     needs_mean_spectrum,
+    pass1_layout,
     spatial_selection,
 )
 from ..pipeline.result import (
@@ -159,6 +159,8 @@ def _run_record(
         "params": params.as_dict() if params is not None else None,
         "references": None if A is None else hashlib.sha1(A.tobytes()).hexdigest(),
         "energy_shift": None if inputs.shifts is None else [float(v) for v in inputs.shifts],
+        "weights": inputs.weights,
+        "i0": None if inputs.i0 is None else hashlib.sha1(inputs.i0.tobytes()).hexdigest(),
         "version": __version__,
     }
 
@@ -204,6 +206,8 @@ def unmix_store(
     energy_shift: Any = "none",
     region: Any = None,
     mask: Any = None,
+    weights: str = "none",
+    i0: Any = None,
     _fail_after: int | None = None,
 ) -> Path:
     """Unmix a Zarr stack store chunk-wise and write the result Dataset to ``output``.
@@ -277,6 +281,12 @@ def unmix_store(
         Sample mask of the whole field (``--mask``); the result's ``mask`` is the material
         mask AND this one, ``fraction`` NaN outside
         (:func:`bigxanes.pipeline.prepare.spatial_selection`, as in memory).
+    weights : {"none", "counts", "energy"}
+        Noise weights of the data term, as :func:`bigxanes.api.lcf` (``--weights``); without a
+        given I0 the stack is read once more before pass 1 for the noise model.
+    i0 : array_like, optional
+        I0 per stack energy for counting weights (default: the store's ``i0`` variable, else
+        estimated).
 
     Returns
     -------
@@ -289,6 +299,7 @@ def unmix_store(
     params = _check_args(
         method, params, lcf_variant, nan_policy, state_mode, checkpoint_every, output, overwrite
     )
+    check_options(method, variant=lcf_variant, nan_policy=nan_policy, weights=weights)
     loaded = load_inputs(
         input,
         method,
@@ -297,6 +308,8 @@ def unmix_store(
         baseline=baseline,
         nan_policy=nan_policy,
         energy_shift=energy_shift,
+        weights=weights,
+        i0=i0,
     )
     ds, inputs = loaded
     check_energy_order(ds["energy"].values, f"{input}")
@@ -430,9 +443,9 @@ def _execute(
     spatial = tuple(int(n) for n in Y.shape[1:])
     sdims = tuple(str(d) for d in ds["stack"].dims[1:])
     N = int(np.prod(spatial))
-    p1 = Pass1Layout(L, lcf_variant if method == "lcf" else "nnls", method == "edge50")
+    p1 = pass1_layout(inputs, lcf_variant)
     if params is not None:  # where the ADMM state (RUM) or the pass-1 channels live
-        mode_bytes = params.state_layout(L, len(spatial)).n_channels * N * 4
+        mode_bytes = params.state_layout(L, len(spatial), p1.weighted).n_channels * N * 4
     else:  # float64 pass-1 channels + the float32 result maps being written
         mode_bytes = p1.n_channels * N * 8
     mode = choose_state_mode(exe["state_mode"], mode_bytes, runner.memory_bytes())
@@ -451,6 +464,7 @@ def _execute(
             extra["edge50_references"] = [float(v) for v in e50_refs]
     in_memory = params is None and mode == "memory"
     P, rec = run_pass1(Y, inputs, p1, e0, runner, work, in_memory=in_memory, progress=progress)
+    extra.update(rec.get("weights_attrs", {}))
     rum_maps = None
     if params is not None and params.lam == "sure":
         (crop,) = runner.compute(Y[(slice(None),) + sure_crop(spatial)])
@@ -468,6 +482,7 @@ def _execute(
             mode=mode,
             checkpoint_every=exe["checkpoint_every"],
             fail_after=_fail_hook(fail_after),
+            data_weights=p1.weighted,
         )
         rum_maps, history = it.run(P, p1, progress)
         extra.update(it.attrs(history))

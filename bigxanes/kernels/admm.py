@@ -13,7 +13,10 @@ microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/de
    sum, as before, is not a minimizer and blows up where the sum is near 0 or negative: the
    spikes and the oscillation seen on real data with misfitting references, issue 13.)
 3. ``s = (Σ_j X_j (M - C)_j + t - g) / (Σ_j X_j² + 1)``.
-4. ``M = (AᵀA + ρI)⁻¹ (AᵀY + ρ (X s + C))``.
+4. ``M = (AᵀA + ρI)⁻¹ (AᵀY + ρ (X s + C))``; with a weighted data term
+   ``½ Σ_t w_tn (y_tn - (A m)_t)²`` per pixel ``M_n = (G_n + ρI)⁻¹ (b_n + ρ (X s + C)_n)``,
+   ``G_n = Aᵀ diag(w_n) A``, ``b_n = Aᵀ diag(w_n) y_n`` (``StateLayout.data_weights``;
+   :func:`bigxanes.kernels.weights.weighted_m_step`).
 5. TV: ``U = shrink(∇X + D, λ/ρ)``; guided TV (``StateLayout.weighted``):
    ``U = shrink(∇X + D, λ w/ρ)`` with the per-pixel weight channel ``w``
    (:mod:`bigxanes.kernels.guide`); PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
@@ -39,6 +42,7 @@ from .layout import ChannelLayout
 from .lcf import fractions_from_coefficients
 from .moments import residual_sq
 from .stencils import gradient, gradient_adjoint, isotropic_shrink, jacobi_screened_poisson, tv_norm
+from .weights import unpack_symmetric, weighted_data_misfit, weighted_m_step
 
 RESIDUALS = ("r_scale", "r_simplex", "r_positive", "r_reg", "dual", "data", "reg")
 
@@ -51,13 +55,17 @@ class StateLayout(ChannelLayout):
     ``M`` (L), ``W`` (L), ``t`` (1), ``C`` (L), ``E`` (L), ``g`` (1), ``U`` (K), ``D`` (K), where
     K = L·ndim for TV (one gradient component per spatial axis, axis-major) and K = L for PnP.
     With ``weighted=True`` (guided TV) one more constant channel ``w`` (1, the TV edge weight)
-    is appended after ``D``, so the other channels keep their positions.
+    is appended after ``D``, so the other channels keep their positions. With
+    ``data_weights=True`` (a weighted data term, :mod:`bigxanes.kernels.weights`) the weighted
+    normal equations follow as constants: ``wb`` (L, ``AᵀWy``), ``wc`` (1, ``yᵀWy``) and ``G``
+    (L(L+1)/2, ``AᵀWA`` packed); ``aty``/``yty`` stay unweighted (the residual maps).
     """
 
     n_components: int
     ndim: int
     method: str  # "tv" or "pnp"
     weighted: bool = False
+    data_weights: bool = False
 
     @property
     def k_reg(self) -> int:
@@ -80,6 +88,7 @@ class StateLayout(ChannelLayout):
             "U": self.k_reg,
             "D": self.k_reg,
             **({"w": 1} if self.weighted else {}),
+            **({"wb": L, "wc": 1, "G": L * (L + 1) // 2} if self.data_weights else {}),
         }
 
     @property
@@ -194,10 +203,14 @@ def admm_iteration(
     X = X + (1.0 - X.sum(axis=0)) / L
     # 3. scale
     s = (np.sum(X * (M_prev - C), axis=0) + t - g) / (np.sum(X * X, axis=0) + 1.0)
-    # 4. M-step: pixel-local L x L solve
+    # 4. M-step: pixel-local L x L solve (weighted data term: one per pixel)
     Xs = X * s
-    P = np.linalg.inv(AtA + rho * np.eye(L))
-    M = np.tensordot(P, aty + rho * (Xs + C), axes=1)
+    if layout.data_weights:
+        wb, G = S[sl["wb"]], unpack_symmetric(S[sl["G"]], L)
+        M = weighted_m_step(G, wb, Xs, C, rho)
+    else:
+        P = np.linalg.inv(AtA + rho * np.eye(L))
+        M = np.tensordot(P, aty + rho * (Xs + C), axes=1)
     # 5. U-step
     if layout.method == "tv":
         gX = gradient(X, nd)
@@ -234,6 +247,9 @@ def admm_iteration(
     out[sl["D"]] = D.reshape((layout.k_reg,) + X.shape[1:])
     if layout.weighted:
         out[sl["w"]] = w
+    if layout.data_weights:
+        for name in ("wb", "wc", "G"):
+            out[sl[name]] = S[sl[name]]
     r = layout.n_channels
     out[r + 0] = np.sum(r_scale * r_scale, axis=0)
     out[r + 1] = np.sum(r_simplex * r_simplex, axis=0)
@@ -242,7 +258,10 @@ def admm_iteration(
     out[r + 3] = np.sum(reg_res * reg_res, axis=reg_axes)
     dM = M - M_prev
     out[r + 4] = rho * rho * np.sum(dM * dM, axis=0)
-    out[r + 5] = residual_sq(yty, aty, M, AtA)
+    if layout.data_weights:
+        out[r + 5] = weighted_data_misfit(G, wb, S[sl["wc"]][0], M)
+    else:
+        out[r + 5] = residual_sq(yty, aty, M, AtA)
     out[r + 6] = w * tv_norm(X, nd) if layout.method == "tv" else 0.0
     return out
 
@@ -280,6 +299,10 @@ def admm_step(
         out = admm_iteration(S, **kwargs)
         return out if residuals else out[: kwargs["layout"].n_channels]
     if backend == "numba":
+        if kwargs["layout"].data_weights:
+            raise ValueError(
+                "the numba backend has no weighted data term; use backend 'numpy' with weights"
+            )
         from .fused import admm_iteration_fused
 
         return admm_iteration_fused(S, residuals=residuals, threads=threads, **kwargs)

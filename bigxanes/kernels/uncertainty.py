@@ -324,12 +324,19 @@ def lcf_std_block(P: np.ndarray, *, p1, AtA: np.ndarray, n_energies: int) -> np.
     lcf_slices`): free-scale variants (NNLS, least squares) by the delta method
     (:func:`lcf_fraction_std`, noise from the pixel's residual ``σ̂² = RSS / (T - L)``), the
     sum-to-one variant by :func:`sum_to_one_fraction_std`. Spectra that were not finite
-    (``bad``) and pixels without material get NaN.
+    (``bad``) and pixels without material get NaN. A weighted layout uses the per-pixel
+    weighted normal matrix ``G = AᵀWA`` and the weighted residual.
     """
     msl, rsl = p1.lcf_slices()
     M = np.asarray(P[msl], dtype=np.float64)
     rss = np.asarray(P[rsl][0], dtype=np.float64)
-    if p1.variant == "sum-to-one":
+    if p1.weighted:  # weighted NNLS: Cov(m̂) = σ̂² G⁻¹ with σ̂² = Σ w r² / (T - L)
+        from .weights import unpack_symmetric
+
+        G = unpack_symmetric(np.asarray(P[p1.slices["G"]], dtype=np.float64), M.shape[0])
+        wrss = np.asarray(P[p1.slices["wresid0"]][0], dtype=np.float64)
+        out = lcf_fraction_std(M, G, rss=wrss, n_energies=n_energies)
+    elif p1.variant == "sum-to-one":
         out = sum_to_one_fraction_std(AtA, rss, n_energies)
     else:
         out = lcf_fraction_std(M, AtA, rss=rss, n_energies=n_energies)

@@ -33,9 +33,18 @@ channels, see :func:`pack_symmetric`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 __all__ = [
+    "WEIGHT_KINDS",
+    "WeightModel",
+    "prepared_block",
+    "noise_moments_block",
+    "weight_model_from_moments",
+    "model_weights",
+    "weighted_fit_block",
     "counting_variance",
     "effective_i0_from_residual",
     "energy_variance_from_residual",
@@ -49,6 +58,158 @@ __all__ = [
 ]
 
 OD_CLIP = (-1.0, 12.0)  # OD range in which exp(OD) is evaluated (finite, no overflow)
+#: ``weights`` of LCF / RUM: unweighted least squares, photon-counting weights
+#: ``w = I0 e^{-OD}`` per energy and pixel, or one inverse variance per energy.
+WEIGHT_KINDS = ("none", "counts", "energy")
+#: Reweighting passes of the counting weights (see :func:`irls_weights`).
+N_REWEIGHT = 2
+
+
+@dataclass(frozen=True, eq=False)
+class WeightModel:
+    """The noise model of a weighted fit, fixed for the whole image before pass 1.
+
+    ``kind`` "counts": ``w_tn = 1 / v_tn`` with ``v = exp(OD_tn) / I0_t``
+    (:func:`counting_variance`) evaluated at the fitted optical density and refined by
+    :data:`N_REWEIGHT` reweighting passes; ``i0`` (T,) is the incident dose per pixel and
+    energy, given (the I0 the stack was converted with) or estimated from the residual of an
+    unweighted fit (:func:`weight_model_from_moments`). ``kind`` "energy": ``w_t = 1 / var_t``,
+    one variance per energy estimated from the residual. ``source``: "given" or "estimated".
+    """
+
+    kind: str
+    i0: np.ndarray | None = None
+    var: np.ndarray | None = None
+    source: str = "estimated"
+    n_reweight: int = N_REWEIGHT
+
+    def as_attrs(self) -> dict:
+        """The model in result attrs (JSON-safe)."""
+        out: dict = {"weights": self.kind, "weights_source": self.source}
+        if self.i0 is not None:
+            out["weights_i0"] = [float(v) for v in self.i0]
+        if self.var is not None:
+            out["weights_var"] = [float(v) for v in self.var]
+        return out
+
+
+def prepared_block(
+    Y: np.ndarray, window: np.ndarray | None, nan_policy: str = "mask"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(T, N)`` float64 spectra as fitted, their pre-edge offsets and the bad-spectrum map.
+
+    The fitted spectra have each spectrum's pre-edge mean removed (``window``;
+    :func:`~bigxanes.kernels.baseline.subtract_pre_edge`) and non-finite spectra zeroed
+    (:func:`~bigxanes.kernels.moments.clean_block`). The offset (the removed mean, 0 without a
+    window or for a bad spectrum) restores the optical density the counting noise depends on:
+    ``OD = A m + offset``.
+    """
+    from .baseline import subtract_pre_edge
+    from .moments import clean_block
+
+    T = Y.shape[0]
+    Yf = np.asarray(Y).reshape(T, -1)
+    if window is not None:
+        with np.errstate(invalid="ignore"):  # Inf - Inf: a bad spectrum, zeroed next
+            Ys = subtract_pre_edge(Yf.astype(np.float64), window)
+    else:
+        Ys = Yf
+    Yc, bad = clean_block(Ys, nan_policy)
+    if window is None:
+        off = np.zeros(Yc.shape[1])
+    else:
+        with np.errstate(invalid="ignore"):
+            off = np.asarray(Yf[window], dtype=np.float64).mean(axis=0)
+        off[bad | ~np.isfinite(off)] = 0.0
+    return Yc, off, bad
+
+
+def noise_moments_block(
+    Y: np.ndarray, *, A: np.ndarray, window: np.ndarray | None, nan_policy: str = "mask"
+) -> np.ndarray:
+    """Per-energy sums of a block for the noise model: ``Σ_n r²_tn``, ``Σ_n exp(ŷ_tn)`` and the
+    count of finite spectra, shaped ``(2T + 1, 1, ...)`` (additive over blocks).
+
+    ``r = y - A m̂`` is the residual of the unweighted NNLS fit and ``ŷ = A m̂ + offset`` its
+    optical density (:func:`prepared_block`); the sums run over the finite spectra.
+    """
+    from .lcf import nnls_coefficients
+    from .moments import gram
+
+    T = Y.shape[0]
+    Yc, off, bad = prepared_block(Y, window, nan_policy)
+    good = ~bad
+    M = nnls_coefficients(gram(A), A.T @ Yc)
+    fit = A @ M
+    r = (Yc - fit)[:, good]
+    e = np.exp(np.clip(fit[:, good] + off[good], *OD_CLIP))
+    out = np.concatenate([np.sum(r * r, axis=1), e.sum(axis=1), [float(good.sum())]])
+    return out.reshape((2 * T + 1,) + (1,) * (Y.ndim - 1))
+
+
+def weight_model_from_moments(
+    kind: str, sums: np.ndarray, n_components: int, i0: np.ndarray | None = None
+) -> WeightModel:
+    """The image's :class:`WeightModel` from the summed :func:`noise_moments_block` (or with a
+    given ``i0``, which needs no sums: pass ``sums=None``).
+
+    Counting model without I0: ``1 / I0_t = Σ_n r²_tn / (κ Σ_n exp(ŷ_tn))``
+    (:func:`effective_i0_from_residual`); per-energy model: ``var_t = Σ_n r²_tn / (κ N)``
+    (:func:`energy_variance_from_residual`), with ``κ = (T - L) / T`` the fraction of the noise
+    variance an L-component fit leaves in the residual.
+    """
+    if kind not in WEIGHT_KINDS or kind == "none":
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_KINDS[1:])}, got {kind!r}")
+    if kind == "counts" and i0 is not None:
+        i0 = np.asarray(i0, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(i0) & (i0 > 0)):
+            raise ValueError("I0 must be positive and finite at every energy (--i0).")
+        return WeightModel("counts", i0=i0, source="given")
+    s = np.asarray(sums, dtype=np.float64).reshape(-1)
+    T = (s.size - 1) // 2
+    r2, e, n = s[:T], s[T : 2 * T], s[-1]
+    if n < 1 or not np.any(r2 > 0):
+        raise ValueError(
+            "cannot estimate noise weights: no finite spectrum with a residual; use --weights none"
+        )
+    kappa = max(T - n_components, 1) / T
+    if kind == "counts":
+        inv = r2 / (kappa * np.maximum(e, 1e-300))
+        floor = max(float(np.median(inv)) * 1e-3, 1e-300)
+        return WeightModel("counts", i0=1.0 / np.maximum(inv, floor))
+    v = r2 / (kappa * n)
+    floor = max(float(np.median(v)) * 1e-3, 1e-300)
+    return WeightModel("energy", var=np.maximum(v, floor))
+
+
+def model_weights(model: WeightModel, A: np.ndarray, M: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Inverse-variance weights ``(T, N)`` of ``model`` at coefficients ``M`` (L, N):
+    ``I0_t exp(-(A m + offset))`` (counts) or ``1 / var_t`` (energy)."""
+    T, N = A.shape[0], M.shape[1]
+    if model.kind == "energy":
+        return np.broadcast_to((1.0 / model.var)[:, None], (T, N))
+    return 1.0 / counting_variance(A @ M + off, model.i0)
+
+
+def weighted_fit_block(
+    Yc: np.ndarray, A: np.ndarray, model: WeightModel, off: np.ndarray, M_start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted NNLS of spectra ``Yc`` (T, N) started from the unweighted ``M_start``.
+
+    Counting weights: :attr:`WeightModel.n_reweight` passes of ``w = 1 / v(A m̂ + offset)``,
+    refit (iteratively reweighted least squares, as :func:`irls_weights`); per-energy weights:
+    one fit. Returns ``(M, w, G, b, c)``: coefficients, the weights of the last fit and its
+    normal equations (:func:`weighted_normal_equations`).
+    """
+    from .lcf import nnls_coefficients_pixelwise
+
+    M = M_start
+    n = model.n_reweight if model.kind == "counts" else 1
+    for _ in range(max(int(n), 1)):
+        w = model_weights(model, A, M, off)
+        G, b, c = weighted_normal_equations(A, Yc, w)
+        M = nnls_coefficients_pixelwise(G, b)
+    return M, w, G, b, c
 
 
 def counting_variance(od_fit: np.ndarray, i0: np.ndarray | float) -> np.ndarray:

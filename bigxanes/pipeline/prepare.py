@@ -50,8 +50,11 @@ def spatial_dims(ndim: int) -> tuple[str, ...]:
     return ("y", "x") if ndim == 2 else ("z", "y", "x")
 
 
-def check_options(method: str, *, variant: str = "nnls", nan_policy: str = "mask") -> None:
-    """One-line ValueErrors for an unknown method, LCF variant or NaN policy."""
+def check_options(
+    method: str, *, variant: str = "nnls", nan_policy: str = "mask", weights: str = "none"
+) -> None:
+    """One-line ValueErrors for an unknown method, LCF variant, NaN policy or weights, and
+    for weights with an LCF variant other than NNLS."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if variant not in LCF_VARIANTS:
@@ -62,6 +65,15 @@ def check_options(method: str, *, variant: str = "nnls", nan_policy: str = "mask
         raise ValueError(
             f"nan_policy must be one of {', '.join(repr(p) for p in NAN_POLICIES)}, "
             f"got {nan_policy!r}"
+        )
+    from ..kernels.weights import WEIGHT_KINDS
+
+    if weights not in WEIGHT_KINDS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHT_KINDS)}")
+    if weights != "none" and method == "lcf" and variant != "nnls":
+        raise ValueError(
+            f"weights apply to the NNLS fit only, not the {variant!r} LCF variant: use "
+            "--variant nnls or --weights none"
         )
 
 
@@ -102,7 +114,9 @@ class Inputs:
 
     ``energy``: fitted energies (eV, after the window); ``select``: their indices in the
     stack (None: all); ``A``: references on them as fitted (shifted, baseline removed), or None;
-    ``names``: component names; ``window``: pre-edge energies (boolean) or None.
+    ``names``: component names; ``window``: pre-edge energies (boolean) or None;
+    ``weights``: the data term's noise weights (:data:`~bigxanes.kernels.weights.WEIGHT_KINDS`)
+    and ``i0`` the incident dose per fitted energy for counting weights (None: estimated).
 
     ``refs_energy``/``refs_raw``: the references as given, on their own grid (a finer, wider
     grid when read from files; the stack's grid for plain arrays), from which the shifted
@@ -129,6 +143,8 @@ class Inputs:
     window_text: str | None = None
     references_source: str | None = None
     aligned: bool = False
+    weights: str = "none"
+    i0: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -253,9 +269,14 @@ def prepare_inputs(
     nan_policy: str,
     energy_range: Sequence[float] | None = None,
     energy_shift: Any = "none",
+    weights: str = "none",
+    i0: Any = None,
 ) -> Inputs:
     """Resolve energies, window, references, names and the baseline for ``method``, from the
     references alone (no look at the data).
+
+    ``weights``/``i0``: the noise weights of the data term, checked here
+    (:func:`check_weights`); ``i0`` (one value per stack energy) is cut to the window.
 
     The energy window is applied first and the references (on their own grid) are
     interpolated onto the fitted energies. The pre-edge window here comes from the
@@ -264,6 +285,7 @@ def prepare_inputs(
     the stack's mean spectrum (both executors call it; resource estimates do not).
     """
     e_ref, R, names, source = reference_source(references, energy)
+    n_stack = int(energy.size)
     select = energy_selection(energy, energy_range)
     if select is not None:
         energy = energy[select]
@@ -286,6 +308,7 @@ def prepare_inputs(
         check_conditioning(A, names)  # the matrix actually fitted (window, baseline removed)
     rng = None if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
     text = None if window is None else _window_text(energy, window, "references' edge")
+    i0v = check_weights(method, weights, i0, select, n_stack)
     return Inputs(
         method,
         energy,
@@ -302,7 +325,41 @@ def prepare_inputs(
         shifts=shifts,
         window_text=text,
         references_source=source,
+        weights=weights,
+        i0=i0v,
     )
+
+
+def check_weights(
+    method: str, weights: str, i0: Any, select: np.ndarray | None, n_stack: int
+) -> np.ndarray | None:
+    """One-line ValueErrors for a weights option that cannot apply; the I0 per fitted energy.
+
+    Weights apply to the fits with a data term (LCF NNLS, RUM-TV, RUM-PnP); ``i0`` only to
+    counting weights, positive and finite, one value per energy of the stack.
+    """
+    from ..kernels.weights import WEIGHT_KINDS
+
+    if weights not in WEIGHT_KINDS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHT_KINDS)}")
+    if weights == "none":
+        if i0 is not None:
+            raise ValueError("an I0 is used by counting weights only: add --weights counts")
+        return None
+    if method == "edge50":
+        raise ValueError("Edge-50 has no data term to weight: drop --weights")
+    if i0 is None:
+        return None
+    if weights != "counts":
+        raise ValueError("an I0 is used by counting weights only: use --weights counts")
+    v = np.asarray(i0, dtype=np.float64).reshape(-1)
+    if v.size != n_stack:
+        raise ValueError(f"I0 has {v.size} values for a stack of {n_stack} energies (--i0)")
+    if select is not None:
+        v = v[select]
+    if not np.all(np.isfinite(v) & (v > 0)):
+        raise ValueError("I0 must be positive and finite at every energy (--i0)")
+    return v
 
 
 def _window_text(energy: np.ndarray, window: np.ndarray, why: str) -> str:
@@ -524,3 +581,33 @@ def spatial_selection(stack: xr.DataArray, region: Any = None, mask: Any = None)
     sel.mask = np.asarray(m, dtype=bool)
     sel.attrs["n_user_mask"] = int(sel.mask.sum())
     return sel
+
+
+def weight_model(inputs: Inputs, moment_sums: Callable[[], np.ndarray]) -> Any:
+    """The image's noise model for a weighted fit, or None (``inputs.weights == "none"``).
+
+    Counting weights with a given I0 need no look at the data; otherwise ``moment_sums()``
+    returns the summed :func:`~bigxanes.kernels.weights.noise_moments_block` of the whole
+    stack (one block in memory, reduced over the tiles by the engine: one extra read).
+    """
+    from ..kernels.weights import weight_model_from_moments
+
+    if inputs.weights == "none":
+        return None
+    if inputs.weights == "counts" and inputs.i0 is not None:
+        return weight_model_from_moments("counts", None, inputs.n_components, inputs.i0)
+    return weight_model_from_moments(inputs.weights, moment_sums(), inputs.n_components)
+
+
+def pass1_layout(inputs: Inputs, variant: str = "nnls") -> Any:
+    """The pass-1 channels of a run (:class:`~bigxanes.kernels.pass1.Pass1Layout`): the LCF
+    ``variant`` for LCF, Edge-50's channels, the weighted normal equations with weights."""
+    from ..kernels.pass1 import Pass1Layout
+
+    m = inputs.method
+    return Pass1Layout(
+        inputs.n_components,
+        variant if m == "lcf" else "nnls",
+        m == "edge50",
+        weighted=inputs.weights != "none",
+    )

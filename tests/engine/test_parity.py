@@ -214,3 +214,61 @@ def test_rum_lam_sure_parity(data2d, tmp_path, monkeypatch):
     mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
     assert mem.attrs["lam_rule"] == "sure" and len(_attr(mem.attrs["lam_sure"])) == 2
     assert_parity(mem, eng)
+
+
+@pytest.fixture(scope="module")
+def counts2d(tmp_path_factory):
+    """Photon-counting data (Poisson, I0 = 300): the store holds the ``i0`` variable."""
+    ds = simulate("particles", (40, 46), 2, sigma=0.0, poisson=300.0, seed=3)
+    path = tmp_path_factory.mktemp("c2d") / "in.zarr"
+    write_dataset(ds[["stack", "references", "i0"]], path)
+    write_dataset(ds[["stack", "references"]], path.with_name("no_i0.zarr"))
+    return ds, path
+
+
+@pytest.mark.parametrize("weights", ["counts", "energy"])
+def test_weighted_lcf_parity_2d(counts2d, tmp_path, weights):
+    """Noise model estimated from the data (one extra read on the engine) and the weighted
+    NNLS pass 1 on uneven tiles."""
+    ds, path = counts2d
+    # no i0 anywhere: the dose (or the per-energy variance) is estimated from the data
+    eng = _engine(path.with_name("no_i0.zarr"), tmp_path, "lcf", (7, 9), weights=weights)
+    mem = bx.lcf(ds["stack"], ds["references"], weights=weights)
+    assert mem.attrs["weights"] == weights and mem.attrs["weights_source"] == "estimated"
+    assert_parity(mem, eng)
+
+
+def test_weighted_lcf_given_i0_parity_3d(tmp_path):
+    ds = simulate("particles", (10, 14, 16), 2, sigma=0.0, poisson=500.0, seed=4)
+    path = tmp_path / "in.zarr"
+    write_dataset(ds[["stack", "references", "i0"]], path, chunks=8)
+    eng = _engine(path, tmp_path, "lcf", (5, 7, 8), weights="counts")  # the store's i0
+    mem = bx.lcf(ds, ds["references"], weights="counts")  # the Dataset's i0
+    assert mem.attrs["weights_source"] == "given"
+    assert _attr(mem.attrs["weights_i0"]) == [500.0] * ds.sizes["energy"]
+    assert_parity(mem, eng)
+
+
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_weighted_rum_tv_parity_2d(counts2d, tmp_path, monkeypatch, state_mode):
+    """The per-pixel weighted M-step on uneven state blocks (NumPy kernel)."""
+    import bigxanes.engine.unmix as eu
+
+    monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
+    ds, path = counts2d
+    p = bx.RumParams(method="rum-tv", max_iter=10, tv_sweeps=3)
+    eng = _engine(path, tmp_path, "rum-tv", (13, 11), params=p, state_mode=state_mode,
+                  weights="counts")  # fmt: skip
+    mem = bx.unmix(ds, ds["references"], state_dtype=np.float32, weights="counts", **_rum_kw(p))
+    assert mem.attrs["kernel_backend"] == "numpy" and mem.attrs["weights_source"] == "given"
+    assert_parity(mem, eng)
+
+
+def test_weighted_rum_pnp_parity(counts2d, tmp_path):
+    ds, path = counts2d
+    p = bx.RumParams(method="rum-pnp", denoiser="tv", max_iter=6)
+    eng = _engine(path, tmp_path, "rum-pnp", (13, 11), params=p, scheduler="synchronous",
+                  weights="energy")  # fmt: skip
+    mem = bx.unmix(ds["stack"], ds["references"], method="rum-pnp", state_dtype=np.float32,
+                   weights="energy", **_rum_kw(p))  # fmt: skip
+    assert_parity(mem, eng)
