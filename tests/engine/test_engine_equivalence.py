@@ -216,6 +216,7 @@ def test_errors_and_resources(data2d, tmp_path):
     assert r["memory_per_worker"] > r["task_bytes"] > 0 and r["work_disk_bytes"] > 0
 
 
+@pytest.mark.slow  # 43 s on 2 cores; the figures: benchmarks/results/pnp_halo_bm4d_long.md
 def test_rum_pnp_bm4d_default_halo_psnr(tmp_path, monkeypatch):
     """BM4D per 3-D block with the default halo on a volume longer than a block plus two
     halos (16 x 16 x 64 in 16³ blocks: real seams at three faces): loss < 0.5 dB.

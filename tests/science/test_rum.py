@@ -61,7 +61,13 @@ def particles_l2_sigma7():
 
 
 @pytest.mark.parametrize(
-    "method,denoiser", [("rum-tv", "tv"), ("rum-pnp", "tv"), ("rum-pnp", "bm3d")]
+    "method,denoiser",
+    [
+        ("rum-tv", "tv"),
+        ("rum-pnp", "tv"),
+        # 190 s on 2 cores (100 BM3D iterations at 128²): the short run below is the default
+        pytest.param("rum-pnp", "bm3d", marks=pytest.mark.slow),
+    ],
 )
 def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser):
     sim, (lcf_fg, lcf_paper) = particles_l2_sigma7
@@ -74,6 +80,24 @@ def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser):
     # the output is a valid phase map
     X = ds["fraction_unmasked"].values
     assert X.min() >= 0 and np.allclose(X.sum(0), 1, atol=1e-5)
+
+
+def test_rum_pnp_bm3d_short_run_beats_lcf_by_3db():
+    """RUM-PnP(BM3D), 30 iterations at 64² (σ = 7): measured +4.4 dB foreground, +5.8 dB paper
+    PSNR over LCF, primal residual down 18x (the 128² full run is the slow test above)."""
+    sim = simulate_to_arrays("particles", (64, 64), 2, sigma=7.0, seed=0)
+    lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
+    ds = api.unmix(
+        sim.stack, sim.references, energy=sim.energy, method="rum-pnp", denoiser="bm3d",
+        max_iter=30,
+    )  # fmt: skip
+    (fg, paper), (lcf_fg, lcf_paper) = (
+        _scores(ds["fraction_unmasked"].values, sim),
+        _scores(lcf, sim),
+    )
+    assert fg >= lcf_fg + 3.0 and paper >= lcf_paper + 3.0, (fg, lcf_fg, paper, lcf_paper)
+    h = history_of(ds)
+    assert h["primal"][0] / h["primal"][-1] >= 10.0
 
 
 @pytest.mark.parametrize("L", [3, 5])
@@ -152,7 +176,7 @@ def test_result_layout_and_attrs():
 @pytest.mark.parametrize("denoiser", ["bm4d", "bm3d"])
 def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
     # BM4D per 3-D map, or BM3D slice by slice; a short run must already beat LCF
-    sim = simulate_to_arrays("wedge", (10, 12, 12), 2, sigma=7.0, seed=0)
+    sim = simulate_to_arrays("wedge", (8, 12, 12), 2, sigma=7.0, seed=0)
     lcf = api.lcf(sim.stack, sim.references, energy=sim.energy)["fraction_unmasked"].values
     ds = api.unmix(
         sim.stack,
@@ -160,8 +184,8 @@ def test_pnp_3d_with_bm4d_or_bm3d_slices(denoiser):
         energy=sim.energy,
         method="rum-pnp",
         denoiser=denoiser,
-        max_iter=4,
-    )
+        max_iter=3,
+    )  # measured +7.8 dB (BM3D slices) and +10.3 dB (BM4D) over LCF
     assert ds["fraction_unmasked"].dims == ("component", "z", "y", "x")
     assert (
         psnr_paper(ds["fraction_unmasked"].values, sim.fraction)
