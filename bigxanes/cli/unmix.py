@@ -507,8 +507,6 @@ def _i0_values(args: argparse.Namespace, energy: np.ndarray) -> np.ndarray | Non
     file that does not apply."""
     if not args.i0:
         return None
-    if args.weights != "counts":
-        raise UserError("--i0 sets the dose of counting weights: add --weights counts")
     from ..transmission import read_i0
 
     try:
@@ -538,6 +536,10 @@ def run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         worker_grace=args.worker_grace,
     )
+    if args.i0 and args.weights != "counts":
+        raise UserError("--i0 sets the dose of counting weights: add --weights counts")
+    if args.weights != "none" and args.method == "edge50":
+        raise UserError("Edge-50 has no data term to weight: drop --weights")
     inp = Path(args.input)
     if inp.is_file():
         raise UserError(

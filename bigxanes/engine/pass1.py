@@ -105,7 +105,8 @@ def run_pass1(
     tiles = tuple(int(c[0]) for c in Y.chunks[1:])
     model = None
     if p1.weighted:
-        say(progress, f"noise model for --weights {inputs.weights}")
+        if inputs.i0 is None:
+            say(progress, f"noise model for --weights {inputs.weights} (one read of the stack)")
         model = weight_model(inputs, lambda: engine_noise_moments(Y, inputs, runner))
     say(progress, f"pass 1 over the stack {tuple(Y.shape)} in tiles {tiles}")
     P = map_spatial_blocks(
