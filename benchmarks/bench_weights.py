@@ -13,7 +13,9 @@ and back into ``OD = -ln(I / I0)``. Two optical-depth regimes:
   ``e^{OD} / I0`` then changes ~20x between pre-edge and white line and between thin and
   thick pixels; this is where weighting should matter.
 
-Doses I0 = 300, 1000, 10000 photons per pixel and energy. Scores: foreground PSNR of the
+Doses I0 = 300, 1000, 10000 photons per pixel and energy. RUM-TV runs at the default λ and at
+``lam_factor=0.05`` (matched λ with and without weights: the weights change which pixels are
+smoothed more, so a too-strong λ hides their gain). Scores: foreground PSNR of the
 fractions (range 1, true scale > 10 % of its maximum), seconds. The I0 "given" is the true
 dose; "estimated" uses no I0 (effective dose per energy from the unweighted residual).
 
@@ -55,9 +57,9 @@ CASES = [
         (("mn", 2), ("ni", 2), ("mn", 3)), ("particles", "cathode"), REGIMES, DOSES
     )
 ]
-QUICK = [c for c in CASES if c["refs"] == "mn" and c["L"] == 2 and c["layout"] == "particles"][
-    ::2
-][:4]
+QUICK = [c for c in CASES if c["refs"] == "mn" and c["L"] == 2 and c["layout"] == "particles"][::2][
+    :4
+]
 METHODS = {
     "LCF": ("lcf", {}),
     "LCF-counts": ("lcf", {"weights": "counts", "given": True}),
@@ -66,6 +68,8 @@ METHODS = {
     "RUM-TV": ("rum-tv", {}),
     "RUM-TV-counts": ("rum-tv", {"weights": "counts", "given": True}),
     "RUM-TV-counts(est)": ("rum-tv", {"weights": "counts"}),
+    "RUM-TV(lf 0.05)": ("rum-tv", {"lam_factor": 0.05}),
+    "RUM-TV-counts(lf 0.05)": ("rum-tv", {"lam_factor": 0.05, "weights": "counts", "given": True}),
 }
 
 
@@ -144,6 +148,9 @@ def main(argv=None) -> int:
             ("LCF-energy", "LCF"),
             ("RUM-TV-counts", "RUM-TV"),
             ("RUM-TV-counts(est)", "RUM-TV"),
+            ("RUM-TV-counts(lf 0.05)", "RUM-TV(lf 0.05)"),
+            ("RUM-TV(lf 0.05)", "RUM-TV"),
+            ("RUM-TV", "LCF"),
         )
     )
     cmd = "python benchmarks/bench_weights.py" + (" --quick" if args.quick else "")
