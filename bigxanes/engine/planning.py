@@ -168,7 +168,7 @@ def memory_plan(
         return max(b, read)
 
     def need(t):
-        return int(MIN_WORKER_BASE + 2 * k * task(t))
+        return minimum_memory_limit(task(t), k)
 
     if chunks is not None:
         tiles = tiles_of(chunks)
@@ -190,7 +190,7 @@ def memory_plan(
         nthr = int(total_threads) if total_threads else k * max(1, int(n_workers))
         cap = None
         if memory_limit is not None:  # the state block's task within a thread's share
-            budget = (int(memory_limit) - MIN_WORKER_BASE) / (2 * k)
+            budget = (int(memory_limit) * worker_pause_fraction() - MIN_WORKER_BASE) / (2 * k)
             per_px = _ADMM_BYTES * (layout.n_channels + 3 * layout.n_out)
             cap = max(0, int(budget / per_px)) * layout.n_channels * 4
 
@@ -423,19 +423,46 @@ def choose_state_mode(state_mode: str, state_bytes: int, available_bytes: int) -
 
 #: Memory a dask worker process holds before any data (interpreter, NumPy, dask, distributed,
 #: zarr); issue 13 measured KilledWorker at 150-200 MB per worker and a run at 225 MB.
-MIN_WORKER_BASE = 160 * 2**20
+PYTHON_WORKER_BASE = 160 * 2**20
+#: What numba's compiled kernels add to a worker once it has run one (LLVM, the loaded cache):
+#: measured 149 -> 251 MiB RSS for the first numba pass 1 in a fresh process with bigxanes
+#: imported (issue 16: 210 MiB workers were killed in pass 1 once pass 1 ran on numba).
+NUMBA_CODE_BYTES = 100 * 2**20
+
+
+def _numba_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+#: A worker's own memory before any data: :data:`PYTHON_WORKER_BASE`, plus
+#: :data:`NUMBA_CODE_BYTES` where numba is installed (pass 1 of LCF/RUM runs on it by default).
+MIN_WORKER_BASE = PYTHON_WORKER_BASE + (NUMBA_CODE_BYTES if _numba_installed() else 0)
+
+
+def worker_pause_fraction() -> float:
+    """Fraction of its memory limit at which a dask worker stops running tasks
+    (``distributed.worker.memory.pause``, 0.8 by default; 1 when pausing is disabled). A worker
+    whose own memory is above it never runs a task again: the run hangs (issue 16: 300 MiB
+    workers holding 260 MiB of code waited forever)."""
+    import dask
+
+    v = dask.config.get("distributed.worker.memory.pause", 0.8)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else 1.0
 
 
 def minimum_memory_limit(task_bytes: int, threads_per_worker: int = 1) -> int:
     """Smallest per-worker memory limit a run can use: :data:`MIN_WORKER_BASE` plus twice the
     peak of its largest task per thread (``estimate_resources()["task_bytes"]``; a task's input
-    and output buffers are alive together while distributed spills and transfers).
+    and output buffers are alive together while distributed spills and transfers), below the
+    worker's pause threshold (:func:`worker_pause_fraction` of the limit).
 
     The one rule behind ``--memory-limit``'s check and ``bigxanes info``'s
-    ``memory_min_per_worker`` (measured: the real STXM stack, rum-tv, one worker, runs at this
-    minimum, 207 MiB).
+    ``memory_min_per_worker``.
     """
-    return int(MIN_WORKER_BASE + 2 * max(0, int(task_bytes)) * max(1, int(threads_per_worker)))
+    need = MIN_WORKER_BASE + 2 * max(0, int(task_bytes)) * max(1, int(threads_per_worker))
+    return int(math.ceil(need / worker_pause_fraction()))
 
 
 def estimate_resources(

@@ -14,17 +14,18 @@ import xarray as xr
 
 import bigxanes as bx
 from bigxanes.engine import InjectedFailure, get_client, unmix_store
-from bigxanes.engine.planning import memory_plan
+from bigxanes.engine.planning import MIN_WORKER_BASE, memory_plan
 from bigxanes.rum import RumParams
 from bigxanes.simulate import simulate_to_store
 from bigxanes.store import open_stack
 
-#: (worker memory limit, energies, shape): the slow case's stack is 2.9x the only worker's
-#: limit (786 MB, 260 MiB); the fast case asserts the same at 66 MB on a 210 MiB worker,
-#: whose tiles must shrink to the smallest (16³) to fit.
+#: (worker memory limit, energies, shape): the slow case's stack is 1.6x the only worker's
+#: limit (786 MB, 480 MiB) and 6x what the worker has for data (it pauses at 80 % of its limit,
+#: 384 MiB, and holds 260 MiB of its own with numba's kernels: MIN_WORKER_BASE); the fast case
+#: asserts the same at 66 MB on a 400 MiB worker, whose tiles must shrink to fit.
 CASES = {
-    "slow": (260 * 2**20, 1500, (32, 64, 64)),
-    "fast": (210 * 2**20, 300, (24, 48, 48)),
+    "slow": (480 * 2**20, 1500, (32, 64, 64)),
+    "fast": (400 * 2**20, 300, (24, 48, 48)),
 }
 PARAMS = dict(method="rum-tv", max_iter=3, tv_sweeps=2, lam=0.05)  # halo 4
 
@@ -59,11 +60,11 @@ def test_memory_plan_rule():
     """Tiles shrink with the limit; below the minimum the plan does not fit."""
     kw = dict(halo=12, stored_chunks=(64, 64, 64), n_workers=2)
     big = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=4 * 2**30, **kw)
-    small = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=700 * 2**20, **kw)
+    small = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=2**30, **kw)
     assert np.prod(small["tiles"]) < np.prod(big["tiles"]) and small["fits"] and big["fits"]
     assert small["minimum_memory_limit"] == big["minimum_memory_limit"]
-    low = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=300 * 2**20, **kw)
-    assert not low["fits"] and low["minimum_memory_limit"] > 300 * 2**20
+    low = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=700 * 2**20, **kw)
+    assert not low["fits"] and low["minimum_memory_limit"] > 700 * 2**20
     # a stack stored in smaller chunks needs less
     kw["stored_chunks"] = (16, 16, 16)
     assert (
@@ -71,9 +72,10 @@ def test_memory_plan_rule():
         < (low["minimum_memory_limit"])
     )
     # the worker's task at the plan's tiles is within its share of the limit
-    for lim in (700 * 2**20, 2**30, 4 * 2**30):
+    # (below the 80 % of its limit at which a dask worker pauses: above it the run hangs)
+    for lim in (2**30, 1.5 * 2**30, 4 * 2**30):
         p = memory_plan((96, 256, 256), 100, 4, "rum-tv", 3, memory_limit=lim, **kw)
-        assert 160 * 2**20 + 2 * p["task_bytes"] <= lim
+        assert MIN_WORKER_BASE + 2 * p["task_bytes"] <= 0.8 * lim
 
 
 def _rum_zarr_equals_memory(path, case, tmp_path):
@@ -112,13 +114,13 @@ def _rum_zarr_equals_memory(path, case, tmp_path):
     return ds["stack"].nbytes
 
 
-@pytest.mark.slow
-def test_stack_three_times_the_limit_rum_tv_zarr(big, tmp_path):
+def test_stack_larger_than_the_limit_rum_tv_zarr(big, tmp_path):
+    """The issue's CI-sized check (64 s on the loaded 2-core machine)."""
     nbytes = _rum_zarr_equals_memory(big, "slow", tmp_path)
-    assert nbytes >= 2.8 * CASES["slow"][0]  # 786 MB on one 260 MiB worker
+    assert nbytes >= 1.5 * CASES["slow"][0]  # 786 MB on one 480 MiB worker
 
 
-@pytest.mark.slow  # over 600 s on the loaded machine after the merges (was 125 s on its branch)
+@pytest.mark.slow  # 12 s; the case above asserts the same on a larger stack
 def test_small_limit_rum_tv_zarr_equals_memory(fast, tmp_path):
     _rum_zarr_equals_memory(fast, "fast", tmp_path)
 
