@@ -44,6 +44,7 @@ def finalize_result(
     pixel_size: float | tuple[float, ...] | None = None,
     *,
     keep_unmasked: bool = True,
+    mask_fraction: bool = True,
 ) -> xr.Dataset:
     """Apply the output conventions to a result (or stack) Dataset; the input is not modified.
 
@@ -57,17 +58,23 @@ def finalize_result(
         ``pixel_size_um`` attribute when present, else pixel indices with ``units="pixel"``.
     keep_unmasked : bool
         Keep the raw fractions as ``fraction_unmasked``.
+    mask_fraction : bool
+        Set ``fraction`` to NaN where ``mask`` is False. False leaves ``fraction`` as stored
+        (and adds no ``fraction_unmasked``), for a caller that masks block by block: on a
+        lazily indexed (not dask) Dataset the masking would load the whole variable
+        (:func:`bigxanes.export.export_result` does so).
 
     Returns
     -------
     xarray.Dataset
-        With ``fraction`` NaN where ``mask`` is False, every variable and coordinate carrying
+        With ``fraction`` NaN where ``mask`` is False (unless ``mask_fraction`` is False),
+        every variable and coordinate carrying
         ``units`` and ``long_name``, and ``stack`` renamed to ``absorbance``.
     """
     out = ds.copy()
     if "stack" in out.data_vars and STACK_VAR not in out.data_vars:
         out = out.rename({"stack": STACK_VAR})
-    if "fraction" in out.data_vars and "mask" in out.data_vars:
+    if mask_fraction and "fraction" in out.data_vars and "mask" in out.data_vars:
         mask = out["mask"].astype(bool)
         if keep_unmasked and "fraction_unmasked" not in out.data_vars:
             out["fraction_unmasked"] = out["fraction"]

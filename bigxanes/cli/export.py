@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
             f"{args.result} is not a result (no 'fraction' or 'edge50'); export the OUT of "
             "`bigxanes unmix`"
         )
+    res.close()
+    # the path, not ``res`` (dask): export_result opens it lazily indexed and reads each map
+    # block by block from its Zarr chunks (TIFF, OME-Zarr), or with dask (NetCDF)
     path = export_result(
-        res, out, args.format, pixel_size=args.pixel_size, overwrite=args.overwrite
+        Path(args.result), out, args.format, pixel_size=args.pixel_size, overwrite=args.overwrite
     )
     if path.is_dir():
         (path / MARKER).write_text(
