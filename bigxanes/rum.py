@@ -2,7 +2,8 @@
 in-memory solver.
 
 The driver :func:`run_admm` owns everything that is the same for the in-memory and the Dask
-paths: the ρ schedule, the convergence history and the stopping rule. Each path supplies a
+paths: the ρ schedule, the convergence history and the stopping rules (:func:`stop_reason`:
+residuals below ``tol``, or maps stable against their noise, or a stall). Each path supplies a
 ``step(rho, rho_next) -> residual sums`` callable that applies
 :func:`bigxanes.kernels.admm.admm_iteration` to its state (one array in memory, a Zarr double
 buffer on Dask).
@@ -48,6 +49,7 @@ __all__ = [
     "History",
     "Initialization",
     "final_maps",
+    "fraction_noise",
     "next_rho",
     "noise_variance",
     "reference_contrast",
@@ -58,6 +60,7 @@ __all__ = [
     "robust_scale",
     "run_admm",
     "scale_from_histogram",
+    "stop_reason",
     "solve_rum",
     "unmix_rum_array",
 ]
@@ -82,6 +85,15 @@ LAM_RULES = ("auto", "sure")
 SURE_GRID = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: spatial size of the central subsample SURE is computed on (per axis; z: SURE_CROP_Z)
 SURE_CROP, SURE_CROP_Z = 48, 12
+#: RUM-TV over-relaxation α and map-stability tolerance (RumParams.relax, .change_tol), chosen
+#: with benchmarks/bench_convergence.py on its tuning set (128², σ = 7, seed 0; α = 1.5-1.9,
+#: change_tol 5e-4-2e-3 measured): benchmarks/results/convergence_conv_after*.md
+TV_RELAX, TV_CHANGE_TOL = 1.8, 1e-3
+#: "stable" stop: iterations the map change must stay below ``change_tol σ_x`` ...
+STABLE_WINDOW = 5
+#: ... while the relative primal residual is below ``STABLE_PRIMAL σ_x`` (constraints met to
+#: 2 % of the fraction noise; the limit cycle of issue 13 had 0.13, i.e. 2.4 σ_x)
+STABLE_PRIMAL = 0.02
 
 
 @dataclass
@@ -117,6 +129,23 @@ class RumParams:
     noise_sigma : float, optional
         Known noise standard deviation of the stack (its own units); used by ``lam="auto"``
         instead of the estimate from the LCF residual. Must be positive.
+    relax : float, optional
+        ADMM over-relaxation α in (0, 2) (Boyd et al. 2011, §3.4.3; docs/design.md, "ADMM")
+        of the linear constraints ``∇X = U`` (PnP ``X = U``) and ``X = W``: the U- and W-steps
+        and the D, E updates see ``α·(x side) + (1 - α)·(previous U or W)``
+        (:func:`~bigxanes.kernels.admm.admm_iteration`). Default 1.8 for RUM-TV
+        (:data:`TV_RELAX`: on the phantoms of benchmarks/bench_convergence.py within 0.1 dB of
+        the trajectory's best PSNR in 18-25 iterations instead of 25-42), 1 (plain ADMM) for
+        RUM-PnP.
+    change_tol : float, optional
+        Stop when the maps are stable (:func:`stop_reason`, ``"stable"``): the RMS change per
+        iteration of the coefficient maps ``M = X s``, ``sqrt(Σ|M_k - M_{k-1}|² / (N L))``, stays
+        below ``change_tol · σ_x`` for :data:`STABLE_WINDOW` iterations while the relative
+        primal residual is below ``STABLE_PRIMAL · σ_x``; ``σ_x = σ̂ / δ`` is the fraction
+        noise of a pixel with scale 1 (:func:`fraction_noise`). At that rate 100 more
+        iterations move the maps by at most 0.1 σ_x, while the non-convex ADMM keeps drifting
+        slowly away from its best PSNR (issue 15: 0.2-0.9 dB over 100-250 iterations). Default
+        1e-3 for RUM-TV (:data:`TV_CHANGE_TOL`), 0 (off) for RUM-PnP.
     rho_adapt : bool
         RUM-TV: residual balancing (Boyd et al. 2011, §3.4.1) with a stall guard: every 10
         iterations, ρ is multiplied (divided) by 2 when the primal residual exceeds the dual one
@@ -128,7 +157,8 @@ class RumParams:
         Default 500 for RUM-TV, 100 for RUM-PnP (its ρ grows by γ per iteration; at 60 the
         primal residual had fallen 75-96x on particles σ = 7, at 100 it falls 840-2700x).
     tol : float
-        Stop when the relative primal and dual residuals both fall below ``tol``.
+        Stop when the relative primal and dual residuals both fall below ``tol`` (or, with
+        ``change_tol``, when the maps are stable).
     tv_sweeps : int
         Jacobi sweeps per TV X-step (docs/design.md, "ADMM", step 1).
     denoiser : {"tv", "bm3d", "bm4d"}
@@ -164,6 +194,8 @@ class RumParams:
     guide_kappa: float = DEFAULT_KAPPA
     backend: str = "auto"
     residual_every: int = 1
+    relax: float | None = None
+    change_tol: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -185,6 +217,18 @@ class RumParams:
             self.gamma = 1.0 if self.method == "rum-tv" else 1.05
         if self.max_iter is None:
             self.max_iter = 500 if self.method == "rum-tv" else 100
+        if self.relax is None:
+            self.relax = TV_RELAX if self.method == "rum-tv" else 1.0
+        if self.change_tol is None:
+            self.change_tol = TV_CHANGE_TOL if self.method == "rum-tv" else 0.0
+        if not (isinstance(self.relax, int | float) and 0.0 < self.relax < 2.0):
+            raise ValueError(f"relax must be in (0, 2) (1 = plain ADMM), got {self.relax!r}")
+        if not (
+            isinstance(self.change_tol, int | float)
+            and math.isfinite(self.change_tol)
+            and self.change_tol >= 0
+        ):
+            raise ValueError(f"change_tol must be a number >= 0 (0: off), got {self.change_tol!r}")
         if self.denoiser not in DENOISERS:
             raise ValueError(
                 f"unknown denoiser {self.denoiser!r}; choose one of {', '.join(DENOISERS)}"
@@ -284,12 +328,13 @@ class History:
     r_reg: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     rho_next: float = 0.0  # ρ the next iteration will use (for resuming)
-    # verdict, set by run_admm when it returns
+    # verdict, set by run_admm at the iteration it stops at (before on_iteration)
     converged: bool = False
-    stop_reason: str = ""  # "tolerance", "max_iter" or "stalled"
+    stop_reason: str = ""  # "tolerance", "stable", "max_iter" or "stalled"
     rel_primal: float | None = None  # final relative primal residual (compare with tol)
     rel_dual: float | None = None  # final relative dual residual
     tol: float | None = None  # (None until set: JSON-safe, no NaN in Zarr attrs)
+    rel_change: float | None = None  # final RMS change of M per iteration, in units of σ_x
 
     @property
     def n_iterations(self) -> int:
@@ -301,9 +346,14 @@ class History:
         state = "converged" if self.converged else "NOT converged"
         if self.rel_primal is None or self.rel_dual is None or self.tol is None:
             return f"{state} after {self.n_iterations} iterations ({self.stop_reason or '-'})"
+        change = (
+            f"; maps change {self.rel_change:.3g} σ_x per iteration"
+            if self.rel_change is not None
+            else ""
+        )
         return (
             f"{state} after {self.n_iterations} iterations ({self.stop_reason}): relative "
-            f"primal {self.rel_primal:.3g}, dual {self.rel_dual:.3g}, tol {self.tol:.3g}"
+            f"primal {self.rel_primal:.3g}, dual {self.rel_dual:.3g}, tol {self.tol:.3g}{change}"
         )
 
     def as_dict(self) -> dict:
@@ -328,8 +378,25 @@ def resolve_lambda(params: RumParams, noise_var: float, A: np.ndarray, scale: fl
     """
     if params.lam != "auto":
         return float(params.lam)
-    sigma = params.noise_sigma / scale if params.noise_sigma is not None else math.sqrt(noise_var)
-    return auto_lambda(params.lam_factor, sigma, A)
+    return auto_lambda(params.lam_factor, _scaled_sigma(params, noise_var, scale), A)
+
+
+def _scaled_sigma(params: RumParams, noise_var: float, scale: float) -> float:
+    """σ̂ of the scaled stack: ``params.noise_sigma / c`` when given, else ``sqrt(noise_var)``."""
+    if params.noise_sigma is not None:
+        return params.noise_sigma / scale
+    return math.sqrt(max(noise_var, 0.0))
+
+
+def fraction_noise(params: RumParams, noise_var: float, A: np.ndarray, scale: float) -> float:
+    """``σ_x = σ̂ / δ``: the fraction noise of a pixel with scale ``s = 1`` (scaled stack).
+
+    ``σ̂`` as in :func:`resolve_lambda`, ``δ`` the references' contrast
+    (:func:`reference_contrast`); the unit of the ``"stable"`` stopping rule
+    (:func:`stop_reason`). 0 when the references have no contrast (the rule is then off).
+    """
+    delta = reference_contrast(A)
+    return _scaled_sigma(params, noise_var, scale) / delta if delta > 0 else 0.0
 
 
 def next_rho(params: RumParams, k: int, rho: float, history: History) -> float:
@@ -423,6 +490,7 @@ def run_admm(
     start: int = 0,
     history: History | None = None,
     on_iteration: Callable[[int, History], None] | None = None,
+    fraction_noise: float = 0.0,
 ) -> History:
     """Drive ADMM iterations ``start .. max_iter-1``, recording the history.
 
@@ -430,15 +498,18 @@ def run_admm(
     (:func:`wants_residuals`), returns the summed residual channels
     (:data:`bigxanes.kernels.admm.RESIDUALS`; else None). Only those iterations get a history
     entry (its ``seconds`` is the mean per iteration since the previous entry) and a stopping
-    test. ``on_iteration(k, history)`` runs after each completed iteration (checkpoint
-    commit, progress bar). Stops early when the relative primal and dual residuals are both
-    below ``params.tol``.
+    test (:func:`stop_reason`; ``fraction_noise`` is σ_x of the ``"stable"`` rule, 0: off).
+    At the iteration it stops at, the verdict is set in ``history`` (``converged``,
+    ``stop_reason``, ...) *before* ``on_iteration(k, history)`` runs, so a checkpoint commit
+    records it; ``on_iteration`` runs after each completed iteration (checkpoint commit,
+    progress bar).
     """
     history = history if history is not None else History()
+    history.converged, history.stop_reason = False, ""  # a resume is not stopped yet
     # a resume continues with the ρ recorded after the last completed iteration
     rho = history.rho_next if start > 0 and history.rho_next > 0 else float(params.rho)
     norm = math.sqrt(n_pixels * n_components)
-    reason = "max_iter"
+    reason = None
     t_acc, n_acc = 0.0, 0
     for k in range(start, int(params.max_iter)):
         rho_next = next_rho(params, k, rho, history)
@@ -446,25 +517,66 @@ def run_admm(
         t0 = time.perf_counter()
         sums = step(k, rho, rho_next, want)
         t_acc, n_acc = t_acc + time.perf_counter() - t0, n_acc + 1
-        rp = rd = math.inf
         if want:
             assert sums is not None
-            rp, rd = history_entry(
-                history, k, rho, sums, lam, n_pixels, n_components, t_acc / n_acc
-            )
+            history_entry(history, k, rho, sums, lam, n_pixels, n_components, t_acc / n_acc)
             t_acc, n_acc = 0.0, 0
         history.rho_next = rho_next
         rho = rho_next
+        if want:
+            reason = stop_reason(history, params, norm, fraction_noise)
+        if reason is None and k + 1 >= int(params.max_iter):
+            reason = "max_iter"
+        if reason is not None:
+            set_verdict(history, params.tol, norm, reason, fraction_noise)
         if on_iteration is not None:
             on_iteration(k, history)
-        if rp < params.tol and rd < params.tol:
-            reason = "tolerance"
+        if reason is not None:
             break
-        if want and rho >= params.rho_max and stalled(history, norm, params.tol):
-            reason = "stalled"
-            break
-    set_verdict(history, params.tol, norm, reason)
+    if reason is None:  # no iteration left to run (start >= max_iter)
+        set_verdict(history, params.tol, norm, "max_iter", fraction_noise)
     return history
+
+
+def stop_reason(
+    history: History, params: RumParams, norm: float, fraction_noise: float = 0.0
+) -> str | None:
+    """Why to stop after the last entry of ``history``, or None to go on.
+
+    ``"tolerance"``: relative primal and dual residuals (``|r| / sqrt(N L)``) below
+    ``params.tol``. ``"stable"`` (``params.change_tol > 0`` and ``fraction_noise`` σ_x > 0): the
+    RMS change per iteration of the coefficient maps, ``|M_k - M_{k-1}| / sqrt(N L)`` (the
+    dual residual divided by its ρ: no extra reduction), below ``change_tol · σ_x`` at every
+    entry of the last :data:`STABLE_WINDOW` iterations, and the relative primal residual below
+    ``STABLE_PRIMAL · σ_x``. ``"stalled"``: ρ at ``rho_max`` and the primal residual fell less
+    than 2x in 50 iterations (:func:`stalled`).
+    """
+    if not history.primal:
+        return None
+    rp, rd = history.primal[-1] / norm, history.dual[-1] / norm
+    if rp < params.tol and rd < params.tol:
+        return "tolerance"
+    sx = float(fraction_noise)
+    if params.change_tol > 0 and sx > 0 and rp < STABLE_PRIMAL * sx:
+        last = history.iteration[-1]
+        window = [
+            i
+            for i in range(len(history.iteration) - 1, -1, -1)
+            if history.iteration[i] > last - STABLE_WINDOW
+        ]
+        if last >= STABLE_WINDOW and all(
+            map_change(history, i, norm) < params.change_tol * sx for i in window
+        ):
+            return "stable"
+    if history.rho_next >= params.rho_max and stalled(history, norm, params.tol):
+        return "stalled"
+    return None
+
+
+def map_change(history: History, i: int, norm: float) -> float:
+    """RMS change of the coefficient maps M at history entry ``i``: the dual residual
+    ``ρ |M_k - M_{k-1}|`` divided by its ρ and by ``norm = sqrt(N L)``."""
+    return history.dual[i] / (history.rho[i] * norm) if history.rho[i] > 0 else math.inf
 
 
 def stalled(history: History, norm: float, tol: float, window: int = 50) -> bool:
@@ -474,17 +586,26 @@ def stalled(history: History, norm: float, tol: float, window: int = 50) -> bool
     return before is not None and p[-1] / norm >= tol and p[-1] > 0.5 * before
 
 
-def set_verdict(history: History, tol: float, norm: float, reason: str) -> None:
-    """Record the run's verdict in ``history`` (``converged``, ``stop_reason``, residuals)."""
+def set_verdict(
+    history: History, tol: float, norm: float, reason: str, fraction_noise: float = 0.0
+) -> None:
+    """Record the run's verdict in ``history`` (``converged``, ``stop_reason``, residuals, the
+    last map change in units of ``fraction_noise`` σ_x when it is > 0). Converged: residuals
+    below ``tol`` (reason ``"tolerance"`` whatever the caller's) or maps ``"stable"``."""
     if history.primal:
         history.rel_primal = history.primal[-1] / norm
         history.rel_dual = history.dual[-1] / norm
+        if fraction_noise > 0:
+            history.rel_change = map_change(history, len(history.primal) - 1, norm) / float(
+                fraction_noise
+            )
     history.tol = float(tol)
-    history.converged = bool(
+    tolerance = bool(
         history.rel_primal is not None and history.rel_primal < tol and history.rel_dual < tol
     )
-    if history.converged:
+    if tolerance:
         reason = "tolerance"
+    history.converged = tolerance or reason == "stable"
     history.stop_reason = reason
 
 
@@ -531,6 +652,7 @@ def solve_rum(
     AtA = gram(A)
     nv = noise_variance(stats["resid_sum"], N, T, L, scale)
     lam = resolve_lambda(params, nv, A, scale)
+    sigma_x = fraction_noise(params, nv, A, scale)
     init = Initialization(scale=scale, noise_var=nv, lam=lam, AtA=AtA)
     n = layout.n_channels
     backend = params.kernel_backend(N, p1.weighted)
@@ -560,6 +682,7 @@ def solve_rum(
             rho_next=rho_next,
             tv_sweeps=params.tv_sweeps,
             denoiser=params.denoiser,
+            relax=params.relax,
         )
         state[0] = out[:n].astype(state_dtype, copy=False)
         if not residuals:
@@ -567,7 +690,7 @@ def solve_rum(
         sums = out[n:].reshape(len(RESIDUALS), -1).sum(axis=1, dtype=np.float64)
         return {name: float(v) for name, v in zip(RESIDUALS, sums, strict=True)}
 
-    history = run_admm(step, params, lam, N, L)
+    history = run_admm(step, params, lam, N, L, fraction_noise=sigma_x)
     init.backend = backend
     return state[0], history, init
 

@@ -61,6 +61,8 @@ FLAG_WORDING: tuple[tuple[str, str], ...] = (
     (r"checkpoint_every must be", "--checkpoint-every must be"),
     (r"^tol must be", "--tol must be"),
     (r"^rho must be", "--rho must be"),
+    (r"^relax must be", "--relax must be"),
+    (r"^change_tol must be", "--change-tol must be"),
     (r"^lam_factor must be", "--lam-factor must be"),
     (r"^lam must be", "--lam must be"),
     (

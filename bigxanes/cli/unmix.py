@@ -101,6 +101,19 @@ def register(add) -> None:
     s.add_argument("--iters", type=nonnegative_int, help="maximum ADMM iterations")
     s.add_argument("--tol", type=float, help="stopping tolerance (relative residuals)")
     s.add_argument("--rho", type=float, help="initial ADMM penalty")
+    s.add_argument(
+        "--relax",
+        type=float,
+        metavar="A",
+        help="ADMM over-relaxation in (0, 2), 1 = plain ADMM (default 1.8 RUM-TV, 1 RUM-PnP)",
+    )
+    s.add_argument(
+        "--change-tol",
+        type=float,
+        metavar="X",
+        help="also stop when the maps change by less than X times the fraction noise per "
+        "iteration (default 1e-3 RUM-TV; 0: off, the default of RUM-PnP)",
+    )
     s.add_argument("--tv-sweeps", type=positive_int, help="Jacobi sweeps per TV step")
     s.add_argument(
         "--noise-sigma",
@@ -250,6 +263,8 @@ def rum_params(args: argparse.Namespace) -> Any:
         ("max_iter", "iters"),
         ("tol", "tol"),
         ("rho", "rho"),
+        ("relax", "relax"),
+        ("change_tol", "change_tol"),
         ("denoiser", "denoiser"),
         ("tv_sweeps", "tv_sweeps"),
         ("backend", "backend"),

@@ -23,7 +23,6 @@ from the last commit of any mode.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
@@ -39,7 +38,7 @@ from ..kernels.moments import gram
 from ..kernels.pass1 import Pass1Layout, state_from_pass1
 from ..kernels.stats import noise_sigma, noise_variance
 from ..pipeline.result import verdict_attrs
-from ..rum import History, RumParams, resolve_lambda, run_admm
+from ..rum import History, RumParams, fraction_noise, resolve_lambda, run_admm
 from . import chunked
 from .chunked import block_regions, map_spatial_blocks, map_spatial_overlap
 from .pinned import PinnedState
@@ -232,6 +231,7 @@ class RumIterations:
         self.scale = float(stats["scale"])
         self.noise_var = noise_variance(stats["resid_sum"], self.N, T, L, self.scale)
         self.lam = resolve_lambda(params, self.noise_var, A, self.scale)
+        self.fraction_noise = fraction_noise(params, self.noise_var, A, self.scale)
         self.schunks = ((self.layout.n_channels,),) + self.state_tiles
         self.regions = block_regions(spatial, self.state_tiles)
         self.backend = params.kernel_backend(self.N, data_weights)
@@ -263,6 +263,7 @@ class RumIterations:
             rho_next=rho_next,
             tv_sweeps=p.tv_sweeps,
             denoiser=p.denoiser,
+            relax=p.relax,
         )
 
     def _commit(self, done: int, buf: str, hist: History, conv: bool) -> None:
@@ -277,10 +278,9 @@ class RumIterations:
         )
 
     def _converged(self, hist: History) -> bool:
-        norm = math.sqrt(self.N * self.L)
-        return bool(hist.iteration) and (
-            hist.primal[-1] / norm < self.params.tol and hist.dual[-1] / norm < self.params.tol
-        )
+        """The verdict :func:`~bigxanes.rum.run_admm` set at the iteration it stopped at
+        (residuals below tol or maps stable), before ``on_iteration`` commits."""
+        return bool(hist.iteration) and bool(hist.converged)
 
     def start(self, P: da.Array, p1: Pass1Layout) -> tuple[History, int, dict | None]:
         """The initial state from pass 1, or the last commit's; (history, start, commit)."""
@@ -364,6 +364,7 @@ class RumIterations:
                     start=start,
                     history=history,
                     on_iteration=self.on_iteration,
+                    fraction_noise=self.fraction_noise,
                 )
             if self.mode.memory and self.committed != history.n_iterations:
                 self.checkpoint(history.n_iterations, history, True)  # end on a commit

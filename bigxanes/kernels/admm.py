@@ -17,12 +17,20 @@ microspectroscopy", Opt. Express 2023, in scaled form, as written out in docs/de
    ``½ Σ_t w_tn (y_tn - (A m)_t)²`` per pixel ``M_n = (G_n + ρI)⁻¹ (b_n + ρ (X s + C)_n)``,
    ``G_n = Aᵀ diag(w_n) A``, ``b_n = Aᵀ diag(w_n) y_n`` (``StateLayout.data_weights``;
    :func:`bigxanes.kernels.weights.weighted_m_step`).
-5. TV: ``U = shrink(∇X + D, λ/ρ)``; guided TV (``StateLayout.weighted``):
-   ``U = shrink(∇X + D, λ w/ρ)`` with the per-pixel weight channel ``w``
-   (:mod:`bigxanes.kernels.guide`); PnP: ``U_j = denoise(X_j + D_j, σ = sqrt(λ/ρ))``.
+5. TV: ``U = shrink(∇̂X + D, λ/ρ)``; guided TV (``StateLayout.weighted``):
+   ``U = shrink(∇̂X + D, λ w/ρ)`` with the per-pixel weight channel ``w``
+   (:mod:`bigxanes.kernels.guide`); PnP: ``U_j = denoise(X̂_j + D_j, σ = sqrt(λ/ρ))``.
 6. PnP: ``ρ ← γρ`` and the scaled duals C, D, E, g are multiplied by ``ρ_old/ρ_new``.
-7. ``W = max(X + E, 0)``, ``t = max(s + g, 0)``.
-8. ``C += X s - M``; ``D += ∇X - U`` (TV) or ``X - U`` (PnP); ``E += X - W``; ``g += s - t``.
+7. ``W = max(X̂ + E, 0)``, ``t = max(s + g, 0)``.
+8. ``C += X s - M``; ``D += ∇̂X - U`` (TV) or ``X̂ - U`` (PnP); ``E += X̂ - W``; ``g += s - t``.
+
+Over-relaxation (Boyd et al. 2011, §3.4.3; ``relax`` = α) of the two linear constraints on X,
+``∇X = U`` (PnP ``X = U``) and ``X = W``: in steps 5, 7 and 8 their x side is replaced by
+``∇̂X = α ∇X + (1 - α) U_prev`` (PnP ``X̂ = α X + (1 - α) U_prev``) and
+``X̂ = α X + (1 - α) W_prev``. The bilinear coupling ``X s = M`` and ``s = t`` are not
+relaxed: relaxing them too took 252 instead of 42 iterations with references 3 eV off the data
+(electrode 64², α = 1.8; benchmarks/results/convergence_conv_after.md). ``α = 1`` is plain
+ADMM. The residual channels are those of the unrelaxed constraints (``∇X - U``, ``X - W``).
 
 The whole state of a block is one array ``(channels, *spatial)`` whose channel layout is given
 by :class:`StateLayout`; the iteration returns the new state with extra per-pixel *residual*
@@ -148,6 +156,7 @@ def admm_iteration(
     rho_next: float,
     tv_sweeps: int = 10,
     denoiser: str = "tv",
+    relax: float = 1.0,
 ) -> np.ndarray:
     """One ADMM iteration on a block of state (see module docstring for the steps).
 
@@ -167,6 +176,8 @@ def admm_iteration(
         Jacobi sweeps of the TV X-step.
     denoiser : str
         PnP denoiser name (see :mod:`bigxanes.kernels.denoisers`).
+    relax : float
+        Over-relaxation α in (0, 2) (module docstring); 1 = plain ADMM.
 
     Returns
     -------
@@ -203,6 +214,9 @@ def admm_iteration(
     X = X + (1.0 - X.sum(axis=0)) / L
     # 3. scale
     s = (np.sum(X * (M_prev - C), axis=0) + t - g) / (np.sum(X * X, axis=0) + 1.0)
+    # over-relaxation (α = relax) of the linear constraints ∇X = U (PnP X = U) and X = W:
+    # their z-steps and duals see α·(x side) + (1 - α)·(previous z)
+    a, b = float(relax), 1.0 - float(relax)
     # 4. M-step: pixel-local L x L solve (weighted data term: one per pixel)
     Xs = X * s
     if layout.data_weights:
@@ -214,13 +228,16 @@ def admm_iteration(
     # 5. U-step
     if layout.method == "tv":
         gX = gradient(X, nd)
-        U = isotropic_shrink(gX + D, (lam / rho) * w)
+        hU = a * gX + b * U
+        U = isotropic_shrink(hU + D, (lam / rho) * w)
         reg_res = gX - U
     else:
-        U = denoise_maps(X + D, np.sqrt(lam / rho), denoiser, nd)
+        hU = a * X + b * U
+        U = denoise_maps(hU + D, np.sqrt(lam / rho), denoiser, nd)
         reg_res = X - U
     # 7. projections
-    W = np.maximum(X + E, 0.0)
+    hX = a * X + b * W
+    W = np.maximum(hX + E, 0.0)
     t = np.maximum(s + g, 0.0)
     # 8. dual ascent, then (6.) rescale the scaled duals for the next ρ
     r_scale = Xs - M
@@ -228,8 +245,8 @@ def admm_iteration(
     r_pos = s - t
     f = rho / rho_next
     C = (C + r_scale) * f
-    D = (D + reg_res) * f
-    E = (E + r_simplex) * f
+    D = (D + hU - U) * f
+    E = (E + hX - W) * f
     g = (g + r_pos) * f
 
     out = np.empty((layout.n_out,) + S.shape[1:], dtype=np.float64)

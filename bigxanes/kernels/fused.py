@@ -14,15 +14,15 @@ TV
        the last one also removing round-off, ``X += (1 - 1ᵀX) / L``;
     3. pass ``update``: steps 3-8 per pixel (scale s, the L x L M-step, ``∇X`` from the
        neighbours' new X, the isotropic shrink with threshold ``λ w / ρ`` (``w`` the guided-TV
-       weight channel, 1 without), projections, dual ascent with the ρ rescale), and, only
-       when asked, the residual channels.
+       weight channel, 1 without), projections, dual ascent with the ρ rescale), over-relaxed
+       by ``relax`` as the reference, and, only when asked, the residual channels.
 PnP
     1. pass ``local``: the X-step on ``1ᵀX = 1`` (``X = (rhs - μ) / (s² + 2)``,
        ``μ = (Σ_j rhs_j - (s² + 2)) / L``, then the round-off correction), s, M, W, t, C, E, g
-       and ``V = X + D`` per pixel;
+       and ``V = X̂ + D`` per pixel (``X̂ = α X + (1 - α) U_old``, α = ``relax``);
     2. the denoiser ``U_j = denoise(V_j, sqrt(λ/ρ))`` (numba Chambolle for ``"tv"``,
        :func:`bigxanes.kernels.denoisers.denoise_maps` for the others);
-    3. pass ``dual``: ``D ← (D + X - U) ρ/ρ_next`` and the regularizer residual.
+    3. pass ``dual``: ``D ← (D + X̂ - U) ρ/ρ_next`` and the regularizer residual.
 
 The state is stored in float32 and every pixel's arithmetic is done in float64 registers, so
 the result equals the float64 reference to float32 round-off (tested to 1e-5 relative). Every
@@ -213,9 +213,10 @@ def _jacobi_last_normalize(src, rhs, inv, out, oX):
 
 
 @numba.njit(inline="always")
-def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
+def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, a, X, Mn, Xs, res, want):
     """Steps 3, 4, 7 and the C, E, g parts of 8 for pixel ``x`` of a gathered row ``B``
-    (old state) whose normalized X is in ``X``.
+    (old state) whose normalized X is in ``X``; W and E over-relaxed by ``a`` (α: they see
+    ``α X + (1 - α) W_old``).
 
     Writes aty, yty, s, M, W, t, C, E, g to the output row ``OB`` and fills ``Mn`` (the new
     M); when ``want``, also the residual columns r_scale, r_simplex, r_positive, dual and data
@@ -231,6 +232,7 @@ def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
         num += X[j] * (B[x, oM + j] - B[x, oC + j])
         den += X[j] * X[j]
     s = (num + t_old - g_old) / (den + 1.0)
+    b = 1.0 - a
     for j in range(L):
         Xs[j] = X[j] * s
     for i in range(L):
@@ -244,13 +246,14 @@ def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
     dM = 0.0
     for j in range(L):
         e_old = B[x, oE + j]
-        w = max(X[j] + e_old, 0.0)
+        hx = a * X[j] + b * B[x, oW + j]
+        w = max(hx + e_old, 0.0)
         rs = Xs[j] - Mn[j]
         ri = X[j] - w
         OB[x, oM + j] = Mn[j]
         OB[x, oW + j] = w
         OB[x, oC + j] = (B[x, oC + j] + rs) * f
-        OB[x, oE + j] = (e_old + ri) * f
+        OB[x, oE + j] = (e_old + hx - w) * f
         r_sc += rs * rs
         r_si += ri * ri
         d = Mn[j] - B[x, oM + j]
@@ -276,10 +279,11 @@ def _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want):
 
 
 @numba.njit(parallel=True, cache=True)
-def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
+def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, a, res, want):
     """TV steps 3-8 per pixel, reading the new X of the pixel and its forward neighbours
     from ``out``; the regularizer residual ``|∇X - U|²`` and ``w TV(X)``. With a guided-TV
-    weight channel (``o[12] >= 0``) the shrink threshold is ``thr · w`` and ``w`` is copied."""
+    weight channel (``o[12] >= 0``) the shrink threshold is ``thr · w`` and ``w`` is copied.
+    Over-relaxed by ``a``: the shrink and D see ``α ∇X + (1 - α) U_old``."""
     n, nz, ny, nx = S.shape
     oX, oU, oD, ow = o[2], o[10], o[11], o[12]
     n_ob = out.shape[0]
@@ -302,11 +306,12 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
         Xs = np.empty(L)
         gX = np.zeros(3)
         v = np.zeros(3)
+        hv = np.zeros(3)
         a0 = 3 - nd
         for x in range(nx):
             for j in range(L):
                 X[j] = Xc[x, j]
-            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
+            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, a, X, Mn, Xs, res, want)
             wx = 1.0
             if ow >= 0:
                 wx = B[x, ow]
@@ -314,6 +319,7 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
             thr_x = thr * wx
             r_reg = 0.0
             tv = 0.0
+            b = 1.0 - a
             for j in range(L):
                 gX[0] = Xz[x, j] - X[j] if z < nz - 1 else 0.0
                 gX[1] = Xy[x, j] - X[j] if y < ny - 1 else 0.0
@@ -321,9 +327,12 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
                 nrm = 0.0
                 gn = 0.0
                 for ax in range(a0, 3):
+                    c = (ax - a0) * L + j
                     g = gX[ax]
                     gn += g * g
-                    vv = g + B[x, oD + (ax - a0) * L + j]
+                    hg = a * g + b * B[x, oU + c]
+                    hv[ax] = hg
+                    vv = hg + B[x, oD + c]
                     v[ax] = vv
                     nrm += vv * vv
                 nrm = np.sqrt(nrm)
@@ -334,7 +343,7 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
                     u = v[ax] * fac
                     rr = gX[ax] - u
                     OB[x, oU + c] = u
-                    OB[x, oD + c] = (B[x, oD + c] + rr) * f
+                    OB[x, oD + c] = (B[x, oD + c] + hv[ax] - u) * f
                     r_reg += rr * rr
             if want:
                 OB[x, res + 3] = r_reg
@@ -344,8 +353,9 @@ def _tv_update(S, out, o, L, nd, P, AtA, rho, thr, f, res, want):
 
 
 @numba.njit(parallel=True, cache=True)
-def _pnp_local(S, out, o, L, P, AtA, rho, f, res, want, V):
-    """PnP steps 1-4, 7 and 8 (all but the U-step and D) per pixel; ``V = X + D``."""
+def _pnp_local(S, out, o, L, P, AtA, rho, f, a, res, want, V):
+    """PnP steps 1-4, 7 and 8 (all but the U-step and D) per pixel; the denoiser's input
+    ``V = α X + (1 - α) U_old + D`` (over-relaxed by ``a``)."""
     n, nz, ny, nx = S.shape
     oX, os_, oM, oW, oC, oE, oU, oD = o[2], o[3], o[4], o[5], o[7], o[8], o[10], o[11]
     n_ob = out.shape[0]
@@ -376,8 +386,8 @@ def _pnp_local(S, out, o, L, P, AtA, rho, f, res, want, V):
             for j in range(L):
                 X[j] = X[j] + (1.0 - col) / L
                 OB[x, oX + j] = X[j]
-                VB[x, j] = X[j] + B[x, oD + j]
-            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, X, Mn, Xs, res, want)
+                VB[x, j] = a * X[j] + (1.0 - a) * B[x, oU + j] + B[x, oD + j]
+            _pixel_local(B, OB, x, o, L, P, AtA, rho, f, a, X, Mn, Xs, res, want)
             if want:
                 OB[x, res + 6] = 0.0
         _scatter(OB, 0, oU, out, 0, z, y)
@@ -387,8 +397,9 @@ def _pnp_local(S, out, o, L, P, AtA, rho, f, res, want, V):
 
 
 @numba.njit(parallel=True, cache=True)
-def _pnp_dual(S, out, o, L, U, f, res, want):
-    """PnP step 8 for D: ``D ← (D + X - U) f``, ``U`` stored, and ``|X - U|²``."""
+def _pnp_dual(S, out, o, L, U, f, a, res, want):
+    """PnP step 8 for D: ``D ← (D + α X + (1 - α) U_old - U) f``, ``U`` stored, and
+    ``|X - U|²``."""
     _, nz, ny, nx = S.shape
     oX, oU, oD = o[2], o[10], o[11]
     for r in numba.prange(nz * ny):
@@ -398,9 +409,11 @@ def _pnp_dual(S, out, o, L, U, f, res, want):
         for j in range(L):
             for x in range(nx):
                 u = np.float64(U[j, z, y, x])
-                rr = np.float64(out[oX + j, z, y, x]) - u
+                xn = np.float64(out[oX + j, z, y, x])
+                rr = xn - u
+                hx = a * xn + (1.0 - a) * np.float64(S[oU + j, z, y, x])
                 out[oU + j, z, y, x] = u
-                out[oD + j, z, y, x] = (np.float64(S[oD + j, z, y, x]) + rr) * f
+                out[oD + j, z, y, x] = (np.float64(S[oD + j, z, y, x]) + hx - u) * f
                 acc[x] += rr * rr
         if want:
             for x in range(nx):
@@ -455,6 +468,7 @@ def _fused_passes(
     tv_sweeps: int,
     denoiser: str,
     residuals: bool,
+    relax: float = 1.0,
 ) -> None:
     """The compiled passes of :func:`admm_iteration_fused` (arguments checked there)."""
     nd = layout.ndim
@@ -465,6 +479,7 @@ def _fused_passes(
     AtA = np.ascontiguousarray(AtA, dtype=np.float64)
     P = np.linalg.inv(AtA + rho * np.eye(L))
     f = float(rho) / float(rho_next)
+    a = float(relax)
     want = bool(residuals)
     if layout.method == "tv":
         sp = S4.shape[1:]
@@ -478,17 +493,18 @@ def _fused_passes(
             _jacobi_sweep(Xc, rhs, inv, dst)
             Xc = dst
         _jacobi_last_normalize(Xc, rhs, inv, O4, o[2])
-        _tv_update(S4, O4, o, L, nd, P, AtA, float(rho), float(lam) / float(rho), f, n, want)
+        thr = float(lam) / float(rho)
+        _tv_update(S4, O4, o, L, nd, P, AtA, float(rho), thr, f, a, n, want)
     else:
         V = np.empty((L,) + S4.shape[1:], dtype=np.float32)
-        _pnp_local(S4, O4, o, L, P, AtA, float(rho), f, n, want, V)
+        _pnp_local(S4, O4, o, L, P, AtA, float(rho), f, a, n, want, V)
         sigma = float(np.sqrt(lam / rho))
         V = V.reshape((L,) + S.shape[1:])
         if denoiser == "tv":
             U = denoise_maps_tv(V, sigma, nd)
         else:
             U = denoise_maps(V, sigma, denoiser, nd).astype(np.float32)
-        _pnp_dual(S4, O4, o, L, _as_4d(np.ascontiguousarray(U), nd), f, n, want)
+        _pnp_dual(S4, O4, o, L, _as_4d(np.ascontiguousarray(U), nd), f, a, n, want)
         if layout.weighted:
             out[o[12]] = S[o[12]]
 
@@ -503,6 +519,7 @@ def admm_iteration_fused(
     rho_next: float,
     tv_sweeps: int = 10,
     denoiser: str = "tv",
+    relax: float = 1.0,
     residuals: bool = True,
     out: np.ndarray | None = None,
     threads: int | None = None,
@@ -515,7 +532,7 @@ def admm_iteration_fused(
     ----------
     S : (n_channels, *spatial) ndarray
         State block (converted to C-contiguous float32 if it is not; never modified).
-    layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser
+    layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser, relax
         As :func:`~bigxanes.kernels.admm.admm_iteration`.
     residuals : bool
         Compute and return the per-pixel :data:`~bigxanes.kernels.admm.RESIDUALS` channels.
@@ -545,7 +562,9 @@ def admm_iteration_fused(
     elif np.shares_memory(out, S):
         raise ValueError("out must not share memory with the state S")
     with numba_threads(block_threads(S[0].size, threads)):
-        _fused_passes(S, out, layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser, residuals)
+        _fused_passes(
+            S, out, layout, AtA, lam, rho, rho_next, tv_sweeps, denoiser, residuals, relax
+        )
     return out
 
 

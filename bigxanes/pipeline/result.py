@@ -164,13 +164,16 @@ def method_variables(
 
 def verdict_attrs(history: History) -> dict[str, Any]:
     """The run's verdict as attrs: ``converged``, ``stop_reason``, final ``rel_primal`` and
-    ``rel_dual`` against ``tol``, ``n_iterations`` and the one-line ``verdict``."""
+    ``rel_dual`` against ``tol``, ``rel_change`` (the maps' last change per iteration in units
+    of the fraction noise; None when not computed), ``n_iterations`` and the one-line
+    ``verdict``."""
     return {
         "converged": bool(history.converged),
         "stop_reason": history.stop_reason or None,
         "rel_primal": history.rel_primal,
         "rel_dual": history.rel_dual,
         "tol": history.tol,
+        "rel_change": history.rel_change,
         "n_iterations": history.n_iterations,
         "verdict": history.verdict(),
     }

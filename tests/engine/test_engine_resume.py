@@ -129,6 +129,42 @@ def test_resume_across_modes(stack, tmp_path):
         assert np.abs(got[name].values - ref[name].values).max() <= 1e-6, name
 
 
+@pytest.mark.parametrize("state_mode", ["zarr", "memory"])
+def test_resume_after_the_stable_stop_runs_nothing(stack, tmp_path, monkeypatch, state_mode):
+    """The "stable" stop (RumParams.change_tol) is in the commit of the iteration it stops at:
+    a run interrupted right after that commit resumes without iterating (before the verdict
+    was set ahead of on_iteration, the commit said "not converged" and a resume ran on)."""
+    params = RumParams(method="rum-tv", tv_sweeps=3)
+    kw = dict(
+        method="rum-tv",
+        params=params,
+        chunks=(20, 22),
+        progress=False,
+        state_mode=state_mode,
+        checkpoint_every=4,
+    )
+    ref = _load(unmix_store(stack, tmp_path / "ref.zarr", **kw))
+    n = ref.attrs["n_iterations"]
+    assert ref.attrs["stop_reason"] == "stable" and ref.attrs["converged"] == 1 and n < 60
+    out = tmp_path / "run.zarr"
+    with pytest.raises(InjectedFailure):
+        unmix_store(stack, out, _fail_after=n, **kw)
+    commit = WorkDir(tmp_path / "run.zarr.work").last_commit
+    assert commit["completed"] == n and commit["converged"] is True
+
+    import bigxanes.engine.chunked as eu
+
+    calls = []
+    name = "admm_interior" if state_mode == "zarr" else "admm_block"
+    orig = getattr(eu, name)
+    monkeypatch.setattr(eu, name, lambda *a, **k: calls.append(1) or orig(*a, **k))
+    got = _load(unmix_store(stack, out, resume=True, **kw))
+    assert calls == []
+    assert got.attrs["n_iterations"] == n and got.attrs["stop_reason"] == "stable"
+    for name in ("fraction_unmasked", "scale", "residual_rms"):
+        assert np.abs(got[name].values - ref[name].values).max() <= 1e-6, name
+
+
 def test_choose_state_mode():
     from bigxanes.engine.unmix import choose_state_mode
 

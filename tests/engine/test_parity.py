@@ -162,6 +162,22 @@ def test_rum_tv_parity_2d(data2d, tmp_path, monkeypatch, state_mode, backend, ev
     assert_parity(mem, eng)
 
 
+@pytest.mark.parametrize("state_mode", ["memory", "zarr"])
+def test_rum_tv_parity_stable_stop(data2d, tmp_path, monkeypatch, state_mode):
+    """Default stopping rules to the end: both executors stop at the same iteration on the
+    "stable" rule (RumParams.change_tol, σ_x from each executor's own noise estimate) with
+    the same verdict and maps (over-relaxed kernel, relax 1.8)."""
+    import bigxanes.engine.unmix as eu
+
+    monkeypatch.setattr(eu, "STATE_BLOCK_BYTES", 0)
+    ds, path = data2d
+    p = bx.RumParams(method="rum-tv", tv_sweeps=3, backend="numpy")
+    eng = _engine(path, tmp_path, "rum-tv", (13, 11), params=p, state_mode=state_mode)
+    mem = bx.unmix(ds["stack"], ds["references"], state_dtype=np.float32, **_rum_kw(p))
+    assert mem.attrs["stop_reason"] == "stable" and 30 < mem.attrs["n_iterations"] < 60
+    assert_parity(mem, eng)
+
+
 def test_rum_tv_parity_3d(data3d, tmp_path, monkeypatch):
     import bigxanes.engine.unmix as eu
 

