@@ -60,7 +60,7 @@ def trajectory(phantom: str, size: int, sigma: float, seed: int, **params) -> di
     t0 = time.perf_counter()
     p1 = Pass1Layout(L)
     P = pass1_block(Y, layout=p1, A=A, energy=np.arange(T, dtype=np.float64))
-    st = pass1_statistics(P, p1)
+    st = pass1_statistics(P, p1, A.shape[0])
     c = st["scale"]
     nv = noise_variance(st["resid_sum"], N, T, L, c)
     lam = resolve_lambda(p, nv, A, c)

@@ -122,7 +122,7 @@ def rum_weighted(Y: np.ndarray, A: np.ndarray, w: np.ndarray, params: RumParams)
     holder = {"S": S}
     AtA = A.T @ A
 
-    def step(k: int, rho: float, rho_next: float) -> dict[str, float]:
+    def step(k: int, rho: float, rho_next: float, residuals: bool = True) -> dict[str, float]:
         S0 = holder["S"]
         out = admm_iteration(
             S0, layout=layout, AtA=AtA, lam=lam, rho=rho, rho_next=rho_next, tv_sweeps=10
