@@ -160,6 +160,7 @@ def test_rum_pnp_bm3d_default_halo_psnr(data2d, bm3d_memory, tmp_path, monkeypat
     assert diff < BM3D_SEAM_DIFF  # measured 0.13 at halo 16 (0.39 at halo 0)
 
 
+@pytest.mark.slow  # 15 s; the halo figures: benchmarks/results/pnp_halo.md
 def test_rum_pnp_bm3d_zero_halo_has_seams(data2d, bm3d_memory, tmp_path, monkeypatch):
     """The check above can fail: without a halo the BM3D seams are clearly larger."""
     o, _, loss, diff = _pnp_bm3d_dask(data2d, bm3d_memory, tmp_path, monkeypatch, 0)

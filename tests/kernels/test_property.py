@@ -19,7 +19,7 @@ from bigxanes.engine import unmix_store
 from bigxanes.store import write_dataset
 
 SETTINGS = settings(
-    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
