@@ -137,11 +137,12 @@ def pass1_block(
         and Y[0].size > 0
     ):
         from .fused_lcf import lcf_pass1_fused  # numba compiles or loads its cache on import
+        from .fused_quality import noise_sigma_d2_fused
 
         n_bad = lcf_pass1_fused(Y.reshape(T, -1), A, baseline, flat, sl)
         if n_bad and nan_policy != "mask":
             raise nonfinite_error(n_bad)
-        sig = noise_sigma_d2(Y).reshape(-1)
+        sig = noise_sigma_d2_fused(Y).reshape(-1)
         flat[sl["sigma"]] = np.where(sig > 0, sig, np.nan)  # NaN for bad or noiseless spectra
         if layout.variant != "nnls":
             AtA, aty, yty = gram(A), flat[sl["aty"]], flat[sl["yty"]][0]
