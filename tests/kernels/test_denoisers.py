@@ -36,7 +36,8 @@ def test_bm3d_padding_keeps_large_blocks_unchanged():
     import bm3d
 
     ref = bm3d.bm3d(noisy, sigma_psd=0.1)
-    assert np.array_equal(denoise_maps(noisy[None], 0.1, "bm3d", 2)[0], ref)
+    # bm3d itself is not bit-reproducible: two direct calls differed by 1.2e-7 (float32 inside)
+    np.testing.assert_allclose(denoise_maps(noisy[None], 0.1, "bm3d", 2)[0], ref, rtol=0, atol=1e-5)
 
 
 def test_bm4d_small_volume():
